@@ -1,0 +1,107 @@
+"""HyperAttention (Han et al., ICLR 2024): the algorithm around the block+sample primitive.
+
+    non-causal:  sortLSH orders queries and keys -> block-diagonal attention over the sorted rows
+                 + uniformly sampled columns reweighted by n/m, merged through the log-sum-exp.
+    causal:      recursive halving: the two diagonal halves recurse (causal), the lower-left
+                 quarter is non-causal HyperAttention, and the bottom rows merge the two.
+    small n:     exact attention below `min_seq_len` (non-causal: n < min_seq_len; causal:
+                 n <= min_seq_len, as in the public implementation).
+
+The same driver serves both backends: "torch" (kernels/reference.py, the readable specification)
+and "triton" (kernels/triton_attention.py). Random draws (LSH projections, sampled columns) come from
+one generator in one fixed order, so both backends see identical hashes and samples for one seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import lsh
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    block_size: int = 256
+    sample_size: int = 256
+    # Sorted query rows that share one sample set; 0 = one set per head (the published variant).
+    sample_tile: int = 256
+    lsh_num_projs: int = 7
+    min_seq_len: int = 4096
+
+
+def _primitive(backend: str):
+    if backend == "torch":
+        from .reference import block_sample_attention
+        return block_sample_attention
+    if backend == "triton":
+        from .triton_attention import block_sample_attention
+        return block_sample_attention
+    raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
+
+
+def merge_partials(out1, lse1, out2, lse2):
+    """Attention over the union of two disjoint key sets from the two partial results."""
+    lse = torch.logaddexp(lse1, lse2)
+    out = out1.float() * torch.exp(lse1 - lse).unsqueeze(-1) + out2.float() * torch.exp(lse2 - lse).unsqueeze(-1)
+    return out.to(out1.dtype), lse
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    B, H, n, _ = x.shape
+    return torch.arange(n, device=x.device).expand(B, H, n)
+
+
+def _exact(q, k, v, causal, scale, backend):
+    order = _identity(q)
+    return _primitive(backend)(q, k, v, order, order, None, block_size=q.shape[2], sample_tile=0,
+                               sample_weight=1.0, scale=scale, causal=causal)
+
+
+def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
+    n = q.shape[2]
+    if k.shape[2] != n:
+        raise ValueError(f"hyper attention needs as many queries as keys, got {n} and {k.shape[2]}")
+    if n < p.min_seq_len:
+        return _exact(q, k, v, False, scale, backend)
+    proj = lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
+    q_order = lsh.sort_order(q, proj)
+    k_order = lsh.sort_order(k, proj)
+    samples, weight = None, 1.0
+    if p.sample_size > 0:
+        sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)
+        samples = torch.randint(n, (q.shape[0], q.shape[1], sets, p.sample_size), generator=generator,
+                                device=q.device)
+        weight = n / p.sample_size
+    return _primitive(backend)(q, k, v, q_order, k_order, samples, block_size=p.block_size,
+                               sample_tile=p.sample_tile, sample_weight=weight, scale=scale)
+
+
+def _causal(q, k, v, p: HyperParams, scale, generator, backend):
+    B, H, n, d = q.shape
+    if n <= p.min_seq_len:
+        return _exact(q, k, v, True, scale, backend)
+    if n % 2:
+        # One zero row at the end: under the causal mask no real query ever sees it.
+        q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
+    half = q.shape[2] // 2
+    # Both diagonal halves at once, as twice the heads (a view, no copy).
+    halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
+    out_d, lse_d = _causal(*halves, p, scale, generator, backend)
+    out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
+    out_bl, lse_bl = _non_causal(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator, backend)
+    out_bottom, lse_bottom = merge_partials(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
+    out = torch.cat([out_d[:, :, :half], out_bottom], dim=2)[:, :, :n]
+    lse = torch.cat([lse_d[:, :, :half], lse_bottom], dim=2)[:, :, :n]
+    return out, lse
+
+
+def hyper_attention(q, k, v, params: HyperParams = HyperParams(), *, causal: bool = False,
+                    scale: float | None = None, generator: torch.Generator | None = None,
+                    backend: str = "torch"):
+    """HyperAttention of q, k, v [B, H, n, d] -> (out [B, H, n, d], lse [B, H, n] float32)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    run = _causal if causal else _non_causal
+    return run(q, k, v, params, scale, generator, backend)
