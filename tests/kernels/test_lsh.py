@@ -1,0 +1,41 @@
+import torch
+
+from hyperbench_kernels import lsh
+
+
+def test_gray_order_neighbours_differ_in_one_bit():
+    for bits in range(1, 9):
+        seq = lsh.gray_sequence(bits)
+        assert sorted(seq.tolist()) == list(range(2**bits))
+        flips = [bin(int(a) ^ int(b)).count("1") for a, b in zip(seq[:-1], seq[1:])]
+        assert flips == [1] * (2**bits - 1)
+
+
+def test_rank_is_inverse_of_sequence():
+    seq, rank = lsh.gray_sequence(7), lsh.gray_rank(7)
+    assert torch.equal(rank[seq], torch.arange(128))
+
+
+def test_sort_walks_buckets_in_gray_order():
+    # Sorted rows visit buckets in Gray order: ranks never decrease and the bucket at rank r is the
+    # r-th Gray code, so consecutive occupied ranks r, r+1 are buckets one bit apart.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, 5000, 16, generator=g)
+    proj = lsh.draw_projections(16, 7, generator=g, device=torch.device("cpu"))
+    bucket = (((x @ proj) > 0).long() * 2 ** torch.arange(7)).sum(-1)[0, 0]
+    order = lsh.sort_order(x, proj)[0, 0]
+    rank = lsh.bucket_rank(x, proj)[0, 0][order]
+    assert torch.all(rank[1:] >= rank[:-1])
+    assert torch.equal(lsh.gray_sequence(7)[rank], bucket[order])
+    assert sorted(order.tolist()) == list(range(5000))
+
+
+def test_close_rows_share_a_bucket_more_often_than_random_rows():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4000, 32, generator=g)
+    near = x + 0.05 * torch.randn(4000, 32, generator=g)
+    far = torch.randn(4000, 32, generator=g)
+    proj = lsh.draw_projections(32, 7, generator=g, device=torch.device("cpu"))
+    same_near = (lsh.bucket_rank(x, proj) == lsh.bucket_rank(near, proj)).float().mean()
+    same_far = (lsh.bucket_rank(x, proj) == lsh.bucket_rank(far, proj)).float().mean()
+    assert same_near > 0.7 and same_far < 0.05
