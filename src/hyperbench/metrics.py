@@ -1,0 +1,341 @@
+"""Error of an approximate attention output against exact attention, per (batch, head).
+
+The paper's guarantee (HyperAttention, Han et al. 2024, Thm. 1) is on the operator norm:
+    ||Õ − O||₂ ≤ ε ||D⁻¹A||₂ ||V||₂,   A = exp(scale·QKᵀ) (causally masked), D = diag(A·1),
+so `spec_err` = ||Õ − O||₂ / (||D⁻¹A||₂ ||V||₂). Alongside it we store errors relative to O itself.
+
+Cost and memory
+  * The exact output O and its log-sum-exp come from `exact_reference`, chunked over queries (and
+    over groups of heads) so that at most `SCORE_BUDGET_BYTES` of scores exist at once.
+  * ||Õ − O||₂, ||O||₂, ||V||₂: from the d×d Gram matrices EᵀE in fp64 (largest eigenvalue).
+  * ||D⁻¹A||₂ (n×n, never formed): block Lanczos (block Krylov with full reorthogonalisation and
+    Rayleigh–Ritz) on M = (D⁻¹A)ᵀ(D⁻¹A). One iteration is ONE attention-style pass: for every
+    query chunk, P_c = exp(scale·Q_c Kᵀ − lse_c) (masked when causal) is formed once and used for
+    both products Z_c = P_c X and W += P_cᵀ Z_c, for a block of `NORM_BLOCK` vectors at once.
+    The start block contains the all-ones vector, so the estimate is ≥ 1 from the first pass
+    (rows of D⁻¹A sum to 1). It stops when the relative change of the estimate is ≤ tol.
+    Ritz values approach the true value from below.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+SCORE_BUDGET_BYTES = 1 << 30   # at most this many bytes of scores at once (one buffer, in place)
+NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration
+
+SUMMARY_NAMES = ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err")
+
+
+# ---------------------------------------------------------------------------------- chunking --
+def _acc_dtype(*tensors) -> torch.dtype:
+    """fp64 when any input is fp64, else fp32."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _plan(heads: int, n_q: int, n_k: int, elt: int, query_chunk: int | None,
+          extra_per_head: int = 0, causal: bool = False) -> tuple[int, int]:
+    """(heads per group, query rows per chunk) so one score buffer stays within the budget.
+
+    extra_per_head: bytes each head of a group needs besides scores (e.g. a Krylov basis); it
+    also limits the group size. Causal: at least 8 chunks (of >= 128 rows), since a chunk only
+    touches the keys up to its last row, which skips about half of the work.
+    """
+    if query_chunk is None:
+        rows = max(1, min(n_q, SCORE_BUDGET_BYTES // max(1, n_k * elt)))
+        if causal:
+            rows = min(rows, max(128, -(-n_q // 8)))
+    else:
+        rows = max(1, min(n_q, int(query_chunk)))
+    per_head = rows * n_k * elt + extra_per_head
+    group = max(1, min(heads, SCORE_BUDGET_BYTES // max(1, per_head)))
+    return group, rows
+
+
+def _scores(q_c, k, lse_c, *, scale: float, causal: bool, r0: int, offset: int):
+    """Scores of query rows [r0, r0 + c) against the keys they can see, as one in-place buffer.
+
+    q_c [g, c, d], k [g, n_k, d]. Causal: query i sees key j iff j <= i + offset; only the keys
+    [0, r0 + c + offset) are touched at all. With lse_c [g, c] the buffer holds
+    exp(s − lse) (the normalised attention probabilities), else the raw scaled logits.
+    Returns (buffer [g, c, k_end], k_end).
+    """
+    c = q_c.shape[-2]
+    k_end = min(k.shape[-2], r0 + c + offset) if causal else k.shape[-2]
+    kt = k[:, :k_end].transpose(-1, -2)
+    if lse_c is None:                               # scale folded into q: no extra pass over s
+        s = torch.matmul(q_c * scale, kt)
+    else:                                           # s = scale·q kᵀ − lse in one product
+        s = torch.baddbmm(lse_c.neg().unsqueeze(-1).expand(-1, -1, k_end), q_c, kt, alpha=scale)
+    if causal:
+        first = r0 + offset + 1                     # first key some row of this chunk cannot see
+        if first < k_end:
+            rows = torch.arange(c, device=s.device).unsqueeze(-1)
+            cols = torch.arange(first, k_end, device=s.device).unsqueeze(0)
+            s[..., first:k_end].masked_fill_(cols > rows + r0 + offset, -math.inf)
+    if lse_c is not None:
+        s.exp_()
+    return s, k_end
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, *x.shape[-2:])
+
+
+def _check_causal(n_q: int, n_k: int, causal: bool):
+    if causal and n_q > n_k:
+        raise ValueError(f"causal attention needs n_q <= n_k (got {n_q} > {n_k})")
+
+
+# --------------------------------------------------------------------------- exact reference --
+def exact_reference(q, k, v, *, causal: bool, scale: float, query_chunk: int | None = None):
+    """Exact softmax(scale·QKᵀ)V and its log-sum-exp, never holding the whole n×n matrix.
+
+    q [B, H, n_q, d], k and v [B, H, n_k, d]; causal uses the same convention as
+    kernels/reference.exact_attention (query i sees key j iff j <= i + n_k − n_q).
+    Computed in fp32 (fp64 when an input is fp64) with full-precision fp32 matmuls (TF32 off).
+    Returns (O [B, H, n_q, d_v], lse [B, H, n_q]), both in that accumulation dtype.
+    """
+    acc = _acc_dtype(q, k, v)
+    B, H, n_q, _ = q.shape
+    n_k = k.shape[-2]
+    _check_causal(n_q, n_k, causal)
+    offset = n_k - n_q
+    qf, kf, vf = _flat(q), _flat(k), _flat(v)
+    out = torch.empty(B * H, n_q, v.shape[-1], dtype=acc, device=q.device)
+    lse = torch.empty(B * H, n_q, dtype=acc, device=q.device)
+    group, rows = _plan(B * H, n_q, n_k, torch.finfo(acc).bits // 8, query_chunk, causal=causal)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        for h0 in range(0, B * H, group):
+            hs = slice(h0, h0 + group)
+            kg, vg = kf[hs].to(acc), vf[hs].to(acc)
+            for r0 in range(0, n_q, rows):
+                q_c = qf[hs, r0:r0 + rows].to(acc)
+                s, k_end = _scores(q_c, kg, None, scale=scale, causal=causal, r0=r0, offset=offset)
+                m = s.amax(dim=-1, keepdim=True)
+                s.sub_(m).exp_()
+                l = s.sum(dim=-1, keepdim=True)
+                out[hs, r0:r0 + rows] = torch.matmul(s, vg[:, :k_end]) / l
+                lse[hs, r0:r0 + rows] = (m + l.log()).squeeze(-1)
+                del s
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    return out.view(B, H, n_q, -1), lse.view(B, H, n_q)
+
+
+# ------------------------------------------------------------------------- ||D⁻¹A||₂ (Lanczos) --
+def _orth_against(basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x minus its projection on the (orthonormal) columns of basis; twice, for fp32 safety."""
+    for _ in range(2):
+        x = x - basis @ (basis.transpose(-1, -2) @ x)
+    return x
+
+
+def _normalise_block(basis, x, gen):
+    """Orthonormal block spanning the part of x outside `basis`; columns that vanished (the
+    Krylov space became invariant) are replaced by random directions."""
+    x = _orth_against(basis, x) if basis is not None else x
+    ref = x.new_tensor(1.0)
+    for _ in range(3):
+        norms = x.norm(dim=-2, keepdim=True)                        # [g, 1, r]
+        ref = torch.maximum(ref, norms.amax())
+        bad = norms <= 1e-4 * ref
+        if not bool(bad.any()):
+            break
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        x = torch.where(bad, noise, x)
+        x = _orth_against(basis, x) if basis is not None else x
+    qmat, _ = torch.linalg.qr(x)
+    if basis is not None:                                           # one more pass after QR
+        qmat, _ = torch.linalg.qr(_orth_against(basis, qmat))
+    return qmat
+
+
+def _apply_ptp(qg, kg, lse_g, x, *, scale, causal, rows, offset):
+    """W = Pᵀ(P X) for P = D⁻¹A of a group of heads, in one pass over query chunks."""
+    w = torch.zeros_like(x)
+    for r0 in range(0, qg.shape[-2], rows):
+        p, k_end = _scores(qg[:, r0:r0 + rows], kg, lse_g[:, r0:r0 + rows],
+                           scale=scale, causal=causal, r0=r0, offset=offset)
+        z = torch.matmul(p, x[:, :k_end])                           # [g, c, r]
+        w[:, :k_end].add_(torch.matmul(p.transpose(-1, -2), z))
+        del p
+    return w
+
+
+def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float = 1e-3,
+                          max_iters: int = 100, query_chunk: int | None = None,
+                          block: int = NORM_BLOCK, seed: int = 0):
+    """||D⁻¹A||₂ per (batch, head) without forming D⁻¹A, by block Lanczos on (D⁻¹A)ᵀ(D⁻¹A).
+
+    lse must be the exact log-sum-exp of each query row (from `exact_reference`): then
+    P = exp(scale·QKᵀ − lse) is exactly D⁻¹A. One iteration = one pass over the keys serving all
+    `block` vectors. Stops when |σ_j − σ_{j−1}| ≤ tol·σ_j for every head of a group, when the Krylov
+    basis spans the whole space (the answer is then exact up to rounding), or after max_iters.
+    Returns (norms [B, H] fp64, iters [B, H] int64: passes until that head's estimate met tol, or
+    the passes made when it never did, converged [B, H] bool).
+    """
+    acc = _acc_dtype(q, k)
+    B, H, n_q, _ = q.shape
+    n_k = k.shape[-2]
+    _check_causal(n_q, n_k, causal)
+    offset = n_k - n_q
+    max_iters = max(1, int(max_iters))
+    r = max(1, min(block, n_k))
+    m_max = min(n_k, r * max_iters)                                   # largest basis ever needed
+    elt = torch.finfo(acc).bits // 8
+    group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
+                        causal=causal)
+    qf, kf, lf = _flat(q), _flat(k), lse.reshape(B * H, n_q)
+    gen = torch.Generator(device=q.device).manual_seed(seed)
+    norms = torch.empty(B * H, dtype=torch.float64)
+    iters = torch.empty(B * H, dtype=torch.int64)
+    conv = torch.empty(B * H, dtype=torch.bool)
+    for h0 in range(0, B * H, group):
+        hs = slice(h0, min(B * H, h0 + group))
+        g = hs.stop - hs.start
+        qg, kg, lg = qf[hs].to(acc), kf[hs].to(acc), lf[hs].to(acc)
+        basis = torch.empty(g, n_k, m_max, dtype=acc, device=q.device)
+        x0 = torch.randn(g, n_k, r, generator=gen, device=q.device, dtype=acc)
+        x0[..., 0] = 1.0                                              # P·1 = 1: estimate >= 1
+        v = _normalise_block(None, x0, gen)
+        m = 0                                                         # basis columns in use
+        t = torch.zeros(g, 0, 0, dtype=torch.float64)                 # projected matrix (CPU)
+        prev = torch.zeros(g, dtype=torch.float64)
+        done_at = torch.zeros(g, dtype=torch.int64)                   # 0: not yet converged
+        for it in range(1, max_iters + 1):
+            rb = v.shape[-1]
+            basis[..., m:m + rb] = v
+            m += rb
+            w = _apply_ptp(qg, kg, lg, v, scale=scale, causal=causal, rows=rows, offset=offset)
+            col = (basis[..., :m].transpose(-1, -2) @ w).double().cpu()   # new column block of T
+            t_new = torch.zeros(g, m, m, dtype=torch.float64)
+            t_new[:, :m - rb, :m - rb] = t
+            t_new[:, :, m - rb:] = col
+            t_new[:, m - rb:, :m - rb] = col[:, :m - rb].transpose(-1, -2)
+            t = 0.5 * (t_new + t_new.transpose(-1, -2))
+            est = torch.linalg.eigvalsh(t)[:, -1].clamp_min(0).sqrt()
+            newly = (done_at == 0) & ((est - prev).abs() <= tol * est) & (it > 1)
+            done_at[newly] = it
+            prev = est
+            if bool((done_at > 0).all()) or m >= n_k or it == max_iters:
+                break
+            # next block: the part of W outside the basis (its projection is `col` already)
+            nxt = w - basis[..., :m] @ col.to(w)
+            v = _normalise_block(basis[..., :m], nxt[..., :min(r, n_k - m)], gen)
+        del basis
+        norms[hs] = est
+        conv[hs] = (done_at > 0) | (m >= n_k)
+        iters[hs] = torch.where(done_at > 0, done_at, torch.full_like(done_at, it))
+    return norms.view(B, H), iters.view(B, H), conv.view(B, H)
+
+
+# ------------------------------------------------------------------------------ Gram norms --
+def gram_spectral_norm(x: torch.Tensor) -> torch.Tensor:
+    """||X||₂ of each [..., n, d] matrix from the d×d Gram matrix XᵀX in fp64 (largest eigenvalue).
+    Returns [...] fp64 on x's device."""
+    xd = x.double()
+    gram = xd.transpose(-1, -2) @ xd
+    return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt()
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num/den with 0/0 = 0 and x/0 = inf."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.where(num > 0, math.inf, 0.0))
+
+
+def head_errors(q, k, v, out, *, causal: bool, scale: float, lse=None, exact=None,
+                tol: float = 1e-3, max_iters: int = 100, query_chunk: int | None = None,
+                norm=None) -> dict:
+    """Per-(batch, head) metrics as fp64 CPU tensors [B, H] (see `attention_errors`), plus
+    `norm_iters` [B, H] and `norm_converged` [B, H]. `norm`: the result of
+    `attention_matrix_norm` for these inputs, to reuse it across methods."""
+    acc = _acc_dtype(q, k, v, out)
+    if exact is None:
+        o_ex, lse_ex = exact_reference(q, k, v, causal=causal, scale=scale, query_chunk=query_chunk)
+    else:
+        o_ex, lse_ex = exact
+        if o_ex.shape != out.shape or lse_ex.shape != out.shape[:-1]:
+            raise ValueError(f"exact=(O {tuple(o_ex.shape)}, lse {tuple(lse_ex.shape)}) does not "
+                             f"match out {tuple(out.shape)}")
+    B, H = out.shape[:2]
+    res = {name: torch.empty(B, H, dtype=torch.float64) for name in
+           ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err", "err_norm", "out_norm",
+            "v_norm")}
+    if lse is not None:
+        res["lse_err"] = torch.empty(B, H, dtype=torch.float64)
+    for b in range(B):                      # one batch entry at a time bounds the fp64 copies
+        e = out[b].to(acc) - o_ex[b].to(acc)                          # [H, n, d]
+        o = o_ex[b].to(acc)
+        err2 = gram_spectral_norm(e).cpu()
+        out2 = gram_spectral_norm(o).cpu()
+        res["err_norm"][b], res["out_norm"][b] = err2, out2
+        res["v_norm"][b] = gram_spectral_norm(v[b].to(acc)).cpu()
+        res["rel_spec_err"][b] = _ratio(err2, out2)
+        fro_e = e.double().square().sum(dim=(-1, -2)).sqrt().cpu()
+        fro_o = o.double().square().sum(dim=(-1, -2)).sqrt().cpu()
+        res["rel_fro_err"][b] = _ratio(fro_e, fro_o)
+        row_e = e.double().norm(dim=-1).amax(dim=-1).cpu()
+        row_o = o.double().norm(dim=-1).amax(dim=-1).cpu()
+        res["max_row_err"][b] = _ratio(row_e, row_o)
+        if lse is not None:
+            res["lse_err"][b] = (lse[b].double() - lse_ex[b].double()).abs().amax(dim=-1).cpu()
+        del e, o
+    if norm is None:
+        norm = attention_matrix_norm(q, k, lse_ex, causal=causal, scale=scale, tol=tol,
+                                     max_iters=max_iters, query_chunk=query_chunk)
+    attn, iters, conv = norm
+    res["attn_norm"] = attn
+    res["spec_err"] = _ratio(res["err_norm"], attn * res["v_norm"])
+    res["norm_iters"], res["norm_converged"] = iters, conv
+    return res
+
+
+def attention_errors(q, k, v, out, *, causal: bool, scale: float, lse=None, exact=None,
+                     tol: float = 1e-3, max_iters: int = 100,
+                     query_chunk: int | None = None, norm=None) -> dict:
+    """Error of an approximate attention output `out` (and optionally its `lse`), per (b, h).
+
+    q, k, v, out [B, H, n, d] on any device, any float dtype; computed in fp32 (fp64 when an input
+    is fp64). `exact`: (O, lse_exact) from `exact_reference`, and `norm`: the result of
+    `attention_matrix_norm`, both to reuse across methods (they depend on the inputs only).
+
+    Per (b, h), with O exact, Õ = out, E = Õ − O, P = D⁻¹A:
+      spec_err     = ||E||₂ / (||P||₂ · ||V||₂)          (the paper's operator-norm guarantee)
+      rel_spec_err = ||E||₂ / ||O||₂
+      rel_fro_err  = ||E||_F / ||O||_F
+      max_row_err  = max_i ||E_i||₂ / max_i ||O_i||₂      (worst row error over the largest exact
+                                                          row norm of the same head, both ℓ2)
+      lse_err      = max_i |lse_i − lse_exact_i|          (only when lse is given)
+    (x/0 is inf, 0/0 is 0.) Returns plain Python numbers: for each name the mean over (b, h)
+    under `name` and the max under `name_max`; `attn_norm` / `attn_norm_max` (mean / max of
+    ||P||₂); `norm_iters` (most passes any head needed), `norm_tol` (= tol), `norm_converged`
+    (every head met tol or was computed exactly); `metric_ms` (wall time of this call, CUDA
+    synchronised, including the exact reference when it is computed here).
+    """
+    cuda = out.is_cuda
+    if cuda:
+        torch.cuda.synchronize(out.device)
+    t0 = time.perf_counter()
+    per = head_errors(q, k, v, out, causal=causal, scale=scale, lse=lse, exact=exact, tol=tol,
+                      max_iters=max_iters, query_chunk=query_chunk, norm=norm)
+    names = SUMMARY_NAMES + (("lse_err",) if lse is not None else ())
+    summary = {}
+    for name in names:
+        summary[name] = float(per[name].mean())
+        summary[f"{name}_max"] = float(per[name].max())
+    summary["attn_norm"] = float(per["attn_norm"].mean())
+    summary["attn_norm_max"] = float(per["attn_norm"].max())
+    summary["norm_iters"] = int(per["norm_iters"].max())
+    summary["norm_tol"] = float(tol)
+    summary["norm_converged"] = bool(per["norm_converged"].all())
+    if cuda:
+        torch.cuda.synchronize(out.device)
+    summary["metric_ms"] = (time.perf_counter() - t0) * 1e3
+    return summary

@@ -1,0 +1,209 @@
+"""metrics.py against dense float64 linear algebra (SVD of the materialised n×n matrix)."""
+
+import math
+
+import pytest
+import torch
+
+from hyperbench import metrics
+from hyperbench.inputs import make_inputs
+from hyperbench.metrics import (attention_errors, attention_matrix_norm, exact_reference,
+                                gram_spectral_norm, head_errors)
+from hyperbench_kernels.reference import exact_attention
+
+DISTS = [{"name": "gaussian"}, {"name": "gaussian", "temperature": 4.0}, {"name": "clustered"},
+         {"name": "heavy_hitters"}, {"name": "low_rank"}]
+
+
+def dense_p(q, k, *, causal, scale):
+    """D⁻¹A materialised in fp64: [B, H, n_q, n_k]."""
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if causal:
+        n_q, n_k = s.shape[-2:]
+        mask = torch.ones(n_q, n_k, dtype=torch.bool).tril(n_k - n_q)
+        s = s.masked_fill(~mask, -math.inf)
+    return torch.softmax(s, dim=-1)
+
+
+def inputs(spec, n, *, d=32, heads=2, batch=1, dtype=torch.float64, seed=0):
+    return make_inputs(spec, batch=batch, heads=heads, seq_len=n, head_dim=d, dtype=dtype,
+                       device="cpu", seed=seed)
+
+
+def spec2(x):
+    return torch.linalg.matrix_norm(x.double(), ord=2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [37, 301])
+def test_exact_reference_matches_dense(n, causal):
+    q, k, v = inputs({"name": "gaussian"}, n)
+    scale = 1 / math.sqrt(q.shape[-1])
+    p = dense_p(q, k, causal=causal, scale=scale)
+    for chunk in (None, 1, 16, n + 5):
+        o, lse = exact_reference(q, k, v, causal=causal, scale=scale, query_chunk=chunk)
+        assert o.dtype == torch.float64 and lse.shape == q.shape[:-1]
+        torch.testing.assert_close(o, p @ v, rtol=1e-10, atol=1e-12)
+        ref_out, ref_lse = exact_attention(q, k, v, causal=causal, scale=scale)
+        torch.testing.assert_close(lse, ref_lse, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("spec", DISTS, ids=lambda s: "-".join(map(str, s.values())))
+def test_attention_norm_matches_dense_svd(spec, causal):
+    q, k, _ = inputs(spec, 256, heads=3)
+    scale = 1 / math.sqrt(q.shape[-1])
+    _, lse = exact_reference(q, k, k, causal=causal, scale=scale)
+    norms, iters, conv = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, tol=1e-3)
+    dense = spec2(dense_p(q, k, causal=causal, scale=scale))
+    torch.testing.assert_close(norms, dense, rtol=1e-2, atol=0)
+    assert bool(conv.all()) and int(iters.max()) <= 100
+    assert bool((norms >= 1 - 1e-9).all())            # rows of D⁻¹A sum to 1
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [37, 301, 1024])
+def test_attention_norm_odd_and_large_n(n, causal):
+    q, k, _ = inputs({"name": "gaussian"}, n, d=64, dtype=torch.float32)
+    scale = 1 / math.sqrt(64)
+    _, lse = exact_reference(q, k, k, causal=causal, scale=scale)
+    norms, _, _ = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, query_chunk=100)
+    dense = spec2(dense_p(q, k, causal=causal, scale=scale))
+    torch.testing.assert_close(norms, dense, rtol=1e-2, atol=0)
+    if causal:                                         # causal attention is far from uniform
+        assert bool((norms > 1.3).all())
+
+
+def test_attention_norm_tiny_budget_same_answer(monkeypatch):
+    """Forcing one head per group and few rows per chunk must not change anything."""
+    q, k, _ = inputs({"name": "clustered"}, 130, heads=3, batch=2)
+    scale = 0.2
+    _, lse = exact_reference(q, k, k, causal=True, scale=scale)
+    want, _, _ = attention_matrix_norm(q, k, lse, causal=True, scale=scale, tol=1e-9)
+    monkeypatch.setattr(metrics, "SCORE_BUDGET_BYTES", 130 * 8 * 7)
+    assert metrics._plan(6, 130, 130, 8, None) == (1, 7)
+    o2, lse2 = exact_reference(q, k, k, causal=True, scale=scale)
+    torch.testing.assert_close(lse2, lse, rtol=1e-12, atol=1e-12)
+    got, _, _ = attention_matrix_norm(q, k, lse, causal=True, scale=scale, tol=1e-9)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(got, spec2(dense_p(q, k, causal=True, scale=scale)), rtol=1e-6,
+                               atol=0)
+
+
+def test_tol_and_iterations_reported():
+    q, k, v = inputs({"name": "gaussian"}, 512, d=16, dtype=torch.float32)
+    scale = 0.25
+    o, lse = exact_reference(q, k, v, causal=True, scale=scale)
+    one = attention_errors(q, k, v, o, causal=True, scale=scale, exact=(o, lse), max_iters=1)
+    assert one["norm_iters"] == 1 and one["norm_converged"] is False
+    loose = attention_errors(q, k, v, o, causal=True, scale=scale, exact=(o, lse), tol=0.5)
+    tight = attention_errors(q, k, v, o, causal=True, scale=scale, exact=(o, lse), tol=1e-9)
+    assert loose["norm_tol"] == 0.5 and tight["norm_tol"] == 1e-9
+    assert 2 <= loose["norm_iters"] < tight["norm_iters"] <= 100
+    assert loose["norm_converged"] and tight["norm_converged"]
+    # one pass gives a lower bound (Ritz value), the converged value is the dense one
+    dense = spec2(dense_p(q, k, causal=True, scale=scale))
+    assert one["attn_norm"] <= tight["attn_norm"] * (1 + 1e-9)
+    assert tight["attn_norm"] == pytest.approx(float(dense.mean()), rel=1e-6)
+
+
+def test_krylov_space_exhausted_is_exact():
+    q, k, _ = inputs({"name": "low_rank"}, 20, d=8)
+    _, lse = exact_reference(q, k, k, causal=True, scale=0.5)
+    norms, iters, conv = attention_matrix_norm(q, k, lse, causal=True, scale=0.5, tol=0.0)
+    assert bool(conv.all()) and int(iters.max()) == 3            # 8 + 8 + 4 = 20 columns
+    torch.testing.assert_close(norms, spec2(dense_p(q, k, causal=True, scale=0.5)), rtol=1e-9,
+                               atol=0)
+
+
+@pytest.mark.parametrize("n", [37, 300])
+def test_gram_norm_matches_svd(n):
+    x = torch.randn(3, n, 24, dtype=torch.float64) * torch.logspace(-3, 1, 24, dtype=torch.float64)
+    torch.testing.assert_close(gram_spectral_norm(x), torch.linalg.svdvals(x)[..., 0], rtol=1e-6,
+                               atol=0)
+    xf = x.float()                                               # fp32 data, fp64 Gram
+    torch.testing.assert_close(gram_spectral_norm(xf), torch.linalg.svdvals(xf.double())[..., 0],
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_exact_output_has_zero_error(causal):
+    q, k, v = inputs({"name": "gaussian"}, 301, d=64, dtype=torch.float32)
+    scale = 1 / 8
+    out, lse = exact_attention(q, k, v, causal=causal, scale=scale)    # independent computation
+    r = attention_errors(q, k, v, out, causal=causal, scale=scale, lse=lse)
+    for name in ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err"):
+        assert 0 <= r[name] <= r[f"{name}_max"] < 1e-5, name
+    assert r["lse_err_max"] < 1e-5
+    assert r["metric_ms"] > 0 and r["attn_norm"] >= 1
+
+
+def dense_metrics(q, k, v, out, lse, *, causal, scale):
+    p = dense_p(q, k, causal=causal, scale=scale)
+    o = p @ v.double()
+    e = out.double() - o
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(~torch.ones(s.shape[-2:], dtype=torch.bool).tril(), -math.inf)
+    lse_ex = torch.logsumexp(s, dim=-1)
+    return {
+        "attn_norm": spec2(p),
+        "spec_err": spec2(e) / (spec2(p) * spec2(v)),
+        "rel_spec_err": spec2(e) / spec2(o),
+        "rel_fro_err": e.norm(dim=(-1, -2)) / o.norm(dim=(-1, -2)),
+        "max_row_err": e.norm(dim=-1).amax(-1) / o.norm(dim=-1).amax(-1),
+        "lse_err": (lse.double() - lse_ex).abs().amax(-1),
+    }
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("spec", DISTS, ids=lambda s: "-".join(map(str, s.values())))
+@pytest.mark.parametrize("n", [37, 512])
+def test_perturbed_output_matches_dense(spec, n, causal):
+    q, k, v = inputs(spec, n, heads=2, batch=2)
+    scale = 1 / math.sqrt(q.shape[-1])
+    o, lse = exact_reference(q, k, v, causal=causal, scale=scale)
+    g = torch.Generator().manual_seed(1)
+    # a structured (low-rank) plus a small dense perturbation, different size per head
+    size = torch.tensor([1e-3, 1e-2, 3e-2, 1e-1], dtype=torch.float64).view(2, 2, 1, 1)
+    pert = torch.randn(2, 2, n, 1, generator=g, dtype=torch.float64) @ torch.randn(
+        2, 2, 1, q.shape[-1], generator=g, dtype=torch.float64)
+    out = o + size * (pert + 0.3 * torch.randn(o.shape, generator=g, dtype=torch.float64))
+    lse_hat = lse + 1e-3 * torch.randn(lse.shape, generator=g, dtype=torch.float64)
+    per = head_errors(q, k, v, out, causal=causal, scale=scale, lse=lse_hat, tol=1e-4)
+    want = dense_metrics(q, k, v, out, lse_hat, causal=causal, scale=scale)
+    for name in ("rel_spec_err", "rel_fro_err", "max_row_err", "lse_err"):
+        torch.testing.assert_close(per[name], want[name], rtol=1e-6, atol=0, msg=name)
+    for name in ("attn_norm", "spec_err"):
+        torch.testing.assert_close(per[name], want[name], rtol=1e-2, atol=0, msg=name)
+    summary = attention_errors(q, k, v, out, causal=causal, scale=scale, lse=lse_hat,
+                               exact=(o, lse), tol=1e-4)
+    for name in ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err", "lse_err"):
+        assert summary[name] == pytest.approx(float(want[name].mean()), rel=1e-2), name
+        assert summary[f"{name}_max"] == pytest.approx(float(want[name].max()), rel=1e-2), name
+    assert summary["attn_norm_max"] == pytest.approx(float(want["attn_norm"].max()), rel=1e-2)
+
+
+def test_low_precision_output_and_reused_exact():
+    q, k, v = inputs({"name": "gaussian"}, 256, d=64, dtype=torch.bfloat16)
+    scale = 1 / 8
+    exact = exact_reference(q, k, v, causal=False, scale=scale)
+    assert exact[0].dtype == torch.float32                    # bf16 inputs: fp32 reference
+    out = exact_attention(q, k, v, causal=False, scale=scale)[0]     # rounded to bf16
+    a = attention_errors(q, k, v, out, causal=False, scale=scale)
+    b = attention_errors(q, k, v, out, causal=False, scale=scale, exact=exact)
+    for name in ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err", "attn_norm"):
+        assert a[name] == b[name], name
+    assert 1e-5 < a["rel_fro_err"] < 2e-2                     # bf16 rounding, nothing worse
+    assert "lse_err" not in a
+
+
+def test_zero_reference_gives_inf_not_nan():
+    q = torch.zeros(1, 1, 8, 4)
+    v = torch.zeros(1, 1, 8, 4)
+    out = torch.ones(1, 1, 8, 4)
+    r = attention_errors(q, q, v, out, causal=False, scale=1.0)
+    assert r["rel_spec_err"] == math.inf and r["spec_err"] == math.inf
+    r0 = attention_errors(q, q, v, torch.zeros_like(out), causal=False, scale=1.0)
+    assert r0["rel_spec_err"] == 0.0 and r0["spec_err"] == 0.0
+    assert r0["attn_norm"] == pytest.approx(1.0, rel=1e-6)     # uniform attention: norm 1
