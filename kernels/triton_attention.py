@@ -1,0 +1,500 @@
+"""Triton kernels for `block_sample_attention` (contract: kernels/reference.py's docstring).
+
+Layout of the work (sorted positions r, c; original rows through q_order / k_order):
+  forward      one program per tile of BLOCK_M sorted query rows: gathers its query rows, runs one
+               online softmax over the keys of its block(s) and over its sample set(s), and writes
+               out / lse to the original rows.  Scores live in the exp2 domain (scale·log2 e folded
+               into one multiplier; the sample weight becomes + log2 w).
+  backward     (1) dQ: one program per query tile, same loops as the forward, P recomputed from lse;
+               (2) dK/dV of the block part: one program per key tile, looping over the queries of
+                   its block(s); every key belongs to one block, so each row is written once;
+               (3) dK/dV of the sampled keys: one program per (chunk of a sample set, query tile of
+                   that set) into an fp32 buffer, scatter-added through k_order[samples] on the host
+                   (no atomics; repeated samples add up, as each draw counts).
+  Gradients flow from both outputs: dS = P ∘ (dP − Δ) with Δ_i = rowsum(dO_i ∘ O_i) − dlse_i.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Tile shapes and launch settings per head_dim; module-level so scripts/gpu_kernel_check.py can
+# try others.  fwd/dq: (BLOCK_M query rows, BLOCK_N keys); dkdv: (BLOCK_N keys, BLOCK_M queries).
+CONFIGS = {
+    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
+    "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 32, 4, 3), 128: (64, 64, 8, 2)},
+    "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 8, 2)},
+}
+# Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
+# sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
+SHARED_SET_CHUNK = 2048
+# The key-list path (see _list_kernel) is used whenever the tiles line up with blocks and sample
+# sets; module-level so scripts/gpu_kernel_check.py can time the general path against it.
+USE_KEY_LISTS = True
+
+
+def _config(kind: str, d: int):
+    if _INTERPRET:   # the interpreter runs programs one by one; tile size barely matters there
+        return (64, 64, 4, 1)
+    return CONFIGS[kind][d]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared device helpers
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gather_rows(ptr, rows, stride_n, offs_d, mask):
+    """Rows `rows` (original indices) of a [n, d] matrix with unit column stride."""
+    return tl.load(ptr + rows[:, None] * stride_n + offs_d[None, :], mask=mask[:, None], other=0.0)
+
+
+@triton.jit
+def _block_visible(r, c, n, block, CAUSAL: tl.constexpr):
+    """Sorted key c is in sorted row r's block, exists, and (causal) c <= r; r, c broadcast 2-D."""
+    vis = ((c // block) == (r // block)) & (c < n)
+    if CAUSAL:
+        vis = vis & (c <= r)
+    return vis
+
+
+@triton.jit
+def _sample_visible(r, s, s_ok, block):
+    """A real sample (sorted key position s) outside sorted row r's block; r, s broadcast 2-D."""
+    return s_ok & ((s // block) != (r // block))
+
+
+@triton.jit
+def _softmax_step(qk, v, m_i, l_i, acc, PREC: tl.constexpr):
+    """Online softmax update with one tile of exp2-domain scores qk [BM, BN] and values v [BN, d]."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _dq_step(qk, lse2, do, delta, k, v, dq, PREC: tl.constexpr):
+    """dQ += dS K for one key tile; qk is exp2-domain and already masked with -inf."""
+    p = tl.exp2(qk - lse2[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    return dq + tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward and dQ: one program per tile of sorted query rows
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
+                     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                     H, n, m, s_head, block, tile, qk_scale, log2_w,
+                     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, HAS_SAMPLES: tl.constexpr,
+                     GRAD: tl.constexpr, PREC: tl.constexpr):
+    """GRAD=False: out, lse of the tile.  GRAD=True: dQ of the tile (Out holds dQ; Lse, DO, Delta
+    are the forward's lse and the incoming gradients)."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    Q += b * sqb + h * sqh
+    K += b * skb + h * skh
+    V += b * svb + h * svh
+    QO += bh.to(tl.int64) * n
+    KO += bh.to(tl.int64) * n
+    row_base = bh.to(tl.int64) * n            # Out/Lse/DO/Delta are contiguous [B, H, n(, d)]
+
+    r0 = pid * BM
+    rows = r0 + tl.arange(0, BM)
+    row_ok = rows < n
+    offs_d = tl.arange(0, D)
+    q_idx = tl.load(QO + rows, mask=row_ok, other=0)
+    q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    if GRAD:
+        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
+        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        dq = tl.zeros([BM, D], dtype=tl.float32)
+    else:
+        m_i = tl.full([BM], -1.0e30, dtype=tl.float32)   # finite: fully masked tiles give p = 0
+        l_i = tl.zeros([BM], dtype=tl.float32)
+        acc = tl.zeros([BM, D], dtype=tl.float32)
+
+    # (1) keys of the block(s) of these rows; causal: stop at the last row's diagonal.
+    r_last = tl.minimum(r0 + BM, n) - 1
+    lo = (r0 // block) * block
+    hi = tl.minimum(n, (r_last // block + 1) * block)
+    if CAUSAL:
+        hi = tl.minimum(hi, r_last + 1)
+    for c0 in range(lo, hi, BN):
+        cols = c0 + tl.arange(0, BN)
+        k_idx = tl.load(KO + cols, mask=cols < hi, other=0)
+        k = _gather_rows(K, k_idx, skn, offs_d, cols < hi)
+        v = _gather_rows(V, k_idx, svn, offs_d, cols < hi)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        if MASK_BLOCK:
+            qk = tl.where(_block_visible(rows[:, None], cols[None, :], n, block, CAUSAL), qk,
+                              float("-inf"))
+        if GRAD:
+            dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
+        else:
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
+
+    # (2) sampled keys (sorted positions in S), weight w -> + log2 w; own-block samples masked.
+    if HAS_SAMPLES:
+        S += bh.to(tl.int64) * s_head
+        for t in range(r0 // tile, r_last // tile + 1):
+            for j0 in range(0, m, BN):
+                js = j0 + tl.arange(0, BN)
+                s_ok = js < m
+                spos = tl.load(S + t * m + js, mask=s_ok, other=0)
+                k_idx = tl.load(KO + spos, mask=s_ok, other=0)
+                k = _gather_rows(K, k_idx, skn, offs_d, s_ok)
+                v = _gather_rows(V, k_idx, svn, offs_d, s_ok)
+                qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + log2_w
+                vis = _sample_visible(rows[:, None], spos[None, :], s_ok[None, :], block)
+                qk = tl.where(vis & (rows // tile == t)[:, None], qk, float("-inf"))
+                if GRAD:
+                    dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
+                else:
+                    m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
+
+    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
+    if GRAD:
+        tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
+                 mask=row_ok[:, None])
+    else:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)     # only rows past n can have l = 0
+        tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward and dQ over precomputed key lists (non-causal, tiles aligned with blocks and sample sets)
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
+                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 H, n, L, qk_scale,
+                 D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 GRAD: tl.constexpr, PREC: tl.constexpr):
+    """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
+    exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
+    index arithmetic in it: the general kernel's nested block and sample loops with per-element
+    masks become a single pipelined loop over L keys."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    Q += b * sqb + h * sqh
+    K += b * skb + h * skh
+    V += b * svb + h * svh
+    row_base = bh.to(tl.int64) * n
+    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
+    rows = pid * BM + tl.arange(0, BM)
+    row_ok = rows < n
+    offs_d = tl.arange(0, D)
+    q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
+    q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    if GRAD:
+        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
+        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        dq = tl.zeros([BM, D], dtype=tl.float32)
+    else:
+        m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
+        l_i = tl.zeros([BM], dtype=tl.float32)
+        acc = tl.zeros([BM, D], dtype=tl.float32)
+    for j0 in range(0, L, BN):
+        js = lists + j0 + tl.arange(0, BN)
+        k_idx = tl.load(KR + js)
+        bias = tl.load(KB + js)
+        k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
+        v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        if GRAD:
+            dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
+        else:
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
+    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
+    if GRAD:
+        tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
+                 mask=row_ok[:, None])
+    else:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# dK/dV: one program per key tile (block part) or per (sample chunk, query tile of its set)
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
+                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w,
+                 D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
+                 CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, SAMPLED: tl.constexpr,
+                 PREC: tl.constexpr):
+    """SAMPLED=False: keys = sorted positions of tile pid, queries = their block(s); dK, dV written
+    (fp32) to the keys' original rows.  SAMPLED=True: keys = samples [pid*BN, pid*BN+BN) of the set
+    of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); written to DK/DV [B, H, VT, m, d]."""
+    pid, vt, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    Q += b * sqb + h * sqh
+    K += b * skb + h * skh
+    V += b * svb + h * svh
+    QO += bh.to(tl.int64) * n
+    KO += bh.to(tl.int64) * n
+    row_base = bh.to(tl.int64) * n
+    offs_d = tl.arange(0, D)
+    keys = pid * BN + tl.arange(0, BN)
+
+    if SAMPLED:
+        t = vt * set_step
+        key_ok = keys < m
+        spos = tl.load(S + bh.to(tl.int64) * s_head + t * m + keys,
+                       mask=key_ok, other=0)
+        k_idx = tl.load(KO + spos, mask=key_ok, other=0)
+        q_lo = vt * vtile
+        q_hi = tl.minimum(n, q_lo + vtile)
+        bias = log2_w
+    else:
+        spos = keys
+        key_ok = keys < n
+        k_idx = tl.load(KO + keys, mask=key_ok, other=0)
+        c_last = tl.minimum(pid * BN + BN, n) - 1
+        q_lo = (pid * BN // block) * block
+        q_hi = tl.minimum(n, (c_last // block + 1) * block)
+        if CAUSAL:
+            q_lo = tl.maximum(q_lo, pid * BN)   # rows before the tile's first key see none of it
+        bias = 0.0
+    k = _gather_rows(K, k_idx, skn, offs_d, key_ok)
+    v = _gather_rows(V, k_idx, svn, offs_d, key_ok)
+    dk = tl.zeros([BN, D], dtype=tl.float32)
+    dv = tl.zeros([BN, D], dtype=tl.float32)
+
+    for r0 in range(q_lo, q_hi, BM):
+        rows = r0 + tl.arange(0, BM)
+        row_ok = rows < q_hi
+        q_idx = tl.load(QO + rows, mask=row_ok, other=0)
+        q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
+        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale + bias      # [BN, BM]
+        p_t = tl.exp2(qk_t - lse2[None, :])
+        if SAMPLED:
+            vis = _sample_visible(rows[None, :], spos[:, None], key_ok[:, None], block) & row_ok[None, :]
+            p_t = tl.where(vis, p_t, 0.0)
+        elif MASK_BLOCK:
+            vis = _block_visible(rows[None, :], keys[:, None], n, block, CAUSAL) & row_ok[None, :]
+            p_t = tl.where(vis, p_t, 0.0)
+        dv += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
+
+    dk = dk * (qk_scale * 0.6931471805599453)
+    if SAMPLED:
+        dst = (bh.to(tl.int64) * tl.num_programs(1) + vt) * m * D + keys[:, None] * D + offs_d[None, :]
+    else:
+        dst = row_base * D + k_idx[:, None] * D + offs_d[None, :]
+    tl.store(DK + dst, dk, mask=key_ok[:, None])
+    tl.store(DV + dst, dv, mask=key_ok[:, None])
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------------------------
+
+def _unit_col(x: torch.Tensor) -> torch.Tensor:
+    """Kernels index rows by stride and columns densely; keep any row stride, fix column stride."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _strides(x: torch.Tensor):
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs get true fp32 products (tf32 would cost ~1e-3 relative error); bf16/fp16 use the
+    # tensor cores natively.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _mask_block(n: int, block: int, bm: int, bn: int, causal: bool) -> bool:
+    """Whether the block loop needs a mask: rows or key tiles straddle blocks, a ragged last
+    block, or the causal diagonal."""
+    return causal or block % bm != 0 or block % bn != 0 or n % block != 0
+
+
+class _Geometry:
+    """Sizes shared by the forward and backward launches."""
+
+    def __init__(self, q, samples, block_size, sample_tile, sample_weight, scale):
+        self.B, self.H, self.n, self.d = q.shape
+        self.block = min(block_size, self.n)
+        self.has_samples = samples is not None and samples.shape[-1] > 0
+        self.T, self.m = (samples.shape[-2], samples.shape[-1]) if self.has_samples else (1, 0)
+        self.tile = self.n if self.T == 1 else sample_tile   # rows per sample set
+        self.qk_scale = scale * LOG2E
+        self.log2_w = math.log2(sample_weight) if self.has_samples else 0.0
+
+
+def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, out, lse,
+                     do=None, delta=None):
+    """Forward (do None) or dQ.  q_order/k_order None: rows are already in sorted order."""
+    grad = do is not None
+    bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
+    dummy = lse   # stands in for pointers the chosen variant never reads
+    grid = (triton.cdiv(g.n, bm), g.B * g.H)
+    _row_tile_kernel[grid](
+        q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
+        _or(do, dummy), _or(delta, dummy),
+        *_strides(q), *_strides(k), *_strides(v),
+        g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w,
+        D=g.d, BM=bm, BN=bn, CAUSAL=causal, MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal),
+        HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype),
+        num_warps=warps, num_stages=stages)
+
+
+def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, do, delta):
+    """dK, dV in fp32, rows in k's order (sorted order when k_order is None)."""
+    bn, bm, warps, stages = _config("dkdv", g.d)
+    common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal,
+                  PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
+    args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
+    qo, ko = _or(q_order, lse), _or(k_order, lse)
+    dk = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
+    dv = torch.empty_like(dk)
+    _dkdv_kernel[(triton.cdiv(g.n, bn), 1, g.B * g.H)](
+        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0,
+        MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
+    if g.has_samples:
+        # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
+        vtile = g.tile if g.T > 1 else min(g.n, SHARED_SET_CHUNK)
+        VT = triton.cdiv(g.n, vtile)
+        dk_s = torch.empty(g.B, g.H, VT, g.m, g.d, device=q.device, dtype=torch.float32)
+        dv_s = torch.empty_like(dk_s)
+        _dkdv_kernel[(triton.cdiv(g.m, bn), VT, g.B * g.H)](
+            q, k, v, qo, ko, samples, lse, do, delta, dk_s, dv_s,
+            *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w,
+            MASK_BLOCK=True, SAMPLED=True, **common)
+        rows = (samples if g.T > 1 else samples.expand(g.B, g.H, VT, g.m)).reshape(g.B, g.H, -1)
+        if k_order is not None:
+            rows = torch.gather(k_order, 2, rows)                  # original key rows
+        rows = rows + torch.arange(g.B * g.H, device=q.device).view(g.B, g.H, 1) * g.n
+        dk.view(-1, g.d).index_add_(0, rows.reshape(-1), dk_s.view(-1, g.d))
+        dv.view(-1, g.d).index_add_(0, rows.reshape(-1), dv_s.view(-1, g.d))
+    return dk, dv
+
+
+def _or(x, default):
+    return default if x is None else x
+
+
+def _lists_apply(g: _Geometry, causal: bool, bm: int) -> bool:
+    """Every query tile lies in one block and one sample set, and no causal mask: key lists work."""
+    return (USE_KEY_LISTS and not causal and g.block % bm == 0
+            and (g.T == 1 or g.tile % bm == 0))
+
+
+def key_lists(g: _Geometry, k_order, samples, bm: int, bn: int):
+    """Per query tile of bm sorted rows: the original rows of the keys it sees (its block's keys,
+    then its sample set) and each key's exp2-domain bias (0, log2 w, or -inf for padding and for
+    samples inside the tile's own block).  Lengths padded to a multiple of bn with masked keys."""
+    dev = k_order.device
+    nqt = triton.cdiv(g.n, bm)
+    first_row = torch.arange(nqt, device=dev) * bm
+    blk = first_row // g.block
+    cols = blk[:, None] * g.block + torch.arange(g.block, device=dev)          # [nqt, block]
+    parts_pos, parts_bias = [cols], [torch.where(cols < g.n, 0.0, -math.inf)]
+    if g.has_samples:
+        sets = torch.zeros_like(first_row) if g.T == 1 else first_row // g.tile
+        spos = samples[:, :, sets]                                             # [B, H, nqt, m]
+        parts_pos.append(spos)
+        own = (spos // g.block) == blk[:, None]
+        parts_bias.append(torch.where(own, -math.inf, g.log2_w))
+    width = sum(p.shape[-1] for p in parts_pos)
+    pad = -width % bn
+    if pad:
+        parts_pos.append(torch.zeros(nqt, pad, dtype=torch.int64, device=dev))
+        parts_bias.append(torch.full((nqt, pad), -math.inf, device=dev))
+    pos = torch.cat([p.expand(g.B, g.H, nqt, p.shape[-1]) for p in parts_pos], -1)
+    bias = torch.cat([b.expand(g.B, g.H, nqt, b.shape[-1]) for b in parts_bias], -1)
+    rows = torch.gather(k_order, 2, pos.clamp(max=g.n - 1).reshape(g.B, g.H, -1))
+    return rows.to(torch.int32).reshape(pos.shape).contiguous(), bias.float().contiguous()
+
+
+def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None):
+    grad = do is not None
+    bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
+    rows, bias = lists
+    dummy = lse
+    _list_kernel[(rows.shape[2], g.B * g.H)](
+        q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale,
+        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
+
+
+def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None):
+    """Forward (do None) or dQ, by key lists where they apply, else by the general kernel."""
+    bm, bn = _config("dq" if do is not None else "fwd", g.d)[:2]
+    if _lists_apply(g, causal, bm):
+        lists = key_lists(g, k_order, samples, bm, bn)
+        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta)
+    else:
+        _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta)
+
+
+class _BlockSampleAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, q_order, k_order, samples, block_size, sample_tile, sample_weight,
+                scale, causal):
+        g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+        out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
+        lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
+        _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
+        ctx.save_for_backward(q, k, v, q_order, k_order, samples, out, lse)
+        ctx.geometry, ctx.causal = g, causal
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, q_order, k_order, samples, out, lse = ctx.saved_tensors
+        g, causal = ctx.geometry, ctx.causal
+        dout = dout.contiguous()
+        delta = (dout.float() * out.float()).sum(-1) - dlse   # dS = P (dP - delta)
+        dq = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
+        _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta)
+        dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None, None
+
+
+def block_sample_attention(q, k, v, q_order, k_order, samples, *, block_size: int,
+                           sample_tile: int, sample_weight: float, scale: float,
+                           causal: bool = False):
+    """Triton implementation of kernels.reference.block_sample_attention (same contract)."""
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"triton block_sample_attention supports fp16/bf16/fp32, got {q.dtype}")
+    if q.shape[-1] not in (16, 32, 64, 128):
+        raise ValueError(f"head_dim must be 16, 32, 64 or 128, got {q.shape[-1]}")
+    q, k, v = (_unit_col(x) for x in (q, k, v))
+    q_order, k_order = q_order.contiguous(), k_order.contiguous()
+    if samples is not None:
+        samples = samples.contiguous()
+    return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, block_size,
+                                       sample_tile, sample_weight, scale, causal)

@@ -1,0 +1,144 @@
+"""Triton block_sample_attention against the PyTorch specification (kernels/reference.py).
+
+On CPU the kernels run under TRITON_INTERPRET=1 (set in conftest.py), so sizes stay small and dtypes
+are fp32/fp16 (the interpreter's bf16 dot is wrong).  Gradients come from a loss that uses both
+outputs, so the lse gradient path (driver merges) is checked too.
+"""
+
+
+import pytest
+import torch
+
+from hyperbench_kernels import reference
+from hyperbench_kernels.hyper_attention import HyperParams, hyper_attention
+from hyperbench_kernels.triton_attention import block_sample_attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3}
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _inputs(seed, B, H, n, d, dtype, *, T, m, permute=True, strided=False):
+    g = torch.Generator().manual_seed(seed)
+    if strided:   # rows of a longer sequence: non-contiguous along n, as the driver passes them
+        q, k, v = (torch.randn(B, H, n + 5, d, generator=g)[:, :, 3:3 + n] for _ in range(3))
+    else:
+        q, k, v = (torch.randn(B, H, n, d, generator=g) for _ in range(3))
+    if permute:
+        q_order = torch.stack([torch.randperm(n, generator=g) for _ in range(B * H)]).view(B, H, n)
+        k_order = torch.stack([torch.randperm(n, generator=g) for _ in range(B * H)]).view(B, H, n)
+    else:
+        q_order = k_order = torch.arange(n).expand(B, H, n)
+    samples = torch.randint(n, (B, H, T, m), generator=g) if m > 0 else None
+    dev = [x.to(DEVICE) for x in (q, k, v, q_order, k_order)]
+    dev[:3] = [x.to(dtype) for x in dev[:3]]
+    return (*dev, None if samples is None else samples.to(DEVICE)), g
+
+
+def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float32, permute=True,
+           strided=False, samples_override=None, grad=True):
+    T = 1 if tile == 0 else -(-n // tile)
+    (q, k, v, qo, ko, smp), g = _inputs(seed, B, H, n, d, dtype, T=T, m=m, permute=permute,
+                                        strided=strided)
+    if samples_override is not None:
+        smp = samples_override.to(DEVICE)
+    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / max(m, 1), scale=d ** -0.5,
+              causal=causal)
+    gout = torch.randn(B, H, n, d, generator=g).to(DEVICE)
+    glse = torch.randn(B, H, n, generator=g).to(DEVICE)
+
+    xs = [x.detach().clone().requires_grad_(grad) for x in (q, k, v)]
+    out, lse = block_sample_attention(*xs, qo, ko, smp, **kw)
+    ref_xs = [x.detach().double().requires_grad_(grad) for x in (q, k, v)]
+    ref_out, ref_lse = reference.block_sample_attention(*ref_xs, qo, ko, smp, **kw)
+
+    tol = TOL[dtype]
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert _rel(out, ref_out) < tol, _rel(out, ref_out)
+    assert _rel(lse, ref_lse) < tol, _rel(lse, ref_lse)
+    if not grad:
+        return
+    ((out.float() * gout).sum() + (lse * glse).sum()).backward()
+    ((ref_out * gout.double()).sum() + (ref_lse * glse.double()).sum()).backward()
+    for name, x, rx in zip("qkv", xs, ref_xs):
+        assert x.grad.dtype == dtype and torch.isfinite(x.grad).all(), name
+        err = _rel(x.grad, rx.grad)
+        assert err < 3 * tol, f"d{name}: {err}"
+
+
+@pytest.mark.parametrize("n,block,tile,m", [
+    (37, 16, 16, 5),      # odd n, ragged last block and tile, m not a multiple of 16
+    (100, 24, 40, 20),    # block not a multiple of BLOCK_M, tiles straddle blocks and sets
+    (131, 64, 64, 16),    # aligned blocks, ragged tail
+    (128, 64, 64, 32),    # key lists: tiles aligned with blocks and sets
+    (150, 64, 0, 20),     # key lists, one sample set shared by the head, ragged tail
+    (200, 128, 64, 24),   # key lists, two query tiles per block, own-block samples masked
+    (96, 32, 0, 24),      # general kernel, one sample set shared by the head
+])
+def test_block_sample_fp32(n, block, tile, m):
+    _check(1000 + n, 2, 2, n, 32, block=block, tile=tile, m=m)
+
+
+def test_no_samples_and_strided_inputs():
+    _check(11, 1, 2, 70, 32, block=32, tile=32, m=0, strided=True)
+
+
+def test_repeated_samples():
+    n, B, H = 64, 1, 2
+    smp = torch.tensor([3, 3, 3, 40, 40, 7, 60, 60, 60, 60], dtype=torch.int64).expand(B, H, 2, 10)
+    _check(12, B, H, n, 16, block=16, tile=32, m=10, samples_override=smp.contiguous())
+
+
+@pytest.mark.parametrize("n,causal", [(1, True), (45, True), (130, True), (77, False)])
+def test_exact_path(n, causal):
+    """Exact attention as the driver calls it: identity orders, one block of n, no samples."""
+    _check(20 + n, 1, 2, n, 32, block=n, tile=0, m=0, causal=causal, permute=False)
+    if n > 1:
+        q, k, v = (torch.randn(1, 2, n, 32).to(DEVICE) for _ in range(3))
+        order = torch.arange(n, device=DEVICE).expand(1, 2, n)
+        out, lse = block_sample_attention(q, k, v, order, order, None, block_size=n, sample_tile=0,
+                                          sample_weight=1.0, scale=0.2, causal=causal)
+        ref_out, ref_lse = reference.exact_attention(q, k, v, causal=causal, scale=0.2)
+        assert _rel(out, ref_out) < 1e-4 and _rel(lse, ref_lse) < 1e-4
+
+
+@pytest.mark.parametrize("d", [16, 64])
+def test_head_dims(d):
+    _check(30 + d, 1, 2, 80, d, block=32, tile=32, m=16)
+
+
+def test_fp16():
+    _check(40, 1, 2, 96, 32, block=32, tile=48, m=24, dtype=torch.float16)
+
+
+def test_mismatch_is_detected():
+    """The comparison can fail: a wrong sample weight must be caught."""
+    (q, k, v, qo, ko, smp), _ = _inputs(50, 1, 1, 64, 16, torch.float32, T=2, m=8)
+    kw = dict(block_size=16, sample_tile=32, scale=0.25)
+    out, _ = block_sample_attention(q, k, v, qo, ko, smp, sample_weight=8.0, **kw)
+    ref_out, _ = reference.block_sample_attention(q, k, v, qo, ko, smp, sample_weight=2.0, **kw)
+    assert _rel(out, ref_out) > 1e-3
+
+
+@pytest.mark.parametrize("causal,block,tile", [(False, 16, 32), (True, 16, 32), (False, 64, 64), (True, 64, 0)])
+def test_driver_matches_torch_backend(causal, block, tile):
+    """Whole HyperAttention (LSH, sampling, causal recursion, merges) with both backends."""
+    B, H, n, d = 1, 2, 150, 16
+    params = HyperParams(block_size=block, sample_size=12, sample_tile=tile, min_seq_len=40)
+    base = [torch.randn(B, H, n, d, generator=torch.Generator().manual_seed(60 + i)).to(DEVICE)
+            for i in range(3)]
+    gout = torch.randn(B, H, n, d).to(DEVICE)
+    results = []
+    for backend in ("triton", "torch"):
+        xs = [x.clone().requires_grad_(True) for x in base]
+        gen = torch.Generator(device=DEVICE).manual_seed(7)
+        out, lse = hyper_attention(*xs, params, causal=causal, generator=gen, backend=backend)
+        ((out * gout).sum() + lse.sum()).backward()
+        results.append((out, lse, *(x.grad for x in xs)))
+    for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *results):
+        assert torch.isfinite(a).all() and _rel(a, b) < 3e-4, (name, _rel(a, b))
