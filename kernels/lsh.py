@@ -11,6 +11,8 @@ sort key of bucket b must be g⁻¹(b), the position of b in that sequence. Usin
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -34,18 +36,30 @@ def draw_projections(head_dim: int, num_projs: int, *, generator: torch.Generato
     return torch.randn(head_dim, num_projs, generator=generator, device=device, dtype=torch.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def _tables(num_projs: int, device: torch.device):
+    """Bit weights 2^i and the Gray-rank lookup table, made once per device."""
+    weights = (2 ** torch.arange(num_projs, dtype=torch.int32)).to(device)
+    return weights, gray_rank(num_projs).to(device)
+
+
 def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
-    """Gray rank of each row's bucket: x [..., n, d] -> int64 [..., n] in [0, 2**num_projs)."""
-    num_projs = projections.shape[1]
-    bits = (x.float() @ projections) > 0
-    weights = 2 ** torch.arange(num_projs, device=x.device, dtype=torch.int64)
-    bucket = (bits.to(torch.int64) * weights).sum(-1)
-    return gray_rank(num_projs).to(x.device)[bucket]
+    """Gray rank of each row's bucket: x [..., n, d] -> int64 [..., n] in [0, 2**num_projs).
+
+    The projection runs in x's dtype (no fp32 copy of x: at n = 131072 that copy alone is a GB).
+    """
+    weights, rank = _tables(projections.shape[1], x.device)
+    bits = (x @ projections.to(x.dtype)) > 0
+    bucket = (bits.to(torch.int32) * weights).sum(-1)
+    return rank[bucket]
 
 
 def sort_order(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     """Permutation that sorts rows by bucket rank: order[..., r] = original index of sorted row r.
 
-    Stable, so rows of one bucket keep their original order and the result is deterministic.
+    Stable, so rows of one bucket keep their original order and the result is deterministic. The
+    key is sorted in the narrowest integer type that holds it (a radix sort makes one pass a byte).
     """
-    return torch.sort(bucket_rank(x, projections), dim=-1, stable=True).indices
+    key = bucket_rank(x, projections)
+    key = key.to(torch.int16 if projections.shape[1] <= 15 else torch.int32)
+    return torch.sort(key, dim=-1, stable=True).indices

@@ -1,0 +1,156 @@
+"""The `hyperbench` command: `run` (a Hydra app), `results`, and the commands that read the store.
+
+    hyperbench run seq_len=131072
+    hyperbench run -m seq_len=4096,8192,16384 block_size=128,256 sample_size=128,256
+    hyperbench results method=hyper causal=true
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+from .errors import ConfigError
+
+USAGE = """usage: hyperbench COMMAND [ARGS]
+
+commands:
+  run [-m] [KEY=VALUE ...]   measure the methods on one config (or a sweep with -m); Hydra overrides
+  results [KEY=VALUE ...]    print what the results store holds (--sql, --columns, --format, --last)
+
+`hyperbench run --help` shows Hydra's help with every config key and its default.
+"""
+
+CONFIG_MODULE = "hyperbench.conf"
+MAX_CHECKED_COMBINATIONS = 4096
+
+
+def _fail(command: str, err: ConfigError) -> None:
+    print(f"hyperbench {command}: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _known_keys(cfg, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+    keys = []
+    for key, value in cfg.items():
+        keys.append(prefix + key)
+        if isinstance(value, DictConfig):
+            keys += _known_keys(value, prefix + key + ".")
+    return keys
+
+
+def check_overrides(overrides: list[str], multirun: bool) -> int:
+    """Compose and check every job a command line would run, before any job starts.
+
+    Returns the number of jobs checked. Raises ConfigError naming the key and what is allowed.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from .config import job_config
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+    except HydraException as err:
+        raise ConfigError("overrides", " ".join(str(err).split()))
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not multirun:
+                raise ConfigError(o.key_or_group, f"{o.input_line!r} is a sweep; allowed: one value, or add -m to run one job per value")
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        base = compose(config_name="config")
+        known = _known_keys(base)
+        checked = 0
+        for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
+            try:
+                cfg = compose(config_name="config", overrides=list(combo))
+            except HydraException as err:
+                bad = next((c.split("=")[0] for c in combo if c.split("=")[0].lstrip("+~") not in known
+                            and not c.startswith("+")), None)
+                if bad:
+                    raise ConfigError(bad, f"unknown key; allowed: {', '.join(k for k in known if '.' not in k)} "
+                                           "(and nested keys such as timing.warmup)")
+                raise ConfigError("overrides", " ".join(str(err).split()))
+            job_config(cfg)
+            checked += 1
+    GlobalHydra.instance().clear()
+    return checked
+
+
+def _run_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from . import job as job_mod
+    from . import provenance, store, table
+    from .config import job_config, MEASURED_KEYS
+
+    try:
+        job = job_config(cfg)
+    except ConfigError as err:
+        _fail("run", err)
+    console = table.console()
+    hc = HydraConfig.get()
+    overrides = " ".join(hc.overrides.task)
+    run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
+    job_num = hc.job.get("num", 0) if hc.mode.name == "MULTIRUN" else 0
+    job_id = f"{run_id}-{job_num:04d}"
+    measured = {k: job.as_dict()[k] for k in MEASURED_KEYS}
+    base = job_mod.base_row(job, provenance.collect(job.device), run_id, job_id, overrides,
+                            store.config_hash(measured))
+    title = (f"job {job_id}: n={job.seq_len} d={job.head_dim} H={job.num_heads} B={job.batch} {job.dtype} "
+             f"{'causal' if job.causal else 'non-causal'} {job.mode} on {base.get('gpu_name') or job.device}"
+             f" | block={job.block_size} sample={job.sample_size} tile={job.sample_tile}")
+    console.print(f"[bold]{title}[/]")
+    if job.isolate:
+        rows = job_mod.run_isolated(job, base)
+    else:
+        with console.status("measuring") as status:
+            rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))
+    path = store.write_job(rows, job.results_dir, job_id=job_id)
+    table.print_job(rows, title=f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}", out=console)
+    console.print(f"results: {path}")
+
+
+def run_main(args: list[str]) -> int:
+    import hydra
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+    if not info:
+        try:
+            check_overrides([a for a in args if not a.startswith("-")], multirun)
+        except ConfigError as err:
+            _fail("run", err)
+    os.environ.setdefault("HYPERBENCH_RUN_ID", __import__("hyperbench.provenance", fromlist=["x"]).new_run_id())
+    app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)
+    sys.argv = ["hyperbench run", *args]
+    app()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return run_main(rest)
+    if command == "results":
+        from .results_cli import main as results_main
+        return results_main(rest)
+    print(f"hyperbench: error: unknown command {command!r}; allowed: run, results", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The job config: check every key once, up front, and resolve 'auto' values.
+
+`job_config(cfg)` turns a composed Hydra config into a frozen `JobConfig` or raises ConfigError naming
+the key and what is allowed. `check_overrides(args)` checks command-line overrides against the base
+config before Hydra starts, so a typo or an impossible value fails before any job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ConfigError
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+MODES = ("fwd", "bwd", "fwd+bwd")
+DEVICES = ("auto", "cuda", "cpu")
+
+# Keys that change what is measured (the rest change how: where results go, timing, budgets).
+MEASURED_KEYS = ("seq_len", "head_dim", "num_heads", "batch", "dtype", "causal", "mode", "block_size",
+                 "sample_size", "sample_tile", "lsh_num_projs", "min_seq_len", "inputs", "seed", "device")
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int = 2
+    target_ms: float = 1000.0
+    min_reps: int = 3
+    max_reps: int = 100
+    flush_l2: bool = True
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    seq_len: int
+    head_dim: int
+    num_heads: int
+    batch: int
+    dtype: str             # resolved: float16 | bfloat16 | float32
+    causal: bool
+    mode: str
+    block_size: int
+    sample_size: int
+    sample_tile: int
+    lsh_num_projs: int
+    min_seq_len: int
+    methods: tuple[str, ...]
+    method_target: str | None
+    inputs: dict
+    seed: int
+    device: str            # resolved: cuda | cpu
+    results_dir: str
+    timing: Timing
+    budget_s: float
+    errors: bool
+    isolate: bool
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int(cfg: Mapping, key: str, lo: int, hi: int | None = None, what: str | None = None) -> int:
+    value = cfg.get(key)
+    allowed = what or (f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        raise ConfigError(key, f"{value!r} is not allowed; allowed: {allowed}")
+    return value
+
+
+def _choice(cfg: Mapping, key: str, allowed) -> Any:
+    value = cfg.get(key)
+    if value not in allowed:
+        raise ConfigError(key, f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def _bool(cfg: Mapping, key: str) -> bool:
+    value = cfg.get(key)
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not allowed; allowed: true, false")
+    return value
+
+
+def _number(cfg: Mapping, key: str, lo: float) -> float:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo:
+        raise ConfigError(key, f"{value!r} is not allowed; allowed: a number >= {lo}")
+    return float(value)
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was requested but no CUDA GPU is visible; allowed here: auto, cpu")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _timing(raw: Mapping) -> Timing:
+    t = Timing(
+        warmup=_int(raw, "warmup", 0, 1000),
+        target_ms=_number(raw, "target_ms", 0.0),
+        min_reps=_int(raw, "min_reps", 1, 100000),
+        max_reps=_int(raw, "max_reps", 1, 100000),
+        flush_l2=_bool(raw, "flush_l2"),
+    )
+    if t.max_reps < t.min_reps:
+        raise ConfigError("timing.max_reps", f"{t.max_reps} is below timing.min_reps={t.min_reps}; allowed: >= min_reps")
+    return t
+
+
+def job_config(cfg: Mapping) -> JobConfig:
+    """Check a composed config (a DictConfig or a plain mapping) and resolve it; raises ConfigError."""
+    from . import methods as registry  # late: the registry imports this module
+
+    cfg = _plain(cfg)
+    device = resolve_device(_choice(cfg, "device", DEVICES))
+    dtype = cfg.get("dtype")
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    _choice({"dtype": dtype}, "dtype", tuple(DTYPES))
+    names = cfg.get("methods")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ConfigError("methods", f"{names!r} is not allowed; allowed: a non-empty list of {', '.join(registry.names())}")
+    for name in names:
+        if name not in registry.names():
+            raise ConfigError("methods", f"unknown method {name!r}; allowed: {', '.join(registry.names())}")
+    if len(set(names)) != len(names):
+        raise ConfigError("methods", f"{list(names)} names a method twice; allowed: each method once")
+    inputs = cfg.get("inputs") or {"name": "gaussian"}
+    if not isinstance(inputs, Mapping) or "name" not in inputs:
+        raise ConfigError("inputs", f"{inputs!r} is not allowed; allowed: a config group with a 'name', e.g. inputs=gaussian")
+    isolate = cfg.get("isolate", "auto")
+    if isolate not in ("auto", True, False):
+        raise ConfigError("isolate", f"{isolate!r} is not allowed; allowed: auto, true, false")
+    job = JobConfig(
+        seq_len=_int(cfg, "seq_len", 1),
+        head_dim=_int(cfg, "head_dim", 1, 512),
+        num_heads=_int(cfg, "num_heads", 1),
+        batch=_int(cfg, "batch", 1),
+        dtype=dtype,
+        causal=_bool(cfg, "causal"),
+        mode=_choice(cfg, "mode", MODES),
+        block_size=_int(cfg, "block_size", 1),
+        sample_size=_int(cfg, "sample_size", 0),
+        sample_tile=_int(cfg, "sample_tile", 0),
+        lsh_num_projs=_int(cfg, "lsh_num_projs", 1, 20),
+        min_seq_len=_int(cfg, "min_seq_len", 1),
+        methods=tuple(names),
+        method_target=(cfg.get("method") or {}).get("target"),
+        inputs=dict(inputs),
+        seed=_int(cfg, "seed", 0),
+        device=device,
+        results_dir=str(cfg.get("results_dir") or "results"),
+        timing=_timing(cfg.get("timing") or {}),
+        budget_s=_number(cfg, "budget_s", 0.0),
+        errors=_bool(cfg, "errors"),
+        isolate=(device == "cuda") if isolate == "auto" else isolate,
+    )
+    for name in job.methods:
+        registry.get(name).check(job)
+    return job
+
+
+def _plain(cfg: Mapping) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra-core
+        pass
+    return dict(cfg)

@@ -1,0 +1,46 @@
+"""Estimate a call's time from its FLOPs before running it, so no job hangs for hours by surprise.
+
+The device's matmul rate is measured once per process in the job's dtype; a method's estimate is its
+FLOPs over that rate times a per-method efficiency guess (materialised attention reaches a small
+fraction of the matmul rate, fused kernels a larger one). Estimates decide skips and are stored next
+to the measurement (est_ms), so they can be checked.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+
+MODE_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}  # backward ≈ 2.5 forwards of matmul work
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_rate(device: str, dtype: torch.dtype) -> float:
+    """Measured FLOP/s of a square matmul on this device and dtype (best of a few)."""
+    n = 4096 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def estimate_ms(method, job) -> float:
+    """Estimated milliseconds of one timed call of `method` for `job`."""
+    flops = method.flops(job) * MODE_FACTOR[job.mode]
+    rate = matmul_rate(job.device, job.torch_dtype) * method.efficiency
+    return 1e3 * flops / rate
+
+
+def measuring_ms(call_ms: float, job) -> float:
+    """Time the harness spends on a method: warm-up plus the fewest repetitions it will take."""
+    return call_ms * (max(job.timing.warmup, 1) + job.timing.min_reps)

@@ -1,0 +1,188 @@
+"""One job: every selected method on the same seeded inputs, each becoming one result row.
+
+Per method: can it run here (else `unavailable`), does its estimated time fit the budget (else
+`skipped`), then timing and, separately, its error against exact fp32 attention. Out-of-memory and
+exceptions become `oom` / `error` rows and the job goes on. `run_isolated` runs the job in a child
+process so that a method that breaks the CUDA context cannot take later jobs down with it.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import cost, inputs, metrics, methods, provenance, timing
+from .config import JobConfig, MEASURED_KEYS
+
+ERROR_KEYS = ("spec_err", "spec_err_max", "rel_spec_err", "rel_spec_err_max", "rel_fro_err",
+              "rel_fro_err_max", "max_row_err", "lse_err", "attn_norm", "norm_iters", "metric_ms")
+
+
+def base_row(job: JobConfig, prov: dict, run_id: str, job_id: str, overrides: str, config_hash: str) -> dict:
+    row = {k: getattr(job, k) for k in MEASURED_KEYS if k != "inputs"}
+    row.update(prov)
+    row.update(run_id=run_id, job_id=job_id, inputs=inputs.describe(job.inputs), overrides=overrides,
+               config_hash=config_hash)
+    return row
+
+
+def _message(err: BaseException) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text[:500]
+
+
+def _cuda_healthy() -> bool:
+    try:
+        torch.cuda.synchronize()
+        return True
+    except Exception:  # a sticky CUDA error (illegal address, ...) poisons the whole context
+        return False
+
+
+@contextmanager
+def _peak_memory(device: str, into: dict):
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    yield
+    if device == "cuda":
+        torch.cuda.synchronize()
+        into["peak_mem_bytes"] = int(torch.cuda.max_memory_allocated() - base)
+
+
+def _io_bytes(job: JobConfig) -> float:
+    """Fewest bytes a forward must move: read q, k, v once and write the output once."""
+    return 4.0 * job.batch * job.num_heads * job.seq_len * job.head_dim * job.torch_dtype.itemsize
+
+
+def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[str], None]) -> dict:
+    """Time one method and measure its error; returns the row fields it determines."""
+    row: dict = {"method": method.name}
+    reason = method.unavailable(job)
+    if reason:
+        return {**row, "status": "unavailable", "message": reason}
+    est = cost.estimate_ms(method, job)
+    row["est_ms"] = est
+    budget_ms = job.budget_s * 1e3
+    if cost.measuring_ms(est, job) > budget_ms:
+        return {**row, "status": "skipped",
+                "message": f"estimated {cost.measuring_ms(est, job) / 1e3:.1f} s to measure > budget_s={job.budget_s:g}"}
+    forward = method.build(job)
+    say(f"{method.name}: timing")
+    setup, timed = timing.make_call(forward, q, k, v, job.causal, job.mode)
+    with _peak_memory(job.device, row):
+        t = timing.measure(setup, timed, device=job.device, warmup=job.timing.warmup,
+                           target_ms=job.timing.target_ms, min_reps=job.timing.min_reps,
+                           max_reps=job.timing.max_reps, flush_l2=job.timing.flush_l2)
+    del setup, timed
+    flops = method.flops(job) * cost.MODE_FACTOR[job.mode]
+    row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,
+               tflops=flops / (t.median_ms * 1e-3) / 1e12,
+               gbps=_io_bytes(job) * cost.MODE_FACTOR[job.mode] / (t.median_ms * 1e-3) / 1e9)
+    if reference is not None:
+        say(f"{method.name}: error")
+        with torch.no_grad():
+            out, lse = forward(q, k, v, job.causal)
+            errs = metrics.attention_errors(q, k, v, out, causal=job.causal, scale=1 / math.sqrt(job.head_dim),
+                                            lse=lse, exact=reference.exact, norm=reference.norm)
+        errs["metric_ms"] += reference.shared_ms  # the job's one exact pass and norm, charged to every row
+        row.update({key: errs.get(key) for key in ERROR_KEYS})
+        del out, lse
+    return row
+
+
+@dataclass
+class Reference:
+    """What every method's error is measured against; it depends on the inputs only."""
+    exact: tuple          # (O, lse) in fp32
+    norm: tuple           # ||D⁻¹A||₂ per (batch, head), iterations, converged
+    shared_ms: float      # time these took
+
+
+# The error metric costs about this many exact fp32 attention passes (reference + Lanczos passes).
+METRIC_PASSES = 4
+
+
+def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | None]:
+    """Exact fp32 output, lse and ||D⁻¹A||₂, shared by every method's error; None (and why)."""
+    if not job.errors:
+        return None, "errors=false"
+    exact_fp32 = methods.get("exact")
+    est = METRIC_PASSES * exact_fp32.flops(job) / (cost.matmul_rate(job.device, torch.float32) * exact_fp32.efficiency) * 1e3
+    if est > job.budget_s * 1e3:
+        return None, f"error metrics skipped: estimated {est / 1e3:.1f} s > budget_s={job.budget_s:g}"
+    say("exact fp32 reference and ||D⁻¹A||₂")
+    started = time.perf_counter()
+    scale = 1 / math.sqrt(job.head_dim)
+    exact = metrics.exact_reference(q, k, v, causal=job.causal, scale=scale)
+    norm = metrics.attention_matrix_norm(q, k, exact[1], causal=job.causal, scale=scale)
+    if job.device == "cuda":
+        torch.cuda.synchronize()
+    return Reference(exact, norm, (time.perf_counter() - started) * 1e3), None
+
+
+def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: None) -> list[dict]:
+    torch.manual_seed(job.seed)
+    q, k, v = inputs.make_inputs(job.inputs, batch=job.batch, heads=job.num_heads, seq_len=job.seq_len,
+                                 head_dim=job.head_dim, dtype=job.torch_dtype, device=job.device, seed=job.seed)
+    reference, why_no_errors = _reference(job, q, k, v, say)
+    rows, broken_by = [], None
+    for name in job.methods:
+        method = methods.get(name)
+        if broken_by:
+            rows.append({**base, "method": name, "status": "error",
+                         "message": f"not run: the CUDA context was broken by {broken_by}"})
+            continue
+        started = time.perf_counter()
+        try:
+            fields = measure_method(method, job, q, k, v, reference, say)
+        except torch.cuda.OutOfMemoryError as err:
+            fields = {"method": name, "status": "oom", "message": _message(err)}
+        except Exception as err:  # one method's failure is its row, not the job's end
+            fields = {"method": name, "status": "error", "message": _message(err)}
+            traceback.print_exc()
+        if job.device == "cuda":
+            torch.cuda.empty_cache()
+            if not _cuda_healthy():
+                broken_by = name
+        if fields.get("status") == "ok" and why_no_errors and job.errors:
+            fields["message"] = why_no_errors
+        fields["wall_s"] = time.perf_counter() - started
+        rows.append({**base, **fields})
+    return rows
+
+
+def _child(job: JobConfig, base: dict, conn) -> None:
+    try:
+        conn.send(("rows", run_job(job, base, say=lambda s: print(f"  {s}", flush=True))))
+    except BaseException as err:  # reported by the parent as the job's error
+        conn.send(("error", _message(err)))
+    finally:
+        conn.close()
+
+
+def run_isolated(job: JobConfig, base: dict) -> list[dict]:
+    """run_job in a fresh process; if it dies (kernel fault, killed), every method gets an error row."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(job, base, child))
+    proc.start()
+    child.close()
+    result = None
+    try:
+        result = parent.recv()
+    except EOFError:
+        pass
+    proc.join()
+    if result and result[0] == "rows":
+        return result[1]
+    why = result[1] if result else f"job process died with exit code {proc.exitcode}"
+    return [{**base, "method": name, "status": "error", "message": why} for name in job.methods]

@@ -1,0 +1,104 @@
+"""How a call is timed: warm-up, repetitions, L2 flushed between them, median and 20th/80th percentiles.
+
+GPU: CUDA events around the call alone (the flush and any setup stay outside). CPU: a monotonic clock.
+`make_call` turns a method's forward into the thing to time for the job's mode: fwd (inference, no
+autograd), bwd (the backward pass alone, over a graph built outside the timed region) or fwd+bwd.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+L2_FLUSH_BYTES = 256 << 20  # larger than any current GPU's L2 (H200: 60 MB)
+
+
+@dataclass(frozen=True)
+class Timed:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+    samples_ms: tuple[float, ...]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def summarize(samples_ms: list[float]) -> Timed:
+    return Timed(statistics.median(samples_ms), _percentile(samples_ms, 20), _percentile(samples_ms, 80),
+                 len(samples_ms), tuple(samples_ms))
+
+
+def make_call(forward: Callable, q, k, v, causal: bool, mode: str):
+    """Returns (setup, timed): `setup()` runs untimed before every repetition, `timed()` is measured."""
+    if mode == "fwd":
+        def timed():
+            with torch.no_grad():
+                forward(q, k, v, causal)
+        return (lambda: None), timed
+
+    leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    grad_out = torch.randn_like(q)
+    if mode == "fwd+bwd":
+        def timed():
+            out, _ = forward(*leaves, causal)
+            torch.autograd.grad(out, leaves, grad_out)
+        return (lambda: None), timed
+
+    state = {}
+
+    def setup():
+        state["out"] = forward(*leaves, causal)[0]
+
+    def timed():
+        torch.autograd.grad(state.pop("out"), leaves, grad_out)
+    return setup, timed
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, target_ms: float,
+            min_reps: int, max_reps: int, flush_l2: bool) -> Timed:
+    """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call)."""
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device) if device == "cuda" and flush_l2 else None
+    pilot_ms = 0.0
+    for _ in range(max(warmup, 1)):
+        setup()
+        _sync(device)
+        t0 = time.perf_counter()
+        timed()
+        _sync(device)
+        pilot_ms = (time.perf_counter() - t0) * 1e3
+    samples = []
+    for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
+        setup()
+        if device == "cuda":
+            if flush is not None:
+                flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            timed()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            timed()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return summarize(samples)
+
+
+def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:
+    """Enough repetitions to fill the measuring target, within [min_reps, max_reps]."""
+    if estimate_ms <= 0:
+        return max_reps
+    return int(max(min_reps, min(max_reps, round(target_ms / estimate_ms))))

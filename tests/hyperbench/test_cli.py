@@ -1,0 +1,77 @@
+"""The `hyperbench` command as a user runs it: Hydra overrides, sweeps, bad input, the store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperbench import store
+
+ROOT = Path(__file__).parents[2]
+SMALL = ["seq_len=192", "num_heads=2", "head_dim=16", "block_size=32", "sample_size=32", "sample_tile=32",
+         "min_seq_len=64", "timing.warmup=1", "timing.min_reps=2", "timing.max_reps=2"]
+
+
+def hyperbench(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "hyperbench.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_single_run_prints_a_table_and_writes_one_file(tmp_path):
+    r = hyperbench("run", *SMALL, "methods=[exact,hyper_ref,sdpa_cudnn]", f"results_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    for text in ("exact", "hyper_ref", "unavailable", "speedup", "spec_err"):
+        assert text in r.stdout
+    files = list(tmp_path.glob("**/*.parquet"))
+    assert len(files) == 1
+    df = store.read(tmp_path)
+    assert sorted(df["method"]) == ["exact", "hyper_ref", "sdpa_cudnn"]
+    assert df["seq_len"].unique().tolist() == [192]
+    assert df["git_sha"].notna().all() and df["torch"].notna().all()
+    assert (df["overrides"].str.contains("seq_len=192")).all()
+
+
+def test_multirun_sweeps_one_job_per_point(tmp_path):
+    r = hyperbench("run", "-m", *SMALL, "methods=[exact]", "errors=false", "seq_len=128,160",
+                   "block_size=16,32", f"results_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    df = store.read(tmp_path)
+    assert len(list(tmp_path.glob("**/*.parquet"))) == 4
+    assert sorted(zip(df["seq_len"], df["block_size"])) == [(128, 16), (128, 32), (160, 16), (160, 32)]
+    assert df["run_id"].nunique() == 1 and df["job_id"].nunique() == 4
+
+
+@pytest.mark.parametrize("arg,key", [
+    ("seq_len=0", "seq_len"), ("head_dim=7", "head_dim"), ("block_size=100", "block_size"),
+    ("sample_size=-1", "sample_size"), ("methods=[nope]", "methods"), ("dtype=float13", "dtype"),
+    ("device=cuda", "device"), ("no_such_key=3", "no_such_key"), ("seq_len=4096,0", "seq_len"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
+    multirun = ["-m"] if "," in arg else []
+    r = hyperbench("run", *multirun, arg, "methods=[exact,hyper]" if "methods" not in arg else "seed=0",
+                   f"results_dir={tmp_path}")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"error: {key}" in lines[0] and "allowed" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_without_multirun_flag_is_refused(tmp_path):
+    r = hyperbench("run", "seq_len=128,256", f"results_dir={tmp_path}")
+    assert r.returncode == 2 and "-m" in r.stderr
+
+
+def test_results_command_reads_the_store(tmp_path):
+    assert hyperbench("run", *SMALL, "methods=[exact]", "errors=false", f"results_dir={tmp_path}").returncode == 0
+    r = hyperbench("results", f"--results-dir={tmp_path}", "method=exact")
+    assert r.returncode == 0 and "exact" in r.stdout
+    bad = hyperbench("results", f"--results-dir={tmp_path}", "nope=1")
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_unknown_command_and_help():
+    assert hyperbench("frobnicate").returncode == 2
+    assert "usage" in hyperbench("--help").stdout

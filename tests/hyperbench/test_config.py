@@ -1,0 +1,65 @@
+"""Every bad value gets a ConfigError naming its key and what is allowed; good configs resolve."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hyperbench.config import job_config
+from hyperbench.errors import ConfigError
+
+BASE = OmegaConf.load(Path(__file__).parents[2] / "conf" / "config.yaml")
+
+
+def cfg(**overrides):
+    c = OmegaConf.to_container(BASE)
+    c.pop("defaults")
+    c.pop("hydra")
+    c["inputs"] = {"name": "gaussian", "temperature": 1.0}
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def test_defaults_resolve_on_cpu():
+    job = job_config(cfg())
+    assert job.device == "cpu" and job.dtype == "float32" and job.isolate is False
+    assert (job.batch, job.num_heads, job.head_dim, job.block_size, job.sample_size) == (1, 32, 64, 256, 256)
+    assert (job.lsh_num_projs, job.min_seq_len) == (7, 4096)
+
+
+@pytest.mark.parametrize("override,key,allowed", [
+    ({"seq_len": 0}, "seq_len", "integer >= 1"),
+    ({"sample_size": -1}, "sample_size", "integer >= 0"),
+    ({"methods": ["nope"]}, "methods", "allowed: exact"),
+    ({"dtype": "float13"}, "dtype", "float16, bfloat16, float32"),
+    ({"device": "cuda"}, "device", "allowed here: auto, cpu"),
+    ({"mode": "sideways"}, "mode", "fwd, bwd, fwd+bwd"),
+    ({"causal": "maybe"}, "causal", "true, false"),
+    ({"head_dim": 7}, "head_dim", "for method hyper; allowed: 16, 32, 64, 128"),
+    ({"block_size": 100}, "block_size", "for method hyper; allowed: a multiple of 16"),
+    ({"methods": ["custom"]}, "method.target", "pkg.module:function"),
+    ({"methods": ["custom"], "method.target": "no_such_module:f"}, "method.target", "cannot import"),
+    ({"timing.min_reps": 0}, "min_reps", "integer from 1"),
+    ({"methods": ["exact", "exact"]}, "methods", "each method once"),
+])
+def test_bad_values_name_the_key(override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(**override))
+    assert err.value.field == key
+    assert allowed in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_method_constraints_apply_only_to_selected_methods():
+    job = job_config(cfg(head_dim=7, block_size=100, methods=["exact", "hyper_ref", "sdpa_math"]))
+    assert job.head_dim == 7 and job.block_size == 100
+
+
+def test_custom_target_resolves():
+    job = job_config(cfg(methods=["custom"], **{"method.target": "hyperbench.methods.exact:exact_attention"}))
+    assert job.method_target.endswith(":exact_attention")

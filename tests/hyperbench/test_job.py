@@ -1,0 +1,70 @@
+"""A job measures every method on the same inputs; failures become rows and the job goes on."""
+
+import pytest
+
+from hyperbench import job as job_mod
+from hyperbench.config import job_config
+
+from .test_config import cfg
+
+SMALL = dict(seq_len=160, num_heads=2, head_dim=16, block_size=32, sample_size=32, sample_tile=32, min_seq_len=64,
+             **{"timing.warmup": 1, "timing.min_reps": 2, "timing.max_reps": 3, "timing.target_ms": 1})
+
+
+def _run(**over):
+    job = job_config(cfg(**{**SMALL, **over}))
+    return job, job_mod.run_job(job, {"run_id": "r", "job_id": "j"})
+
+
+def test_every_method_gets_a_row_with_timing_and_error():
+    job, rows = _run(methods=["exact", "sdpa_math", "hyper_ref", "sdpa_cudnn"])
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["exact", "sdpa_math", "hyper_ref", "sdpa_cudnn"]
+    for name in ("exact", "sdpa_math", "hyper_ref"):
+        r = by[name]
+        assert r["status"] == "ok", r
+        assert r["time_ms_p20"] <= r["time_ms"] <= r["time_ms_p80"] and r["reps"] >= 2
+        assert r["spec_err"] is not None and r["rel_fro_err"] is not None
+    assert by["exact"]["spec_err"] < 1e-5 and by["sdpa_math"]["spec_err"] < 1e-5
+    assert by["hyper_ref"]["spec_err"] > 1e-3  # an approximation, measured as one
+    assert by["sdpa_cudnn"]["status"] == "unavailable" and "CUDA" in by["sdpa_cudnn"]["message"]
+
+
+@pytest.mark.parametrize("target,status,text", [
+    ("tests.hyperbench.helpers:raises", "error", "planted failure"),
+    ("tests.hyperbench.helpers:out_of_memory", "oom", "out of memory"),
+])
+def test_a_failing_method_is_recorded_and_the_rest_still_run(target, status, text):
+    _, rows = _run(methods=["custom", "exact"], **{"method.target": target})
+    assert rows[0]["status"] == status and text in rows[0]["message"]
+    assert rows[1]["status"] == "ok"
+
+
+def test_over_budget_methods_are_skipped_with_the_estimate():
+    _, rows = _run(methods=["exact"], budget_s=1e-9)
+    assert rows[0]["status"] == "skipped" and "budget_s" in rows[0]["message"] and rows[0]["est_ms"] > 0
+
+
+def test_errors_off_leaves_error_columns_empty():
+    _, rows = _run(methods=["exact"], errors=False)
+    assert rows[0]["status"] == "ok" and rows[0].get("spec_err") is None
+
+
+@pytest.mark.parametrize("mode", ["bwd", "fwd+bwd"])
+def test_backward_modes_run(mode):
+    _, rows = _run(methods=["exact", "hyper_ref"], mode=mode, causal=True, errors=False)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+def test_a_dying_job_process_is_reported_for_every_method():
+    job = job_config(cfg(**{**SMALL, "methods": ["custom", "exact"], "errors": False,
+                            "method.target": "tests.hyperbench.helpers:dies"}))
+    rows = job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})
+    assert [r["status"] for r in rows] == ["error", "error"]
+    assert "exit code 13" in rows[0]["message"]
+
+
+def test_isolated_job_returns_the_same_rows_as_in_process():
+    job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
+    rows = job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})
+    assert rows[0]["status"] == "ok" and rows[0]["time_ms"] > 0

@@ -1,0 +1,56 @@
+import time
+
+import pytest
+import torch
+
+from hyperbench import timing
+
+
+def test_summary_is_median_and_percentiles():
+    t = timing.summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert t.median_ms == 3.0 and t.reps == 5
+    assert t.p20_ms == pytest.approx(1.8) and t.p80_ms == pytest.approx(4.2)
+
+
+def test_reps_fill_the_target_within_bounds():
+    assert timing.reps_for(10.0, 1000.0, 3, 50) == 50
+    assert timing.reps_for(100.0, 1000.0, 3, 50) == 10
+    assert timing.reps_for(5000.0, 1000.0, 3, 50) == 3
+
+
+def test_measure_times_the_call_not_the_setup():
+    def setup():
+        time.sleep(0.02)
+
+    def timed():
+        time.sleep(0.005)
+    t = timing.measure(setup, timed, device="cpu", warmup=1, target_ms=30, min_reps=3, max_reps=10, flush_l2=True)
+    assert 3 <= t.reps <= 10
+    assert 4.5 <= t.median_ms < 15
+
+
+@pytest.mark.parametrize("mode", ["fwd", "bwd", "fwd+bwd"])
+def test_calls_for_each_mode_run_the_right_passes(mode):
+    calls = {"fwd": 0, "bwd": 0}
+
+    class Count(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            calls["fwd"] += 1
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            calls["bwd"] += 1
+            return g * 2
+
+    q = torch.randn(1, 1, 4, 8)
+
+    def forward(q, k, v, causal):
+        return Count.apply(q) + k + v, None
+    setup, timed = timing.make_call(forward, q, q, q, False, mode)
+    setup()
+    before = dict(calls)
+    timed()
+    ran = {k: calls[k] - before[k] for k in calls}
+    assert ran == {"fwd": {"fwd": 1, "bwd": 0, "fwd+bwd": 1}[mode], "bwd": {"fwd": 0, "bwd": 1, "fwd+bwd": 1}[mode]}
