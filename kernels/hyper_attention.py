@@ -32,6 +32,13 @@ class HyperParams:
     min_seq_len: int = 4096
 
 
+def _bucket_rank(backend: str):
+    if backend == "triton":
+        from .triton_lsh import bucket_rank
+        return bucket_rank
+    return lsh.bucket_rank
+
+
 def _primitive(backend: str):
     if backend == "torch":
         from .reference import block_sample_attention
@@ -67,8 +74,8 @@ def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
     if n < p.min_seq_len:
         return _exact(q, k, v, False, scale, backend)
     proj = lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
-    q_order = lsh.sort_order(q, proj)
-    k_order = lsh.sort_order(k, proj)
+    rank = _bucket_rank(backend)
+    q_order, k_order = lsh.sort_orders([rank(q, proj), rank(k, proj)], p.lsh_num_projs)
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)

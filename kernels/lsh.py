@@ -46,20 +46,29 @@ def _tables(num_projs: int, device: torch.device):
 def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     """Gray rank of each row's bucket: x [..., n, d] -> int64 [..., n] in [0, 2**num_projs).
 
-    The projection runs in x's dtype (no fp32 copy of x: at n = 131072 that copy alone is a GB).
+    Projections in fp32 (the sign of a product must not depend on the input dtype's rounding).
+    kernels/triton_lsh.py computes the same keys in one pass on the GPU.
     """
     weights, rank = _tables(projections.shape[1], x.device)
-    bits = (x @ projections.to(x.dtype)) > 0
+    bits = (x.float() @ projections) > 0
     bucket = (bits.to(torch.int32) * weights).sum(-1)
     return rank[bucket]
 
 
-def sort_order(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
-    """Permutation that sorts rows by bucket rank: order[..., r] = original index of sorted row r.
+def key_dtype(num_projs: int) -> torch.dtype:
+    """The narrowest integer type that holds a bucket rank (a radix sort makes one pass a byte)."""
+    return torch.int16 if num_projs <= 15 else torch.int32
 
-    Stable, so rows of one bucket keep their original order and the result is deterministic. The
-    key is sorted in the narrowest integer type that holds it (a radix sort makes one pass a byte).
-    """
-    key = bucket_rank(x, projections)
-    key = key.to(torch.int16 if projections.shape[1] <= 15 else torch.int32)
-    return torch.sort(key, dim=-1, stable=True).indices
+
+def sort_orders(keys: list[torch.Tensor], num_projs: int) -> list[torch.Tensor]:
+    """Stable sort permutation of each key tensor [..., n]: order[..., r] = original index of the
+    row at sorted position r; ties keep their original order. Keys of equal shape share one sort."""
+    if len({tuple(k.shape) for k in keys}) != 1:
+        return [torch.sort(k.to(key_dtype(num_projs)), dim=-1, stable=True).indices for k in keys]
+    stacked = torch.stack([k.to(key_dtype(num_projs)) for k in keys])
+    return list(torch.sort(stacked, dim=-1, stable=True).indices.unbind(0))
+
+
+def sort_order(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+    """Permutation that sorts rows by bucket rank (see sort_orders)."""
+    return sort_orders([bucket_rank(x, projections)], projections.shape[1])[0]

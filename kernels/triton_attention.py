@@ -9,8 +9,8 @@ Layout of the work (sorted positions r, c; original rows through q_order / k_ord
                (2) dK/dV of the block part: one program per key tile, looping over the queries of
                    its block(s); every key belongs to one block, so each row is written once;
                (3) dK/dV of the sampled keys: one program per (chunk of a sample set, query tile of
-                   that set) into an fp32 buffer, scatter-added through k_order[samples] on the host
-                   (no atomics; repeated samples add up, as each draw counts).
+                   that set), atomically added (fp32) into the keys' original rows after (2) wrote
+                   them; repeated samples add up, as each draw counts.
   Gradients flow from both outputs: dS = P ∘ (dP − Δ) with Δ_i = rowsum(dO_i ∘ O_i) − dlse_i.
 """
 
@@ -32,7 +32,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # try others.  fwd/dq: (BLOCK_M query rows, BLOCK_N keys); dkdv: (BLOCK_N keys, BLOCK_M queries).
 CONFIGS = {
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
-    "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 32, 4, 3), 128: (64, 64, 8, 2)},
+    "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (128, 64, 8, 2), 128: (64, 64, 8, 2)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
@@ -237,6 +237,39 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
 
 
+@triton.jit
+def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w,
+                      BM: tl.constexpr, SHARED_SET: tl.constexpr, CH: tl.constexpr):
+    """Key list of query tile pid (see key_lists): block keys, then samples, then padding."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    bh64 = bh.to(tl.int64)
+    KO += bh64 * n
+    base = (bh64 * tl.num_programs(0) + pid) * L
+    r0 = pid * BM
+    blk = r0 // block
+    for j0 in range(0, block, CH):
+        j = j0 + tl.arange(0, CH)
+        pos = blk * block + j
+        valid = pos < n
+        tl.store(KR + base + j, tl.load(KO + pos, mask=valid, other=0).to(tl.int32), mask=j < block)
+        tl.store(KB + base + j, tl.where(valid, 0.0, float("-inf")), mask=j < block)
+    if SHARED_SET:
+        set_start = 0
+    else:
+        set_start = (r0 // tile) * m
+    for j0 in range(0, m, CH):
+        j = j0 + tl.arange(0, CH)
+        ok = j < m
+        spos = tl.load(S + bh64 * s_head + set_start + j, mask=ok, other=0)
+        tl.store(KR + base + block + j, tl.load(KO + spos, mask=ok, other=0).to(tl.int32), mask=ok)
+        own = (spos // block) == blk
+        tl.store(KB + base + block + j, tl.where(own, float("-inf"), log2_w), mask=ok)
+    for j0 in range(block + m, L, CH):
+        j = j0 + tl.arange(0, CH)
+        tl.store(KR + base + j, tl.zeros([CH], dtype=tl.int32), mask=j < L)
+        tl.store(KB + base + j, tl.full([CH], float("-inf"), dtype=tl.float32), mask=j < L)
+
+
 # ----------------------------------------------------------------------------------------------
 # dK/dV: one program per key tile (block part) or per (sample chunk, query tile of its set)
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +283,7 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
                  PREC: tl.constexpr):
     """SAMPLED=False: keys = sorted positions of tile pid, queries = their block(s); dK, dV written
     (fp32) to the keys' original rows.  SAMPLED=True: keys = samples [pid*BN, pid*BN+BN) of the set
-    of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); written to DK/DV [B, H, VT, m, d]."""
+    of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); added atomically into DK/DV."""
     pid, vt, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     Q += b * sqb + h * sqh
@@ -308,12 +341,15 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
 
     dk = dk * (qk_scale * 0.6931471805599453)
+    dst = row_base * D + k_idx[:, None] * D + offs_d[None, :]
     if SAMPLED:
-        dst = (bh.to(tl.int64) * tl.num_programs(1) + vt) * m * D + keys[:, None] * D + offs_d[None, :]
+        # A sampled key can be drawn by many sets (and twice by one): add into its original row,
+        # after the block-part kernel has written that row.
+        tl.atomic_add(DK + dst, dk, mask=key_ok[:, None], sem="relaxed")
+        tl.atomic_add(DV + dst, dv, mask=key_ok[:, None], sem="relaxed")
     else:
-        dst = row_base * D + k_idx[:, None] * D + offs_d[None, :]
-    tl.store(DK + dst, dk, mask=key_ok[:, None])
-    tl.store(DV + dst, dv, mask=key_ok[:, None])
+        tl.store(DK + dst, dk, mask=key_ok[:, None])
+        tl.store(DV + dst, dv, mask=key_ok[:, None])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +408,7 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
 
 
 def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, do, delta):
-    """dK, dV in fp32, rows in k's order (sorted order when k_order is None)."""
+    """dK, dV in fp32, in the keys' original rows."""
     bn, bm, warps, stages = _config("dkdv", g.d)
     common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal,
                   PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
@@ -387,18 +423,10 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
         vtile = g.tile if g.T > 1 else min(g.n, SHARED_SET_CHUNK)
         VT = triton.cdiv(g.n, vtile)
-        dk_s = torch.empty(g.B, g.H, VT, g.m, g.d, device=q.device, dtype=torch.float32)
-        dv_s = torch.empty_like(dk_s)
         _dkdv_kernel[(triton.cdiv(g.m, bn), VT, g.B * g.H)](
-            q, k, v, qo, ko, samples, lse, do, delta, dk_s, dv_s,
+            q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
             *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w,
             MASK_BLOCK=True, SAMPLED=True, **common)
-        rows = (samples if g.T > 1 else samples.expand(g.B, g.H, VT, g.m)).reshape(g.B, g.H, -1)
-        if k_order is not None:
-            rows = torch.gather(k_order, 2, rows)                  # original key rows
-        rows = rows + torch.arange(g.B * g.H, device=q.device).view(g.B, g.H, 1) * g.n
-        dk.view(-1, g.d).index_add_(0, rows.reshape(-1), dk_s.view(-1, g.d))
-        dv.view(-1, g.d).index_add_(0, rows.reshape(-1), dv_s.view(-1, g.d))
     return dk, dv
 
 
@@ -415,28 +443,16 @@ def _lists_apply(g: _Geometry, causal: bool, bm: int) -> bool:
 def key_lists(g: _Geometry, k_order, samples, bm: int, bn: int):
     """Per query tile of bm sorted rows: the original rows of the keys it sees (its block's keys,
     then its sample set) and each key's exp2-domain bias (0, log2 w, or -inf for padding and for
-    samples inside the tile's own block).  Lengths padded to a multiple of bn with masked keys."""
-    dev = k_order.device
+    samples inside the tile's own block).  Lengths padded to a multiple of bn with masked keys.
+    Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
     nqt = triton.cdiv(g.n, bm)
-    first_row = torch.arange(nqt, device=dev) * bm
-    blk = first_row // g.block
-    cols = blk[:, None] * g.block + torch.arange(g.block, device=dev)          # [nqt, block]
-    parts_pos, parts_bias = [cols], [torch.where(cols < g.n, 0.0, -math.inf)]
-    if g.has_samples:
-        sets = torch.zeros_like(first_row) if g.T == 1 else first_row // g.tile
-        spos = samples[:, :, sets]                                             # [B, H, nqt, m]
-        parts_pos.append(spos)
-        own = (spos // g.block) == blk[:, None]
-        parts_bias.append(torch.where(own, -math.inf, g.log2_w))
-    width = sum(p.shape[-1] for p in parts_pos)
-    pad = -width % bn
-    if pad:
-        parts_pos.append(torch.zeros(nqt, pad, dtype=torch.int64, device=dev))
-        parts_bias.append(torch.full((nqt, pad), -math.inf, device=dev))
-    pos = torch.cat([p.expand(g.B, g.H, nqt, p.shape[-1]) for p in parts_pos], -1)
-    bias = torch.cat([b.expand(g.B, g.H, nqt, b.shape[-1]) for b in parts_bias], -1)
-    rows = torch.gather(k_order, 2, pos.clamp(max=g.n - 1).reshape(g.B, g.H, -1))
-    return rows.to(torch.int32).reshape(pos.shape).contiguous(), bias.float().contiguous()
+    L = triton.cdiv(g.block + g.m, bn) * bn
+    rows = torch.empty(g.B, g.H, nqt, L, dtype=torch.int32, device=k_order.device)
+    bias = torch.empty(g.B, g.H, nqt, L, dtype=torch.float32, device=k_order.device)
+    _key_lists_kernel[(nqt, g.B * g.H)](
+        k_order, _or(samples, k_order), rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
+        BM=bm, SHARED_SET=g.T == 1, CH=64, num_warps=4)
+    return rows, bias
 
 
 def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None):

@@ -1,8 +1,9 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
-    python3 scripts/gpu_kernel_check.py [--quick]
+    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072]
 
-1. Tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is kept.
+1. (--sweep) The key-list path against the general kernel, and a tile sweep of the primitive at the
+   benchmark shape; the fastest config of each kernel is kept for the rest of the run.
 2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 64/128, causal and
    not, n up to 16384 with gradients, n = 131072 forward head by head, the whole driver); outputs
    poisoned with NaN through the caching allocator before each run; NaN anywhere is a failure.
@@ -132,9 +133,11 @@ def check_driver(n, causal, dtype):
     xs0 = [rand((1, 2, n, 64), dtype, 600 + i) for i in range(3)]
     gout = rand((1, 2, n, 64), torch.float32, 610)
     res = {}
-    for backend, cast in (("triton", dtype), ("torch", torch.float32)):
+    # Same inputs for both (the torch reference computes in fp32 inside): LSH keys are a function
+    # of the input values, so both backends must hash the same tensors to sort rows alike.
+    for backend in ("triton", "torch"):
         poison()
-        xs = [x.detach().to(cast).requires_grad_(True) for x in xs0]
+        xs = [x.detach().clone().requires_grad_(True) for x in xs0]
         gen = torch.Generator(device=DEV).manual_seed(3)
         out, lse = hyper_attention(*xs, params, causal=causal, generator=gen, backend=backend)
         ((out.float() * gout).sum() + lse.sum()).backward()
@@ -184,19 +187,16 @@ def sweep(n=131072, H=32, d=64):
     prim = triton_attention.block_sample_attention
     xs = [x.requires_grad_(True) for x in (q, k, v)]
     gout = torch.randn_like(q)
-    best_mode, best_both = None, math.inf
-    for mode in (False, True):
-        triton_attention.SORTED_COPY = mode
+    for lists in (False, True):
+        triton_attention.USE_KEY_LISTS = lists
         fwd = bench(lambda: prim(q, k, v, qo, ko, smp, **kw), n)
         both = bench(fwd_bwd(lambda *a: prim(*a, qo, ko, smp, **kw), xs, gout), n, xs)
-        RESULTS["sweep"].append({"sorted_copy": mode, "fwd_ms": fwd, "fwd_bwd_ms": both})
-        log(f"sweep SORTED_COPY={mode}: fwd {fwd:.3f} ms, fwd+bwd {both:.3f} ms")
-        if both < best_both:
-            best_mode, best_both = mode, both
-    triton_attention.SORTED_COPY = best_mode
+        RESULTS["sweep"].append({"key_lists": lists, "fwd_ms": fwd, "fwd_bwd_ms": both})
+        log(f"sweep USE_KEY_LISTS={lists}: fwd {fwd:.3f} ms, fwd+bwd {both:.3f} ms")
     trials = {
-        "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 4)],
-        "dq": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 8, 2)],
+        "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 64, 4, 4),
+                (256, 64, 8, 3)],
+        "dq": [(64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 2)],
         "dkdv": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2)],
     }
     for kind, configs in trials.items():
@@ -216,7 +216,6 @@ def sweep(n=131072, H=32, d=64):
                 best = (cfg, ms)
         triton_attention.CONFIGS[kind][d] = best[0]
     RESULTS["configs"] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
-    RESULTS["configs"]["SORTED_COPY"] = best_mode
     log("configs kept:", RESULTS["configs"])
 
 
@@ -227,6 +226,7 @@ def add_timing(name, n, causal, mode, ms):
 
 def time_all(ns, H=32, d=64):
     params = HyperParams()
+    shared = HyperParams(sample_tile=0)
     for n in ns:
         for causal in (False, True):
             if not time_left():
@@ -243,6 +243,14 @@ def time_all(ns, H=32, d=64):
             with torch.no_grad():
                 add_timing("hyper triton", n, causal, "fwd", bench(lambda: hyper(*xs), n))
             add_timing("hyper triton", n, causal, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+
+            def hyper_shared(*a):   # the published variant: one sample set per head
+                gen.manual_seed(0)
+                return hyper_attention(*a, shared, causal=causal, generator=gen, backend="triton")
+            with torch.no_grad():
+                add_timing("hyper triton shared-set", n, causal, "fwd", bench(lambda: hyper_shared(*xs), n))
+            add_timing("hyper triton shared-set", n, causal, "fwd+bwd",
+                       bench(fwd_bwd(hyper_shared, xs, gout), n, xs))
             for label, backend in (("sdpa cudnn", SDPBackend.CUDNN_ATTENTION),
                                    ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
                 def sdpa(*a):
@@ -262,15 +270,27 @@ def breakdown(n, xs, gout, params, gen):
     q, k, v = xs
     d = q.shape[-1]
 
-    def prep():
+    from kernels import triton_lsh
+
+    def draw():
         gen.manual_seed(0)
-        proj = lsh.draw_projections(d, params.lsh_num_projs, generator=gen, device=q.device)
-        qo, ko = lsh.sort_order(q, proj), lsh.sort_order(k, proj)
+        return lsh.draw_projections(d, params.lsh_num_projs, generator=gen, device=q.device)
+
+    def prep():
+        proj = draw()
+        qo, ko = lsh.sort_orders([triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)],
+                                 params.lsh_num_projs)
         smp = torch.randint(n, (1, q.shape[1], -(-n // params.sample_tile), params.sample_size),
                             generator=gen, device=q.device)
         return qo, ko, smp
 
     with torch.no_grad():
+        proj = draw()
+        keys = [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)]
+        add_timing("  lsh keys (q and k)", n, False, "fwd",
+                   bench(lambda: [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)], n))
+        add_timing("  stable sort (q and k)", n, False, "fwd",
+                   bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs), n))
         add_timing("  lsh+sort+sampling", n, False, "fwd", bench(prep, n))
         qo, ko, smp = prep()
     kw = dict(block_size=params.block_size, sample_tile=params.sample_tile,
@@ -279,6 +299,9 @@ def breakdown(n, xs, gout, params, gen):
     with torch.no_grad():
         ms = bench(lambda: prim(q, k, v), n)
     add_timing("  primitive", n, False, "fwd", ms)
+    g = triton_attention._Geometry(q, smp, params.block_size, params.sample_tile, n / params.sample_size, d ** -0.5)
+    bm, bn = triton_attention._config("fwd", d)[:2]
+    add_timing("  key lists", n, False, "fwd", bench(lambda: triton_attention.key_lists(g, ko, smp, bm, bn), n))
     flops = 4 * q.shape[1] * n * (params.block_size + params.sample_size) * d
     log(f"  primitive fwd {flops / ms / 1e9:.0f} TFLOP/s (block + sample products, no masking)")
     add_timing("  primitive", n, False, "fwd+bwd", bench(fwd_bwd(prim, xs, gout), n, xs))
@@ -317,10 +340,12 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False   # fp32 references stay fp32
     log(torch.cuda.get_device_name(), torch.__version__, triton.__version__)
     try:
-        if not quick:
+        if "--sweep" in sys.argv:
             sweep()
         correctness()
-        time_all([4096, 16384] if quick else [4096, 16384, 65536, 131072])
+        ns = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--ns=")), None)
+        ns = [int(x) for x in ns.split(",")] if ns else ([4096, 16384] if quick else [4096, 16384, 65536, 131072])
+        time_all(ns)
     finally:
         write_outputs()
         summary()

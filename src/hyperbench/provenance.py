@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import secrets
 import shutil
 import socket
@@ -57,7 +58,11 @@ def git_info(path: str | None = None) -> tuple[str | None, bool | None]:
     """
     pkg = Path(path) if path else _PACKAGE_DIR
     if _run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=pkg) is None:
-        return None, None
+        # A copy of the tree without .git (e.g. sent to a GPU machine): the sender may say which
+        # commit it is, through HYPERBENCH_GIT_SHA and HYPERBENCH_GIT_DIRTY (scripts/gpu_bench.sh).
+        sha = os.environ.get("HYPERBENCH_GIT_SHA") or None
+        dirty = os.environ.get("HYPERBENCH_GIT_DIRTY")
+        return sha, (None if sha is None or dirty is None else dirty == "1")
     sha = _run(["git", "rev-parse", "HEAD"], cwd=pkg)
     if not sha:
         return None, None

@@ -79,6 +79,7 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     (150, 64, 0, 20),     # key lists, one sample set shared by the head, ragged tail
     (200, 128, 64, 24),   # key lists, two query tiles per block, own-block samples masked
     (96, 32, 0, 24),      # general kernel, one sample set shared by the head
+    (130, 64, 64, 0),     # key lists without samples, ragged tail
 ])
 def test_block_sample_fp32(n, block, tile, m):
     _check(1000 + n, 2, 2, n, 32, block=block, tile=tile, m=m)

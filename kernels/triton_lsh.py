@@ -1,0 +1,61 @@
+"""sortLSH bucket keys in one pass on the GPU: the same function as lsh.bucket_rank.
+
+One program reads a tile of rows once, projects them on the hyperplanes (fp32 products, as the
+reference), packs the sign bits into a bucket and looks up its Gray rank. The reference's chain of
+torch ops (fp32 copy of x, a skinny matmul, bit packing, a gather) moves several times the bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from . import lsh
+
+BLOCK_ROWS = 128
+
+
+@triton.jit
+def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n,
+                        D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr):
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    rows = pid * BM + tl.arange(0, BM)
+    ok = rows < n
+    offs_d = tl.arange(0, D)
+    offs_r = tl.arange(0, R)
+    x = tl.load(X + b * sxb + h * sxh + rows[:, None].to(tl.int64) * sxn + offs_d[None, :],
+                mask=ok[:, None], other=0.0).to(tl.float32)
+    p = tl.load(P + offs_d[:, None] * R + offs_r[None, :])          # fp32, zero-padded columns
+    proj = tl.dot(x, p, input_precision="ieee")                        # [BM, R]
+    w = tl.load(W + offs_r)                                            # 2^i, 0 on padded columns
+    bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
+    key = tl.load(RANK + bucket)
+    tl.store(KEY + bh.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
+
+
+@functools.lru_cache(maxsize=None)
+def _weights(num_projs: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    w = torch.zeros(width, dtype=torch.int32)
+    w[:num_projs] = 2 ** torch.arange(num_projs, dtype=torch.int32)
+    return w.to(device), lsh.gray_rank(num_projs).to(torch.int32).to(device)
+
+
+def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+    """x [B, H, n, d] (any strides along n, unit stride along d) -> keys [B, H, n] in lsh.key_dtype."""
+    B, H, n, d = x.shape
+    num_projs = projections.shape[1]
+    width = max(16, triton.next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    p = torch.zeros(d, width, dtype=torch.float32, device=x.device)
+    p[:, :num_projs] = projections
+    weights, rank = _weights(num_projs, width, x.device)
+    keys = torch.empty(B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
+    grid = (triton.cdiv(n, BLOCK_ROWS), B * H)
+    _bucket_rank_kernel[grid](x, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2), H, n,
+                              D=d, R=width, BM=BLOCK_ROWS, num_warps=4)
+    return keys

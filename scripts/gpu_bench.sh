@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything the GPU results in results/ come from, in one command on a GPU machine:
+#   1. the Triton kernels checked against the PyTorch reference (bf16/fp16, NaN-poisoned outputs)
+#      and the driver's time broken down (scripts/gpu_kernel_check.py);
+#   2. `hyperbench run` at n = 131072 with every method (with error metrics), the goal sweep of
+#      issue 3 (hyper vs SDPA cuDNN/flash, causal and not, fwd and fwd+bwd) and the curve
+#      n = 1024..65536, all into results/.
+# On a machine without hydra/omegaconf/duckdb, run scripts/fetch_gpu_wheels.sh where pip works and
+# carry .whl along. A copy of the tree without .git says its commit through HYPERBENCH_GIT_SHA and
+# HYPERBENCH_GIT_DIRTY (e.g. HYPERBENCH_GIT_SHA=$(git rev-parse HEAD) HYPERBENCH_GIT_DIRTY=0).
+# Logs and a tarball of results/ go to $OUT (default ./gpu_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+KERNEL_NS=${KERNEL_NS:-16384,131072}
+DEADLINE_S=${KERNEL_DEADLINE_S:-200} python3 scripts/gpu_kernel_check.py --ns="$KERNEL_NS" 2>&1 | tee "$OUT/kernel_check.log"
+hb() { echo "+ hyperbench $*"; hyperbench "$@" 2>&1 | tee -a "$OUT/hyperbench.log"; }
+hb run seq_len=131072 budget_s=120
+hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd budget_s=120
+hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false
+hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
+   causal=false,true mode=fwd,fwd+bwd errors=false isolate=false
+tar czf "$OUT/results.tgz" results

@@ -1,0 +1,21 @@
+"""The Triton bucket-key kernel computes lsh.bucket_rank exactly (interpreter on CPU)."""
+
+import pytest
+import torch
+
+from hyperbench_kernels import lsh
+from hyperbench_kernels.triton_lsh import bucket_rank
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("n,d,num_projs,dtype", [(200, 64, 7, torch.float32), (77, 32, 3, torch.float16),
+                                                 (130, 16, 16, torch.float32)])
+def test_keys_match_reference(n, d, num_projs, dtype):
+    g = torch.Generator().manual_seed(n + d)
+    x = torch.randn(2, 3, n + 4, d, generator=g)[:, :, 2:2 + n].to(dtype).to(DEVICE)   # strided rows
+    proj = torch.randn(d, num_projs, generator=g).to(DEVICE)
+    keys = bucket_rank(x, proj)
+    assert keys.dtype == lsh.key_dtype(num_projs)
+    assert torch.equal(keys.long(), lsh.bucket_rank(x, proj))
+    assert keys.max() >= 2 ** (num_projs - 1) - 1 or num_projs > 10   # keys span the range
