@@ -17,10 +17,10 @@ if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
 DEADLINE_S=${KERNEL_DEADLINE_S:-200} python3 scripts/gpu_kernel_check.py --ns="$KERNEL_NS" 2>&1 | tee "$OUT/kernel_check.log"
-hb() { echo "+ hyperbench $*"; hyperbench "$@" 2>&1 | tee -a "$OUT/hyperbench.log"; }
+# results/ is packed after every step, so a run cut short by a time limit still returns what it made.
+hb() { echo "+ hyperbench $*"; hyperbench "$@" 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
 hb run seq_len=131072 budget_s=120
 hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd budget_s=120
 hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false
 hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
    causal=false,true mode=fwd,fwd+bwd errors=false isolate=false
-tar czf "$OUT/results.tgz" results
