@@ -1,7 +1,8 @@
 """sortLSH bucket keys in one pass on the GPU: the same function as lsh.bucket_rank.
 
-One program reads a tile of rows once, projects them on the hyperplanes (fp32 products, as the
-reference), packs the sign bits into a bucket and looks up its Gray rank. The reference's chain of
+One program reads a tile of rows once, projects them on the hyperplanes (exact products: fp32 for
+fp32 inputs, tensor cores for 16-bit inputs, whose products with the bf16-valued normals are exact),
+packs the sign bits into a bucket and looks up its Gray rank. The reference's chain of
 torch ops (fp32 copy of x, a skinny matmul, bit packing, a gather) moves several times the bytes.
 """
 
@@ -20,7 +21,8 @@ BLOCK_ROWS = 128
 
 @triton.jit
 def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n,
-                        D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr):
+                        D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
+                        EXACT_FP32: tl.constexpr):
     pid, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     rows = pid * BM + tl.arange(0, BM)
@@ -28,9 +30,12 @@ def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n,
     offs_d = tl.arange(0, D)
     offs_r = tl.arange(0, R)
     x = tl.load(X + b * sxb + h * sxh + rows[:, None].to(tl.int64) * sxn + offs_d[None, :],
-                mask=ok[:, None], other=0.0).to(tl.float32)
-    p = tl.load(P + offs_d[:, None] * R + offs_r[None, :])          # fp32, zero-padded columns
-    proj = tl.dot(x, p, input_precision="ieee")                        # [BM, R]
+                mask=ok[:, None], other=0.0)
+    p = tl.load(P + offs_d[:, None] * R + offs_r[None, :])          # zero-padded columns
+    if EXACT_FP32:
+        proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BM, R]
+    else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
+        proj = tl.dot(x, p.to(x.dtype))
     w = tl.load(W + offs_r)                                            # 2^i, 0 on padded columns
     bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
     key = tl.load(RANK + bucket)
@@ -57,5 +62,6 @@ def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     keys = torch.empty(B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
     grid = (triton.cdiv(n, BLOCK_ROWS), B * H)
     _bucket_rank_kernel[grid](x, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2), H, n,
-                              D=d, R=width, BM=BLOCK_ROWS, num_warps=4)
+                              D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,
+                              num_warps=4)
     return keys

@@ -88,7 +88,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
                tflops=flops / (t.median_ms * 1e-3) / 1e12,
                gbps=_io_bytes(job) * cost.MODE_FACTOR[job.mode] / (t.median_ms * 1e-3) / 1e9)
     if reference is not None:
-        say(f"{method.name}: error")
+        say(f"{method.name}: error metrics")
         with torch.no_grad():
             out, lse = forward(q, k, v, job.causal)
             errs = metrics.attention_errors(q, k, v, out, causal=job.causal, scale=1 / math.sqrt(job.head_dim),
