@@ -77,7 +77,8 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
                 "message": f"estimated {cost.measuring_ms(est, job) / 1e3:.1f} s to measure > budget_s={job.budget_s:g}"}
     forward = method.build(job)
     say(f"{method.name}: timing")
-    setup, timed = timing.make_call(forward, q, k, v, job.causal, job.mode)
+    kept: dict = {}
+    setup, timed = timing.make_call(forward, q, k, v, job.causal, job.mode, keep=kept)
     with _peak_memory(job.device, row):
         t = timing.measure(setup, timed, device=job.device, warmup=job.timing.warmup,
                            target_ms=job.timing.target_ms, min_reps=job.timing.min_reps,
@@ -90,7 +91,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
     if reference is not None:
         say(f"{method.name}: error metrics")
         with torch.no_grad():
-            out, lse = forward(q, k, v, job.causal)
+            out, lse = kept.pop("result", None) or forward(q, k, v, job.causal)
             errs = metrics.attention_errors(q, k, v, out, causal=job.causal, scale=1 / math.sqrt(job.head_dim),
                                             lse=lse, exact=reference.exact, norm=reference.norm)
         errs["metric_ms"] += reference.shared_ms  # the job's one exact pass and norm, charged to every row

@@ -35,12 +35,20 @@ def summarize(samples_ms: list[float]) -> Timed:
                  len(samples_ms), tuple(samples_ms))
 
 
-def make_call(forward: Callable, q, k, v, causal: bool, mode: str):
-    """Returns (setup, timed): `setup()` runs untimed before every repetition, `timed()` is measured."""
+def make_call(forward: Callable, q, k, v, causal: bool, mode: str, keep: dict | None = None):
+    """Returns (setup, timed): `setup()` runs untimed before every repetition, `timed()` is measured.
+
+    In fwd mode the last call's (out, lse) is left in `keep["result"]`, so the error can be
+    measured on an output the timing already produced instead of running the method again.
+    """
     if mode == "fwd":
         def timed():
+            if keep is not None:
+                keep.clear()   # free the previous output first: it must not inflate peak memory
             with torch.no_grad():
-                forward(q, k, v, causal)
+                result = forward(q, k, v, causal)
+            if keep is not None:
+                keep["result"] = result
         return (lambda: None), timed
 
     leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
@@ -68,7 +76,11 @@ def _sync(device: str) -> None:
 
 def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, target_ms: float,
             min_reps: int, max_reps: int, flush_l2: bool) -> Timed:
-    """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call)."""
+    """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call).
+
+    On a CPU, warming up stops once one call takes longer than target_ms: nothing there compiles
+    on first use, and a second multi-second warm-up call would only double the cost of a run.
+    """
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device) if device == "cuda" and flush_l2 else None
     pilot_ms = 0.0
     for _ in range(max(warmup, 1)):
@@ -78,6 +90,8 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         timed()
         _sync(device)
         pilot_ms = (time.perf_counter() - t0) * 1e3
+        if device == "cpu" and pilot_ms > target_ms:
+            break
     samples = []
     for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
         setup()
