@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sys
@@ -18,11 +19,16 @@ USAGE = """usage: hyperbench COMMAND [ARGS]
 commands:
   run [-m] [KEY=VALUE ...]   measure the methods on one config (or a sweep with -m); Hydra overrides
   results [KEY=VALUE ...]    print what the results store holds (--sql, --columns, --format, --last)
+  plot NAME [...]            draw a paper figure from the store into results/figures/ (PDF and PNG)
+  dashboard [...]            write the regression dashboard, results/dashboard/index.html
+  compare --baseline REF     compare the latest results with a baseline commit; exit 1 on a regression
 
 `hyperbench run --help` shows Hydra's help with every config key and its default.
 """
 
 CONFIG_MODULE = "hyperbench.conf"
+# Commands that read the store: name -> module with main(argv) -> exit status.
+READERS = {"results": ".results_cli", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare"}
 MAX_CHECKED_COMBINATIONS = 4096
 
 
@@ -104,8 +110,17 @@ def _run_task(cfg) -> None:
     job_num = hc.job.get("num", 0) if hc.mode.name == "MULTIRUN" else 0
     job_id = f"{run_id}-{job_num:04d}"
     measured = {k: job.as_dict()[k] for k in MEASURED_KEYS}
-    base = job_mod.base_row(job, provenance.collect(job.device), run_id, job_id, overrides,
-                            store.config_hash(measured))
+    prov = provenance.collect(job.device)
+    chash = store.config_hash(measured)
+    if not job.force:
+        done = store.measured_methods(job.results_dir, chash, prov.get("git_sha"), prov.get("git_dirty"))
+        missing = tuple(m for m in job.methods if m not in done)
+        if not missing:
+            console.print(f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}: every method is "
+                          f"already in {job.results_dir} for this commit (force=true measures again)")
+            return
+        job = dataclasses.replace(job, methods=missing)
+    base = job_mod.base_row(job, prov, run_id, job_id, overrides, chash)
     title = (f"job {job_id}: n={job.seq_len} d={job.head_dim} H={job.num_heads} B={job.batch} {job.dtype} "
              f"{'causal' if job.causal else 'non-causal'} {job.mode} on {base.get('gpu_name') or job.device}"
              f" | block={job.block_size} sample={job.sample_size} tile={job.sample_tile}")
@@ -145,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run_main(rest)
-    if command == "results":
-        from .results_cli import main as results_main
-        return results_main(rest)
-    print(f"hyperbench: error: unknown command {command!r}; allowed: run, results", file=sys.stderr)
+    if command in READERS:
+        import importlib
+        return importlib.import_module(READERS[command], __package__).main(rest)
+    print(f"hyperbench: error: unknown command {command!r}; allowed: run, {', '.join(READERS)}", file=sys.stderr)
     return 2
 
 

@@ -56,6 +56,7 @@ class JobConfig:
     budget_s: float
     errors: bool
     isolate: bool
+    force: bool = False    # measure even what the store already holds for this code version
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -164,6 +165,7 @@ def job_config(cfg: Mapping) -> JobConfig:
         budget_s=_number(cfg, "budget_s", 0.0),
         errors=_bool(cfg, "errors"),
         isolate=(device == "cuda") if isolate == "auto" else isolate,
+        force=_bool(cfg, "force") if "force" in cfg else False,
     )
     for name in job.methods:
         registry.get(name).check(job)

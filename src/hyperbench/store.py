@@ -342,6 +342,18 @@ def has_rows(results_dir: str | os.PathLike, config_hash: str, git_sha: str | No
     return int(df["n"].iloc[0]) > 0
 
 
+def measured_methods(results_dir: str | os.PathLike, config_hash: str, git_sha: str | None,
+                     git_dirty: bool | None) -> set[str]:
+    """Methods the store already holds for this configuration at this code version (commit and
+    dirty flag), in any status but `error` (errors are retried). Unknown commit: none."""
+    if git_sha is None:
+        return set()
+    where: dict[str, Any] = {"config_hash": config_hash, "git_sha": git_sha, "git_dirty": git_dirty}
+    df = read(results_dir, where=where,
+              sql="SELECT DISTINCT method FROM results WHERE status <> 'error'")
+    return set(df["method"].tolist())
+
+
 # ---------------------------------------------------------------------------------------------
 # configuration hash
 

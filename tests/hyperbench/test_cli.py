@@ -75,3 +75,18 @@ def test_results_command_reads_the_store(tmp_path):
 def test_unknown_command_and_help():
     assert hyperbench("frobnicate").returncode == 2
     assert "usage" in hyperbench("--help").stdout
+
+
+def test_rerun_measures_only_what_is_missing_and_force_reruns(tmp_path):
+    common = [*SMALL, "errors=false", f"results_dir={tmp_path}"]
+    assert hyperbench("run", *common, "methods=[exact]").returncode == 0
+    again = hyperbench("run", *common, "methods=[exact]")
+    assert again.returncode == 0 and "already in" in again.stdout
+    assert len(list(tmp_path.glob("**/*.parquet"))) == 1
+    more = hyperbench("run", *common, "methods=[exact,sdpa_math]")
+    assert more.returncode == 0
+    df = store.read(tmp_path)
+    assert sorted(df["method"]) == ["exact", "sdpa_math"]       # exact was not measured twice
+    forced = hyperbench("run", *common, "methods=[exact]", "force=true")
+    assert forced.returncode == 0
+    assert sorted(store.read(tmp_path)["method"]) == ["exact", "exact", "sdpa_math"]
