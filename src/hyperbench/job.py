@@ -8,6 +8,7 @@ process so that a method that breaks the CUDA context cannot take later jobs dow
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import time
@@ -86,6 +87,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
     del setup, timed
     flops = method.flops(job) * cost.MODE_FACTOR[job.mode]
     row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,
+               time_samples_ms=json.dumps([round(x, 6) for x in t.samples_ms]),
                tflops=flops / (t.median_ms * 1e-3) / 1e12,
                gbps=_io_bytes(job) * cost.MODE_FACTOR[job.mode] / (t.median_ms * 1e-3) / 1e9)
     if reference is not None:
