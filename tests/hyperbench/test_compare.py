@@ -1,0 +1,147 @@
+"""hyperbench compare: verdicts on the committed H200 results and on planted changes, exit codes."""
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hyperbench import cli, store
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+NEW = "26aba8918824c5945e2fa032e8bcde7dc2781d75"
+PLANTED = "c0ffee0000000000000000000000000000000000"
+
+
+def clean_rows(sha: str) -> list[dict]:
+    return [{k: None if pd.api.types.is_scalar(v) and pd.isna(v) else v for k, v in r.to_dict().items()}
+            for _, r in store.read(RESULTS, where={"git_sha": sha}).iterrows()]
+
+
+def with_samples(row: dict) -> dict:
+    """The row plus repetitions whose p20 / median / p80 are its own (committed rows predate samples)."""
+    u = (np.arange(row["reps"]) + 0.5) / row["reps"]
+    lo, med, hi = row["time_ms_p20"], row["time_ms"], row["time_ms_p80"]
+    samples = np.interp(u, [0.0, 0.2, 0.5, 0.8, 1.0], [lo * 0.99, lo, med, hi, hi * 1.01])
+    return {**row, "time_samples_ms": json.dumps(samples.tolist())}
+
+
+def plant(results: Path, rows: list[dict], sha: str, factor: float, failed_method: str | None = None) -> None:
+    """Write ``rows`` as commit ``sha`` with every time and sample multiplied by ``factor``;
+    ``failed_method``'s rows turned into `oom`."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        for col in ("time_ms", "time_ms_p20", "time_ms_p80"):
+            row[col] *= factor
+        if row["time_samples_ms"]:
+            row["time_samples_ms"] = json.dumps([x * factor for x in json.loads(row["time_samples_ms"])])
+        if row["method"] == failed_method:
+            row.update(status="oom", message="CUDA out of memory (planted)", time_ms=None)
+        row.update(git_sha=sha, run_id=sha[:8], job_id=None, created_at=dt.datetime.now(dt.timezone.utc))
+        out.append(row)
+    store.write_job(out, results, job_id=f"{sha[:8]}-0000")
+
+
+def planted_store(tmp_path: Path, factor: float, failed_method: str | None = None) -> Path:
+    """A copy of the committed store plus commit c0ffee: 26aba89's rows, times multiplied by ``factor``."""
+    results = tmp_path / "results"
+    for folder in RESULTS.iterdir():
+        if folder.is_dir() and any(folder.glob("*.parquet")):
+            shutil.copytree(folder, results / folder.name)
+    plant(results, clean_rows(NEW), PLANTED, factor, failed_method)
+    return results
+
+
+def run(capsys, *argv):
+    code = cli.main(["compare", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_committed_gpu_results_show_improvements_and_no_regression(capsys):
+    code, out, err = run(capsys, "--baseline", "f317cca", "--candidate", "26aba89", "--results-dir", str(RESULTS))
+    assert code == 0, out + err
+    assert "0 regressions, 2 improvements, 10 same" in out
+
+
+def test_planted_ten_percent_slowdown_is_a_regression(tmp_path, capsys):
+    results = planted_store(tmp_path, 1.10)
+    code, out, _ = run(capsys, "--baseline", "26aba89", "--results-dir", str(results))   # candidate: latest
+    assert code == 1
+    assert "12 regressions" in out and "c0ffee0 against baseline 26aba89" in out
+
+
+def test_planted_one_percent_slowdown_is_not(tmp_path, capsys):
+    code, out, _ = run(capsys, "--baseline", "26aba89", "--results-dir", str(planted_store(tmp_path, 1.01)))
+    assert code == 0
+    assert "0 regressions, 0 improvements, 12 same" in out
+
+
+def test_filters_and_a_method_that_stopped_running(tmp_path, capsys):
+    results = planted_store(tmp_path, 1.0, failed_method="sdpa_flash")
+    code, out, _ = run(capsys, "--baseline", "26aba", "--results-dir", str(results), "method=hyper")
+    assert code == 0 and "4 same" in out
+    code, out, _ = run(capsys, "--baseline", "26aba", "--results-dir", str(results), "method=sdpa_flash")
+    assert code == 1 and "4 regressions" in out and "ok → oom" in out
+
+
+@pytest.mark.parametrize("factor, code, counts", [(1.10, 1, "12 regressions"), (1.01, 0, "12 same")])
+def test_planted_change_with_samples(tmp_path, capsys, factor, code, counts):
+    results = tmp_path / "results"
+    rows = [with_samples(r) for r in clean_rows(NEW)]
+    plant(results, rows, "b0" * 20, 1.0)
+    plant(results, rows, PLANTED, factor)
+    got, out, _ = run(capsys, "--baseline", "b0b0", "--results-dir", str(results))
+    assert got == code and counts in out
+    assert "% [" in out   # decided by the bootstrap of the samples
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--baseline", "deadbeef"], "--baseline"),
+    (["--baseline", "f317cca", "--candidate", "nope"], "--candidate"),
+    (["--baseline", "f317cca", "--candidate", "f317"], "--candidate"),       # the same commit
+    (["--baseline", "f317cca", "seq_len=1024"], "--candidate"),             # 26aba89 has no n=1024: nothing to compare
+    (["--baseline", "f317cca", "method=nope"], "--baseline"),
+    (["--baseline", "f317cca", "colour=red"], "colour"),
+    (["--baseline", "f317cca", "--threshold", "-1"], "--threshold"),
+    ([], "--baseline"),
+    (["--pytest-benchmark", "missing.json", "missing.json"], "--pytest-benchmark"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv, field):
+    code, out, err = run(capsys, "--results-dir", str(RESULTS), *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"hyperbench compare: error: {field}: "), err
+
+
+def bench_file(path: Path, median_s: float, save_data: bool, seed: int = 0) -> str:
+    """A pytest-benchmark JSON file with one benchmark around ``median_s`` (2% noise)."""
+    data = np.random.default_rng(seed).normal(median_s, 0.02 * median_s, 40)
+    stats = {"median": float(np.median(data)), "q1": float(np.quantile(data, 0.25)),
+             "q3": float(np.quantile(data, 0.75)), "rounds": len(data)}
+    if save_data:
+        stats["data"] = data.tolist()
+    doc = {"benchmarks": [{"fullname": "tests/kernels/test_x.py::test_x", "name": "test_x", "stats": stats}]}
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("save_data", [True, False])
+@pytest.mark.parametrize("factor, code", [(1.10, 1), (1.01, 0), (0.90, 0)])
+def test_pytest_benchmark_files(tmp_path, capsys, save_data, factor, code):
+    base = bench_file(tmp_path / "base.json", 0.020, save_data, seed=0)
+    cand = bench_file(tmp_path / "cand.json", 0.020 * factor, save_data, seed=1)
+    got, out, _ = run(capsys, "--pytest-benchmark", base, cand)
+    assert got == code, out
+    assert "test_x" in out
+    assert ("% [" in out) == save_data   # the bootstrap's interval is shown where there are samples
+
+
+def test_saved_cpu_baseline_is_readable(capsys):
+    baseline = str(ROOT / "tests" / "benchmarks" / "baseline.json")
+    code, out, _ = run(capsys, "--pytest-benchmark", baseline, baseline, "--threshold", "0.5")
+    assert code == 0 and "test_hyper_ref_cpu_benchmark" in out and "0 regressions" in out
