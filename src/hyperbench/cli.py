@@ -76,6 +76,15 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         base = compose(config_name="config")
         known = _known_keys(base)
+        try:  # a preset (+sweep=...) sweeps through hydra.sweeper.params: check each of its points too
+            params = compose(config_name="config", overrides=[c[0] for c in choices],
+                             return_hydra_config=True).hydra.sweeper.get("params") or {}
+        except HydraException:
+            params = {}  # the loop below names what is wrong
+        given = {o.get_key_element() for o in parsed}
+        for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given]):
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+                           if o.is_sweep_override() else [o.input_line])
         checked = 0
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
@@ -110,6 +119,8 @@ def _run_task(cfg) -> None:
     job_num = hc.job.get("num", 0) if hc.mode.name == "MULTIRUN" else 0
     job_id = f"{run_id}-{job_num:04d}"
     measured = {k: job.as_dict()[k] for k in MEASURED_KEYS}
+    if job.method_target:  # two custom callables on one shape are two configurations
+        measured["method_target"] = job.method_target
     prov = provenance.collect(job.device)
     chash = store.config_hash(measured)
     if not job.force:

@@ -1,0 +1,144 @@
+"""Scaling out: sweep presets, the gpus launcher on CPU slots, submitit's local executor, resume after a
+kill, and many writers on one store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from hydra_plugins.hyperbench_gpus.launcher import resolve_slots, slot_env
+from hyperbench import cli, store
+
+ROOT = Path(__file__).parents[2]
+QUICK = ["errors=false", "timing.warmup=1", "timing.min_reps=1", "timing.max_reps=1"]
+HERE = "tests.hyperbench.test_scaleout"
+
+
+def slow_attention(q, k, v, causal):
+    """Long enough that jobs on two slots overlap in time."""
+    time.sleep(0.3)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def killed(q, k, v, causal):
+    """The job process killed from outside (as the OOM killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hyperbench_cmd(*args):
+    return [sys.executable, "-m", "hyperbench.cli", "run", *args]
+
+
+def env():
+    out = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out.pop("HYPERBENCH_RUN_ID", None)  # each command is its own run
+    return out
+
+
+def hyperbench(*args):
+    return subprocess.run(hyperbench_cmd(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("preset,jobs", [("paper_speedup", 32), ("paper_error", 160), ("paper_pareto", 32),
+                                         ("paper_memory", 16), ("smoke", 4)])
+def test_every_point_of_each_preset_composes_and_validates(preset, jobs):
+    assert cli.check_overrides([f"+sweep={preset}"], multirun=False) == jobs
+
+
+def test_slurm_local_sweep_writes_every_job_into_one_store(tmp_path):
+    r = hyperbench("+sweep=smoke", "hydra/launcher=slurm_local", "causal=false", "methods=[exact]", *QUICK,
+                   f"results_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = store.read(tmp_path)
+    assert sorted(df["seq_len"]) == [128, 192]
+    assert (df["status"] == "ok").all() and df["run_id"].nunique() == 1 and df["job_id"].nunique() == 2
+
+
+def test_slots_are_the_devices_asked_for_each_gpu_once(monkeypatch):
+    assert resolve_slots([0, 1], cpu_slots=2) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: CPU slots
+    assert resolve_slots(None, cpu_slots=3) == ["cpu"] * 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert resolve_slots(None, cpu_slots=3) == ["2", "3"]
+    with pytest.raises(ValueError, match="distinct"):
+        resolve_slots([0, 0], cpu_slots=2)
+    assert slot_env("1", 4)["CUDA_VISIBLE_DEVICES"] == "1" and slot_env("cpu", 4)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def slot_use(results_dir: Path) -> list[dict]:
+    (record,) = results_dir.glob("sweeps/*/launcher.jsonl")
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def test_gpus_launcher_runs_jobs_in_parallel_one_per_slot_and_reports_dead_jobs(tmp_path):
+    targets = f"{HERE}:slow_attention,tests.hyperbench.helpers:dies,{HERE}:killed,{HERE}:slow_attention"
+    # force: method.target is not part of the configuration hash, so the four jobs share one
+    r = hyperbench("-m", "hydra/launcher=gpus", "hydra.launcher.cpu_slots=2", "+sweep=smoke", "seq_len=128",
+                   "causal=false", "methods=[custom]", f"method.target={targets}", "isolate=false", "force=true",
+                   *QUICK, f"results_dir={tmp_path}")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0  # a job died: the sweep says so
+    assert "2 of 4 jobs completed" in out
+    assert "#1 on slot" in out and "exit code 13" in out and "#2 on slot" in out and "killed by signal SIGKILL" in out
+    df = store.read(tmp_path)
+    assert len(df) == 2 and (df["status"] == "ok").all() and df["job_id"].nunique() == 2
+    use = slot_use(tmp_path)
+    assert sorted(u["job"] for u in use) == list(range(4)) and {u["slot"] for u in use} == {0, 1}
+    for slot in (0, 1):  # never two jobs on one slot at a time
+        spans = sorted((u["start"], u["end"]) for u in use if u["slot"] == slot)
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert any(a["start"] < b["end"] and b["start"] < a["end"]  # ... but the slots ran side by side
+               for a in use if a["slot"] == 0 for b in use if b["slot"] == 1)
+
+
+def test_a_killed_sweep_resumes_with_exactly_the_missing_configurations(tmp_path):
+    args = ["-m", "+sweep=smoke", "seq_len=128,160,192", "methods=[custom]",
+            f"method.target={HERE}:slow_attention", *QUICK, f"results_dir={tmp_path}"]
+    sweep = subprocess.Popen(hyperbench_cmd(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not store.job_files(tmp_path) and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    first = store.read(tmp_path)
+    assert 1 <= first["job_id"].nunique() < 6 and len(store.job_files(tmp_path)) == first["job_id"].nunique()
+    for f in store.job_files(tmp_path):
+        pq.read_table(f)
+
+    r = hyperbench(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = store.read(tmp_path)
+    assert not df.duplicated(["config_hash", "method"]).any()
+    assert sorted(zip(df["seq_len"], df["causal"])) == sorted((n, c) for n in (128, 160, 192) for c in (False, True))
+    again = df[~df["run_id"].isin(first["run_id"])]
+    assert set(again["config_hash"]) == set(df["config_hash"]) - set(first["config_hash"])
+
+
+WRITER = """
+import sys
+from hyperbench import store
+results_dir, writer, jobs, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for j in range(jobs):
+    store.write_job([{"run_id": "w" + writer, "method": f"m{i}", "seq_len": i, "status": "ok"} for i in range(rows)],
+                    results_dir, job_id=f"w{writer}-{j:04d}")
+"""
+
+
+def test_concurrent_writers_lose_no_rows_and_leave_no_partial_files(tmp_path):
+    writers, jobs, rows = 4, 10, 25
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), str(jobs), str(rows)], env=env())
+             for w in range(writers)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * writers
+    files = store.job_files(tmp_path)
+    assert len(files) == writers * jobs and all(pq.read_table(f).num_rows == rows for f in files)
+    assert not [p for p in tmp_path.glob("**/*") if p.is_file() and p.suffix != ".parquet"]
+    df = store.read(tmp_path)
+    assert len(df) == writers * jobs * rows and df.groupby("run_id").size().eq(jobs * rows).all()
