@@ -27,6 +27,7 @@ from rich.table import Table
 from hyperbench import regress, store, table
 from hyperbench.errors import ConfigError
 from hyperbench.regress import IMPROVEMENT, REGRESSION, SAME, Timing, Verdict
+from hyperbench.cli_args import Parser, filters
 
 PROG = "hyperbench compare"
 SHORT_SHA = 7
@@ -57,13 +58,8 @@ class Comparison:
         return IMPROVEMENT if IMPROVEMENT in verdicts else SAME
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit; keep one error format
-        raise ConfigError("arguments", message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Compare a candidate commit's results with a baseline's.")
+    p = Parser(prog=PROG, description="Compare a candidate commit's results with a baseline's.")
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE", help="equality filter on a column")
     p.add_argument("--baseline", help="commit prefix or 'latest'")
     p.add_argument("--candidate", default="latest", help="commit prefix or 'latest' (default)")
@@ -82,17 +78,6 @@ def parse_threshold(text: str) -> float:
     if not 0 < value < 10:
         raise ConfigError("--threshold", f"a relative change such as 0.05 (5%), got {text!r}")
     return value
-
-
-def _filters(tokens: list[str]) -> dict[str, Any]:
-    where: dict[str, Any] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(token, "expected KEY=VALUE, where KEY is a column of the store")
-        value = None if value.strip().lower() in ("null", "none") else value
-        where.setdefault(key.strip(), []).append(value)
-    return where
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +249,7 @@ def summary(rows: list[Comparison]) -> str:
 def _store_rows(args: argparse.Namespace, threshold: float) -> tuple[list[Comparison], str]:
     if not args.baseline:
         raise ConfigError("--baseline", "required: a commit prefix or 'latest' (or use --pytest-benchmark)")
-    df = store.read(args.results_dir, where=_filters(args.filters))
+    df = store.read(args.results_dir, where=filters(args.filters))
     baseline = resolve(df, args.baseline, "--baseline")
     candidate = resolve(df, args.candidate, "--candidate")
     if baseline == candidate:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from hyperbench import compare, regress, store
 from hyperbench.errors import ConfigError
+from hyperbench.cli_args import Parser
 
 PROG = "hyperbench dashboard"
 CHART_W, CHART_H, PAD = 240, 64, 6
@@ -43,13 +44,8 @@ figure img { max-width: 420px; border: 1px solid #ccc; }
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit; keep one error format
-        raise ConfigError("arguments", message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Write the static regression dashboard.")
+    p = Parser(prog=PROG, description="Write the static regression dashboard.")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
     p.add_argument("--out", help="output folder (default: <results-dir>/dashboard)")
     p.add_argument("--baseline", help="commit prefix or 'latest' (default: the commit before the latest)")

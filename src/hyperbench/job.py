@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from . import cost, inputs, metrics, methods, provenance, timing
+from . import cost, inputs, metrics, methods, timing
 from .config import JobConfig, MEASURED_KEYS
 
 ERROR_KEYS = ("spec_err", "spec_err_max", "rel_spec_err", "rel_spec_err_max", "rel_fro_err",

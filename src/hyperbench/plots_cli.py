@@ -24,19 +24,14 @@ matplotlib.use("Agg")  # files only; never open a window
 
 from hyperbench import plots, store  # noqa: E402
 from hyperbench.errors import ConfigError  # noqa: E402
-from hyperbench.results_cli import _filters  # noqa: E402  same KEY=VALUE rules as `results`
+from hyperbench.cli_args import Parser, filters
 
 PROG = "hyperbench plot"
 FORMATS = ("pdf", "png")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit; keep one error format
-        raise ConfigError("arguments", message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Draw a paper figure from the results store.")
+    p = Parser(prog=PROG, description="Draw a paper figure from the results store.")
     p.add_argument("name", metavar="NAME", help=f"{', '.join(plots.FIGURES)} or all")
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE", help="equality filter on a column")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
@@ -73,7 +68,7 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 def _run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     names = _names(args.name)
-    where = _filters(args.filters)
+    where = filters(args.filters)
     store.read(args.results_dir, where=where, sql="SELECT 1 FROM results LIMIT 0")  # check keys
     out_dir = Path(args.out_dir or Path(args.results_dir) / "figures")
     figures = {}

@@ -20,6 +20,7 @@ import pandas as pd
 
 from hyperbench import store
 from hyperbench.errors import ConfigError
+from hyperbench.cli_args import Parser, filters
 
 PROG = "hyperbench results"
 FORMATS = ("table", "csv", "json")
@@ -28,13 +29,8 @@ DEFAULT_COLUMNS = ("created_at", "method", "seq_len", "head_dim", "causal", "mod
 SHORT_SHA = 8
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit; keep one error format
-        raise ConfigError("arguments", message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Show benchmark results held in the store.")
+    p = Parser(prog=PROG, description="Show benchmark results held in the store.")
     p.add_argument("filters", nargs="*", metavar="KEY=VALUE", help="equality filter on a column")
     p.add_argument("--sql", help="DuckDB query over the view 'results'")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
@@ -42,22 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", help="table (default), csv or json")
     p.add_argument("--last", help="show only the N most recent rows")
     return p
-
-
-def _filters(tokens: list[str]) -> dict[str, Any]:
-    where: dict[str, Any] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(token, "expected KEY=VALUE, where KEY is a column of the store")
-        value = None if value.strip().lower() in ("null", "none") else value
-        if key in where:  # the same key twice means "either"
-            prev = where[key] if isinstance(where[key], list) else [where[key]]
-            where[key] = prev + [value]
-        else:
-            where[key] = value
-    return where
 
 
 def _last(value: str | None) -> int | None:
@@ -122,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise ConfigError("--format", "one of " + ", ".join(FORMATS))
     last = _last(args.last)
-    where = _filters(args.filters)
+    where = filters(args.filters)
     df = store.read(args.results_dir, where=where or None, sql=args.sql)
     columns = _pick_columns(df, args.columns, args.sql is not None)
     if df.empty:

@@ -7,7 +7,6 @@ job they draw identical LSH projections and sampled columns and differ only in t
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import torch
 

@@ -1,0 +1,34 @@
+"""Argument handling shared by the commands that read the store (results, plot, compare, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .errors import ConfigError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage, so every command reports bad
+    arguments in the one format: `hyperbench CMD: error: <field>: <what is allowed>`, exit 2."""
+
+    def error(self, message: str):
+        raise ConfigError("arguments", message)
+
+
+def filters(tokens: list[str]) -> dict[str, Any]:
+    """KEY=VALUE tokens -> equality filters for store.read; `null` matches a missing value and the
+    same key twice means either value."""
+    where: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(token, "expected KEY=VALUE, where KEY is a column of the store")
+        value = None if value.strip().lower() in ("null", "none") else value
+        if key in where:
+            prev = where[key] if isinstance(where[key], list) else [where[key]]
+            where[key] = prev + [value]
+        else:
+            where[key] = value
+    return where
