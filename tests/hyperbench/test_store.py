@@ -5,7 +5,6 @@ import multiprocessing as mp
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import duckdb
 import numpy as np
