@@ -123,17 +123,18 @@ def _run_task(cfg) -> None:
         measured["method_target"] = job.method_target
     prov = provenance.collect(job.device)
     chash = store.config_hash(measured)
+    point = f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}"
     if not job.force:
         done = store.measured_methods(job.results_dir, chash, prov.get("git_sha"), prov.get("git_dirty"))
         missing = tuple(m for m in job.methods if m not in done)
         if not missing:
-            console.print(f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}: every method is "
-                          f"already in {job.results_dir} for this commit (force=true measures again)")
+            console.print(f"{point}: every method is already in {job.results_dir} for this commit "
+                          "(force=true measures again)")
             return
         job = dataclasses.replace(job, methods=missing)
     base = job_mod.base_row(job, prov, run_id, job_id, overrides, chash)
-    title = (f"job {job_id}: n={job.seq_len} d={job.head_dim} H={job.num_heads} B={job.batch} {job.dtype} "
-             f"{'causal' if job.causal else 'non-causal'} {job.mode} on {base.get('gpu_name') or job.device}"
+    title = (f"job {job_id}: {point} d={job.head_dim} H={job.num_heads} B={job.batch} {job.dtype} "
+             f"on {base.get('gpu_name') or job.device}"
              f" | block={job.block_size} sample={job.sample_size} tile={job.sample_tile}")
     console.print(f"[bold]{title}[/]")
     if job.isolate:
@@ -142,12 +143,14 @@ def _run_task(cfg) -> None:
         with console.status("measuring") as status:
             rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))
     path = store.write_job(rows, job.results_dir, job_id=job_id)
-    table.print_job(rows, title=f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}", out=console)
+    table.print_job(rows, title=point, out=console)
     console.print(f"results: {path}")
 
 
 def run_main(args: list[str]) -> int:
     import hydra
+
+    from . import provenance
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
@@ -156,7 +159,8 @@ def run_main(args: list[str]) -> int:
             check_overrides([a for a in args if not a.startswith("-")], multirun)
         except ConfigError as err:
             _fail("run", err)
-    os.environ.setdefault("HYPERBENCH_RUN_ID", __import__("hyperbench.provenance", fromlist=["x"]).new_run_id())
+    # One run id for every job of this command, also in the processes a launcher starts for them.
+    os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
     app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)
     sys.argv = ["hyperbench run", *args]
     app()

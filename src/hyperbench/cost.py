@@ -34,11 +34,19 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
     return 2.0 * n**3 / best
 
 
+def call_flops(method, job) -> float:
+    """Matmul FLOPs of one timed call of `method` for `job` in the job's mode."""
+    return method.flops(job) * MODE_FACTOR[job.mode]
+
+
+def compute_ms(flops: float, device: str, dtype: torch.dtype, efficiency: float) -> float:
+    """Milliseconds for `flops` at `efficiency` times the device's matmul rate in `dtype`."""
+    return 1e3 * flops / (matmul_rate(device, dtype) * efficiency)
+
+
 def estimate_ms(method, job) -> float:
     """Estimated milliseconds of one timed call of `method` for `job`."""
-    flops = method.flops(job) * MODE_FACTOR[job.mode]
-    rate = matmul_rate(job.device, job.torch_dtype) * method.efficiency
-    return 1e3 * flops / rate
+    return compute_ms(call_flops(method, job), job.device, job.torch_dtype, method.efficiency)
 
 
 def measuring_ms(call_ms: float, job) -> float:

@@ -72,10 +72,10 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
         return {**row, "status": "unavailable", "message": reason}
     est = cost.estimate_ms(method, job)
     row["est_ms"] = est
-    budget_ms = job.budget_s * 1e3
-    if cost.measuring_ms(est, job) > budget_ms:
+    measuring_ms = cost.measuring_ms(est, job)
+    if measuring_ms > job.budget_s * 1e3:
         return {**row, "status": "skipped",
-                "message": f"estimated {cost.measuring_ms(est, job) / 1e3:.1f} s to measure > budget_s={job.budget_s:g}"}
+                "message": f"estimated {measuring_ms / 1e3:.1f} s to measure > budget_s={job.budget_s:g}"}
     forward = method.build(job)
     say(f"{method.name}: timing")
     kept: dict = {}
@@ -85,7 +85,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
                            target_ms=job.timing.target_ms, min_reps=job.timing.min_reps,
                            max_reps=job.timing.max_reps, flush_l2=job.timing.flush_l2)
     del setup, timed
-    flops = method.flops(job) * cost.MODE_FACTOR[job.mode]
+    flops = cost.call_flops(method, job)
     row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,
                time_samples_ms=json.dumps([round(x, 6) for x in t.samples_ms]),
                tflops=flops / (t.median_ms * 1e-3) / 1e12,
@@ -115,11 +115,12 @@ METRIC_PASSES = 4
 
 
 def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | None]:
-    """Exact fp32 output, lse and ||D⁻¹A||₂, shared by every method's error; None (and why)."""
+    """Exact fp32 output, lse and ||D⁻¹A||₂, shared by every method's error; None and why not
+    when over budget (None, None when errors are off)."""
     if not job.errors:
-        return None, "errors=false"
-    exact_fp32 = methods.get("exact")
-    est = METRIC_PASSES * exact_fp32.flops(job) / (cost.matmul_rate(job.device, torch.float32) * exact_fp32.efficiency) * 1e3
+        return None, None
+    exact = methods.get("exact")
+    est = cost.compute_ms(METRIC_PASSES * exact.flops(job), job.device, torch.float32, exact.efficiency)
     if est > job.budget_s * 1e3:
         return None, f"error metrics skipped: estimated {est / 1e3:.1f} s > budget_s={job.budget_s:g}"
     say("exact fp32 reference and ||D⁻¹A||₂")
@@ -156,7 +157,7 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
             torch.cuda.empty_cache()
             if not _cuda_healthy():
                 broken_by = name
-        if fields.get("status") == "ok" and why_no_errors and job.errors:
+        if fields.get("status") == "ok" and why_no_errors:
             fields["message"] = why_no_errors
         fields["wall_s"] = time.perf_counter() - started
         rows.append({**base, **fields})
