@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from .timing import sync
+
 MODE_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}  # backward ≈ 2.5 forwards of matmul work
 
 
@@ -24,12 +26,10 @@ def matmul_rate(device: str, dtype: torch.dtype) -> float:
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(4):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         t0 = time.perf_counter()
         a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n**3 / best
 

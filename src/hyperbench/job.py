@@ -128,8 +128,7 @@ def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | No
     scale = 1 / math.sqrt(job.head_dim)
     exact = metrics.exact_reference(q, k, v, causal=job.causal, scale=scale)
     norm = metrics.attention_matrix_norm(q, k, exact[1], causal=job.causal, scale=scale)
-    if job.device == "cuda":
-        torch.cuda.synchronize()
+    timing.sync(job.device)
     return Reference(exact, norm, (time.perf_counter() - started) * 1e3), None
 
 

@@ -69,7 +69,8 @@ def make_call(forward: Callable, q, k, v, causal: bool, mode: str, keep: dict | 
     return setup, timed
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a no-op on a CPU), so a host clock reads real time."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -85,10 +86,10 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
     pilot_ms = 0.0
     for _ in range(max(warmup, 1)):
         setup()
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         timed()
-        _sync(device)
+        sync(device)
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
