@@ -61,7 +61,21 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return torch.arange(n, device=x.device).expand(B, H, n)
 
 
+# Triton backend, CUDA 16-bit inputs: exact pieces (causal leaves, short inputs) go to PyTorch's
+# fused SDPA kernels (kernels/sdpa_leaves.py), which are faster there than our general kernel.
+# Module-level so scripts/gpu_kernel_check.py can time both.
+SDPA_LEAVES = True
+
+
+def _needs_grad(*xs) -> bool:
+    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+
+
 def _exact(q, k, v, causal, scale, backend):
+    if backend == "triton" and SDPA_LEAVES:
+        from . import sdpa_leaves
+        if sdpa_leaves.supported(q):
+            return sdpa_leaves.attention_with_lse(q, k, v, causal=causal, scale=scale)
     order = _identity(q)
     return _primitive(backend)(q, k, v, order, order, None, block_size=q.shape[2], sample_tile=0,
                                sample_weight=1.0, scale=scale, causal=causal)
@@ -99,6 +113,11 @@ def _causal(q, k, v, p: HyperParams, scale, generator, backend):
     out_d, lse_d = _causal(*halves, p, scale, generator, backend)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     out_bl, lse_bl = _non_causal(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator, backend)
+    if backend == "triton" and not _needs_grad(q, k, v):
+        # Inference: merge in place, one pass, no concatenation.
+        from .triton_merge import merge_into
+        merge_into(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
+        return out_d[:, :, :n], lse_d[:, :, :n]
     out_bottom, lse_bottom = merge_partials(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
     out = torch.cat([out_d[:, :, :half], out_bottom], dim=2)[:, :, :n]
     lse = torch.cat([lse_d[:, :, :half], lse_bottom], dim=2)[:, :, :n]

@@ -1,12 +1,14 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
-    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072]
+    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072] [--checks=leaves,driver,primitive]
 
 1. (--sweep) The key-list path against the general kernel, and a tile sweep of the primitive at the
    benchmark shape; the fastest config of each kernel is kept for the rest of the run.
 2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 64/128, causal and
    not, n up to 16384 with gradients, n = 131072 forward head by head, the whole driver); outputs
    poisoned with NaN through the caching allocator before each run; NaN anywhere is a failure.
+   Also the SDPA leaf kernels (kernels/sdpa_leaves.py: cuDNN and flash forward with lse, the
+   widened flash backward) and the driver's inference path (leaves + in-place merge).
 3. Timings (triton.testing.do_bench medians) of hyper_attention(..., backend="triton") forward and
    forward+backward beside SDPA cuDNN and flash, plus the driver's breakdown (LSH + sort +
    sampling vs the primitive).
@@ -29,7 +31,7 @@ from triton.testing import do_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from kernels import lsh, reference, triton_attention  # noqa: E402
+from kernels import hyper_attention as driver, lsh, reference, sdpa_leaves, triton_attention  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 
 DEV = "cuda"
@@ -146,7 +148,81 @@ def check_driver(n, causal, dtype):
     record_check(f"driver n={n} causal={causal} {dtype}", errs, 3e-2 if dtype == torch.bfloat16 else 1e-2)
 
 
-def correctness():
+def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
+    """Exact attention + lse by the fused SDPA kernels (kernels/sdpa_leaves.py) against the fp32
+    reference; with gradients through out and lse (the widened FlashAttention backward)."""
+    xs0 = [rand((1, H, n, d), dtype, 900 + i) for i in range(3)]
+    sdpa_leaves.LEAF_FORWARD = forward
+    poison()
+    with torch.no_grad():
+        out, lse = sdpa_leaves.attention_with_lse(*xs0, causal=causal, scale=d ** -0.5)
+    ref_xs = [x.detach().float().requires_grad_(True) for x in xs0]
+    ref_out, ref_lse = reference.exact_attention(*ref_xs, causal=causal, scale=d ** -0.5)
+    errs = {"out": rel(out, ref_out), "lse": rel(lse, ref_lse)}
+    if forward == "flash":   # the training path: forward by flash, widened backward
+        xs = [x.detach().clone().requires_grad_(True) for x in xs0]
+        gout, glse = rand((1, H, n, d), torch.float32, 910), rand((1, H, n), torch.float32, 911)
+        poison()
+        o, l = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
+        ((o.float() * gout).sum() + (l * glse).sum()).backward()
+        ((ref_out * gout).sum() + (ref_lse * glse).sum()).backward()
+        errs.update({f"d{c}": rel(x.grad, r.grad) for c, x, r in zip("qkv", xs, ref_xs)})
+    tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
+    record_check(f"sdpa leaves {forward} n={n} causal={causal} {dtype} d={d}", errs, tol)
+    return RESULTS["checks"][-1]["ok"]
+
+
+def check_driver_inference(n, causal, dtype):
+    """No gradient: cuDNN leaves and the in-place merge, against the torch backend."""
+    params = HyperParams()
+    xs = [rand((1, 2, n, 64), dtype, 620 + i) for i in range(3)]
+    res = {}
+    for backend in ("triton", "torch"):
+        poison()
+        gen = torch.Generator(device=DEV).manual_seed(3)
+        with torch.no_grad():
+            res[backend] = hyper_attention(*xs, params, causal=causal, generator=gen, backend=backend)
+    errs = {name: rel(a, b) for name, a, b in zip(["out", "lse"], *res.values())}
+    record_check(f"driver inference n={n} causal={causal} {dtype}", errs, 3e-2)
+
+
+def leaves():
+    """The SDPA leaf kernels first: when cuDNN's lse is not what we expect, the rest of the run
+    (and scripts/gpu_bench.sh, through $OUT/leaf_forward) falls back to flash."""
+    cudnn_ok = True
+    for dtype in (torch.bfloat16, torch.float16):
+        for causal in (True, False):
+            for d in (64, 128):
+                try:
+                    cudnn_ok &= check_leaves("cudnn", causal, dtype, d)
+                except Exception as e:  # noqa: BLE001
+                    cudnn_ok = False
+                    RESULTS["checks"].append({"name": f"sdpa leaves cudnn {dtype} d={d}", "ok": False,
+                                              "error": repr(e)[:300]})
+                    log("FAIL cudnn leaves", repr(e)[:300])
+                guarded(check_leaves, "flash", causal, dtype, d)
+    choice = "cudnn" if cudnn_ok else "flash"
+    sdpa_leaves.LEAF_FORWARD = choice
+    RESULTS["leaf_forward"] = choice
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "leaf_forward"), "w") as f:
+        f.write(choice + "\n")
+    log("inference leaves use", choice)
+
+
+def correctness(parts):
+    """parts: which groups to run ("leaves", "driver", "primitive"; all by default)."""
+    if "leaves" in parts:
+        leaves()
+    if "driver" in parts:
+        for causal in (False, True):
+            guarded(check_driver_inference, 16384, causal, torch.bfloat16)
+            guarded(check_driver, 16384, causal, torch.bfloat16)
+    if "primitive" in parts:
+        primitive_checks()
+
+
+def primitive_checks():
     for dtype in (torch.bfloat16, torch.float16):
         tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
         for d in (64, 128):
@@ -164,8 +240,6 @@ def correctness():
         if time_left():
             guarded(check_primitive, f"exact n=16384 causal=True {dtype} d=64",
                             *problem(1, 1, 16384, 64, dtype, 10, exact=True, causal=True), tol)
-    for causal in (False, True):
-        guarded(check_driver, 16384, causal, torch.bfloat16)
 
 
 def bench(fn, n, grads=None):
@@ -262,6 +336,8 @@ def time_all(ns, H=32, d=64):
                     add_timing(label, n, causal, "fwd+bwd", bench(fwd_bwd(sdpa, xs, gout), n, xs))
             if not causal:
                 breakdown(n, xs, gout, params, gen)
+            elif n >= 65536:
+                causal_breakdown(n, xs, gout, hyper)
             torch.cuda.empty_cache()
 
 
@@ -307,6 +383,23 @@ def breakdown(n, xs, gout, params, gen):
     add_timing("  primitive", n, False, "fwd+bwd", bench(fwd_bwd(prim, xs, gout), n, xs))
 
 
+def causal_breakdown(n, xs, gout, hyper):
+    """The causal driver with its exact leaves on our general Triton kernel (v4) vs SDPA kernels."""
+    driver.SDPA_LEAVES = False
+    try:
+        with torch.no_grad():
+            add_timing("  causal, triton leaves (v4)", n, True, "fwd", bench(lambda: hyper(*xs), n))
+        add_timing("  causal, triton leaves (v4)", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+    finally:
+        driver.SDPA_LEAVES = True
+    B, H, _, d = xs[0].shape
+    leaf = driver.HyperParams().min_seq_len
+    lv = [x.detach().reshape(B, H * n // leaf, leaf, d) for x in xs]
+    with torch.no_grad():
+        add_timing("  exact leaves alone (sdpa)", n, True, "fwd",
+                   bench(lambda: sdpa_leaves.attention_with_lse(*lv, causal=True, scale=d ** -0.5), n))
+
+
 def write_outputs():
     os.makedirs(OUT, exist_ok=True)
     RESULTS["env"] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -342,7 +435,8 @@ def main():
     try:
         if "--sweep" in sys.argv:
             sweep()
-        correctness()
+        parts = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--checks=")), "leaves,driver,primitive")
+        correctness(parts.split(","))
         ns = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--ns=")), None)
         ns = [int(x) for x in ns.split(",")] if ns else ([4096, 16384] if quick else [4096, 16384, 65536, 131072])
         time_all(ns)

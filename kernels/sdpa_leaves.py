@@ -1,0 +1,121 @@
+"""Exact attention with its log-sum-exp through PyTorch's fused SDPA kernels, for the leaves of the
+causal recursion (and for non-causal inputs shorter than min_seq_len).
+
+At n = 131072 the causal recursion ends in 32 exact 4096×4096 causal blocks per head. Our general
+Triton kernel does them at ~190 TFLOP/s; cuDNN and FlashAttention-2 (both inside PyTorch) are
+faster, and both return the log-sum-exp the recursion's merges need.
+
+Gradient. The merge uses the leaves' lse, so the true gradient has a dlse term:
+    dS = P ∘ (dO Vᵀ − Δ),  Δ_i = rowsum(dO_i ∘ O_i) − dlse_i.
+FlashAttention's backward computes Δ itself from the `out` and `grad_out` it is given, with no
+place for dlse. We make it compute our Δ by appending columns (head_dim d → d + 8, the kernels
+want multiples of 8): q, k, v get zero columns (scores and dP = dO·v unchanged), grad_out two
+columns of ones, and out −dlse split into two 16-bit parts, so rowsum(dO'∘O') = rowsum(dO∘O) − dlse.
+The extra columns of the gradients are dropped. `backward_reference` below states the contract
+of the kernel in PyTorch so the tests can check this on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+_PAD = 8
+# Forward kernel for inference ("cudnn" or "flash"); the training forward is always flash, since
+# its backward must see the same kernel's state. HYPERBENCH_LEAF_FORWARD lets the GPU check pick.
+LEAF_FORWARD = os.environ.get("HYPERBENCH_LEAF_FORWARD", "cudnn")
+
+
+def supported(q: torch.Tensor) -> bool:
+    """Inputs the fused kernels take: CUDA, 16-bit, head_dim a multiple of 8 up to 128 (+8)."""
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+
+
+def _flash_forward(q, k, v, causal, scale):
+    res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+    out, lse = res[0], res[1]
+    return out, lse[..., :q.shape[-2]], tuple(res[2:8])
+
+
+def _cudnn_forward(q, k, v, causal, scale):
+    res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+                                                             scale=scale)
+    B, H, n, _ = q.shape
+    return res[0], res[1].reshape(B, H, n)
+
+
+def _flash_backward(dout, q, k, v, out, lse, causal, scale, state):
+    cum_q, cum_k, max_q, max_k, seed, offset = state
+    return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+        dout, q, k, v, out, lse, cum_q, cum_k, max_q, max_k, 0.0, causal, seed, offset, scale=scale)
+
+
+def backward_reference(dout, q, k, v, out, lse, causal, scale, state=None):
+    """What FlashAttention's backward computes, in PyTorch: Δ from the given out and dout,
+    P recomputed from q, k and the given lse."""
+    f = torch.promote_types(q.dtype, torch.float32)
+    s = (q.to(f) @ k.to(f).transpose(-1, -2)) * scale
+    if causal:
+        n_q, n_k = s.shape[-2:]
+        s = s.masked_fill(torch.ones(n_q, n_k, dtype=torch.bool, device=s.device).triu(n_k - n_q + 1),
+                          float("-inf"))
+    p = torch.exp(s - lse.unsqueeze(-1))
+    delta = (dout.to(f) * out.to(f)).sum(-1, keepdim=True)
+    ds = p * (dout.to(f) @ v.to(f).transpose(-1, -2) - delta)
+    return ((ds @ k.to(f)) * scale).to(q.dtype), ((ds.transpose(-1, -2) @ q.to(f)) * scale).to(k.dtype), \
+        (p.transpose(-1, -2) @ dout.to(f)).to(v.dtype)
+
+
+def _widen(x: torch.Tensor, *columns: torch.Tensor) -> torch.Tensor:
+    """x with _PAD more columns: `columns` ([..., n] each) first, then zeros."""
+    extra = x.new_zeros(*x.shape[:-1], _PAD)
+    for i, col in enumerate(columns):
+        extra[..., i] = col
+    return torch.cat([x, extra], dim=-1)
+
+
+def _split(x: torch.Tensor, dtype: torch.dtype):
+    """x (fp32) as hi + lo in a 16-bit dtype, 16 significant bits between them."""
+    hi = x.to(dtype)
+    return hi, (x - hi.float()).to(dtype)
+
+
+def backward_with_lse(dout, dlse, q, k, v, out, lse, causal, scale, state, kernel=_flash_backward):
+    """dq, dk, dv of (out, lse) = attention(q, k, v) given dout and dlse, by the widened call."""
+    d = q.shape[-1]
+    ones = torch.ones_like(lse)
+    # −dlse in two 16-bit columns (hi + lo), so Δ keeps dlse to ~16 bits rather than 8.
+    dout_w = _widen(dout.to(q.dtype), ones, ones)
+    out_w = _widen(out, *_split(-dlse.float(), out.dtype))
+    dq, dk, dv = kernel(dout_w, _widen(q), _widen(k), _widen(v), out_w, lse.contiguous(), causal, scale,
+                        state)
+    return dq[..., :d], dk[..., :d], dv[..., :d]
+
+
+class _SdpaWithLse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        out, lse, state = _flash_forward(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale, ctx.state = causal, scale, state
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_with_lse(dout.contiguous(), dlse, q, k, v, out, lse, ctx.causal, ctx.scale,
+                                       ctx.state)
+        return dq, dk, dv, None, None
+
+
+def attention_with_lse(q, k, v, *, causal: bool, scale: float):
+    """(out [B, H, n, d], lse [B, H, n] fp32, natural log) of exact attention, differentiable in
+    q, k, v through both outputs. Causal: query i sees key j <= i (n_q == n_k)."""
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return _SdpaWithLse.apply(q, k, v, causal, scale)
+    if LEAF_FORWARD == "cudnn":
+        return _cudnn_forward(q, k, v, causal, scale)
+    return _flash_forward(q, k, v, causal, scale)[:2]

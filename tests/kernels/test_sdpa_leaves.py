@@ -1,0 +1,46 @@
+"""The widened FlashAttention backward (kernels/sdpa_leaves.py) gives the gradient through both
+outputs, lse included. The fused kernels are CUDA-only; here the kernel is stood in for by
+`backward_reference`, PyTorch's statement of what FlashAttention's backward computes, so what is
+checked is the widening itself. scripts/gpu_kernel_check.py runs the real kernels on the GPU."""
+
+import pytest
+import torch
+
+from hyperbench_kernels import sdpa_leaves
+from hyperbench_kernels.reference import exact_attention
+
+
+@pytest.mark.parametrize("causal,n,d", [(True, 37, 16), (False, 50, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_widened_backward_is_the_gradient_through_out_and_lse(causal, n, d, dtype):
+    g = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(2, 2, n, d, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(3))
+    dout, dlse = torch.randn(2, 2, n, d, generator=g, dtype=torch.float64), torch.randn(2, 2, n, generator=g,
+                                                                                          dtype=torch.float64)
+    out, lse = exact_attention(q, k, v, causal=causal, scale=0.3)
+    want = torch.autograd.grad((out * dout).sum() + (lse * dlse).sum(), (q, k, v))
+    got = sdpa_leaves.backward_with_lse(dout.to(dtype), dlse.float(), *(x.detach().to(dtype) for x in (q, k, v)),
+                                        out.detach().to(dtype), lse.detach().float(), causal, 0.3, None,
+                                        kernel=sdpa_leaves.backward_reference)
+    tol = 1e-5 if dtype == torch.float32 else 3e-3
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert ((a.double() - b).norm() / b.norm()).item() < tol
+
+
+def test_without_the_dlse_columns_the_gradient_is_wrong():
+    # The check above can fail: dropping dlse (what the public implementations do) is caught.
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 1, 40, 16, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(3))
+    dout, dlse = torch.randn(1, 1, 40, 16, generator=g, dtype=torch.float64), torch.randn(1, 1, 40, generator=g,
+                                                                                            dtype=torch.float64)
+    out, lse = exact_attention(q, k, v, causal=True, scale=0.3)
+    want = torch.autograd.grad((out * dout).sum() + (lse * dlse).sum(), (q, k, v))
+    got = sdpa_leaves.backward_with_lse(dout, torch.zeros_like(dlse), q.detach(), k.detach(), v.detach(),
+                                        out.detach(), lse.detach(), True, 0.3, None,
+                                        kernel=sdpa_leaves.backward_reference)
+    assert ((got[0] - want[0]).norm() / want[0].norm()).item() > 1e-2
+
+
+def test_only_cuda_16bit_inputs_take_the_fused_kernels():
+    assert not sdpa_leaves.supported(torch.zeros(1, 1, 8, 64, dtype=torch.float16))
