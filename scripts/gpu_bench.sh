@@ -9,6 +9,8 @@
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
 #   presets   PRESETS (default: every paper preset), then `hyperbench plot all`
+#   tiles     issue 4's sampling question at n = 16384: one sample set per head against sets per
+#             64 / 128 / 256 sorted query rows, time and spec_err
 #   scaleout  scripts/gpu_scaleout.sh (needs two GPUs)
 # On a machine without hydra/omegaconf/duckdb, run scripts/fetch_gpu_wheels.sh where pip works and
 # carry .whl along. A copy of the tree without .git says its commit through HYPERBENCH_GIT_SHA and
@@ -53,8 +55,10 @@ for step in $STEPS; do
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;
+    tiles)
+      hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline curve long d128 presets scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline curve long d128 presets tiles scaleout)"; exit 2 ;;
   esac
 done

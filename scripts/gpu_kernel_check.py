@@ -1,6 +1,6 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
-    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072] [--checks=leaves,driver,primitive]
+    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
 
 1. (--sweep) The key-list path against the general kernel, and a tile sweep of the primitive at the
    benchmark shape; the fastest config of each kernel is kept for the rest of the run.
@@ -438,7 +438,7 @@ def main():
         parts = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--checks=")), "leaves,driver,primitive")
         correctness(parts.split(","))
         ns = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--ns=")), None)
-        ns = [int(x) for x in ns.split(",")] if ns else ([4096, 16384] if quick else [4096, 16384, 65536, 131072])
+        ns = [] if ns == "none" else [int(x) for x in ns.split(",")] if ns else ([4096, 16384] if quick else [4096, 16384, 65536, 131072])
         time_all(ns)
     finally:
         write_outputs()

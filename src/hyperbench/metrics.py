@@ -5,13 +5,25 @@ The paper's guarantee (HyperAttention, Han et al. 2024, Thm. 1) is on the operat
 so `spec_err` = ||Õ − O||₂ / (||D⁻¹A||₂ ||V||₂). Alongside it we store errors relative to O itself.
 
 Cost and memory
-  * The exact output O and its log-sum-exp come from `exact_reference`, chunked over queries (and
-    over groups of heads) so that at most `SCORE_BUDGET_BYTES` of scores exist at once.
+  Two implementations of the two attention-sized computations (the exact reference and the product
+  W = (D⁻¹A)ᵀ(D⁻¹A) X inside the Lanczos iteration), agreeing to a few 1e-6 relative:
+  * Triton (metric_kernels.py), used when `_use_triton` holds: CUDA inputs, all bf16 or all fp16,
+    head_dim 16/32/64/128, and `TRITON_METRICS` on (env HYPERBENCH_TRITON_METRICS=0 turns it off).
+    16-bit tensor-core dots made fp32-accurate (exact 16-bit products, hi/lo splits of the fp32
+    factor), no score buffer at all: the reference is one flash-style pass (one exp per visible
+    (query, key) pair); W is two passes (Z = P X by query tiles, then W = Pᵀ Z by key tiles), each
+    recomputing P from the exact lse, for a block of `TRITON_NORM_BLOCK` (16) vectors. Memory is
+    the outputs plus the Krylov basis (heads per group limited so the basis stays within
+    `NORM_BASIS_BYTES`).
+  * torch (everything else: CPU, fp32/fp64, other head dims): inputs cast to fp32 (fp64 when an
+    input is fp64), chunked over queries and over groups of heads so that at most
+    `SCORE_BUDGET_BYTES` of scores exist at once (the Krylov basis also limits the group).
+    `exact_reference` forms each chunk's scores once. In the Lanczos iteration, for every query
+    chunk P_c = exp(scale·Q_c Kᵀ − lse_c) (masked when causal) is formed once and used for both
+    Z_c = P_c X and W += P_cᵀ Z_c (one pass), for a block of `NORM_BLOCK` vectors at once.
   * ||Õ − O||₂, ||O||₂, ||V||₂: from the d×d Gram matrices EᵀE in fp64 (largest eigenvalue).
   * ||D⁻¹A||₂ (n×n, never formed): block Lanczos (block Krylov with full reorthogonalisation and
-    Rayleigh–Ritz) on M = (D⁻¹A)ᵀ(D⁻¹A). One iteration is ONE attention-style pass: for every
-    query chunk, P_c = exp(scale·Q_c Kᵀ − lse_c) (masked when causal) is formed once and used for
-    both products Z_c = P_c X and W += P_cᵀ Z_c, for a block of `NORM_BLOCK` vectors at once.
+    Rayleigh–Ritz) on M = (D⁻¹A)ᵀ(D⁻¹A), one product W = M X per iteration.
     The start block contains the all-ones vector, so the estimate is ≥ 1 from the first pass
     (rows of D⁻¹A sum to 1). It stops when the relative change of the estimate is ≤ tol.
     Ritz values approach the true value from below.
@@ -19,13 +31,24 @@ Cost and memory
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import os
 import time
 
 import torch
 
 SCORE_BUDGET_BYTES = 1 << 30   # at most this many bytes of scores at once (one buffer, in place)
-NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration
+NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration (torch path)
+# Triton path (see the module docstring); module-level so a GPU check can compare both paths.
+TRITON_METRICS = os.environ.get("HYPERBENCH_TRITON_METRICS", "1") != "0"
+TRITON_NORM_BLOCK = 16         # tl.dot needs >= 16 columns; a wider block also needs fewer passes
+# Triton path: the Krylov basis of one group of heads is at most this big (at n = 131072 with the
+# default max_iters, 839 MB per head: 8 heads per group).  Fewer, larger groups save a little of
+# the Lanczos step's own cost (QR, syncs): on the H200, heavy_hitters inputs, n = 131072, H = 32,
+# 7 iterations: 5.86 s with 8 GiB, 5.51 s with all heads in one group (30 GB).
+NORM_BASIS_BYTES = 8 << 30
 
 SUMMARY_NAMES = ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err")
 
@@ -85,6 +108,15 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[-2:])
 
 
+def _use_triton(q, k, v=None) -> bool:
+    """The Triton kernels apply: CUDA, all bf16 or all fp16, one supported head_dim, Triton there."""
+    ts = (q, k) if v is None else (q, k, v)
+    return (TRITON_METRICS and all(t.is_cuda for t in ts)
+            and q.dtype in (torch.float16, torch.bfloat16) and all(t.dtype == q.dtype for t in ts)
+            and q.shape[-1] in (16, 32, 64, 128) and all(t.shape[-1] == q.shape[-1] for t in ts)
+            and importlib.util.find_spec("triton") is not None)     # an optional dependency
+
+
 def _check_causal(n_q: int, n_k: int, causal: bool):
     if causal and n_q > n_k:
         raise ValueError(f"causal attention needs n_q <= n_k (got {n_q} > {n_k})")
@@ -98,11 +130,15 @@ def exact_reference(q, k, v, *, causal: bool, scale: float, query_chunk: int | N
     kernels/reference.exact_attention (query i sees key j iff j <= i + n_k − n_q).
     Computed in fp32 (fp64 when an input is fp64) with full-precision fp32 matmuls (TF32 off).
     Returns (O [B, H, n_q, d_v], lse [B, H, n_q]), both in that accumulation dtype.
+    When `_use_triton(q, k, v)`: one Triton pass with the same accuracy (query_chunk unused).
     """
     acc = _acc_dtype(q, k, v)
     B, H, n_q, _ = q.shape
     n_k = k.shape[-2]
     _check_causal(n_q, n_k, causal)
+    if _use_triton(q, k, v):
+        from hyperbench import metric_kernels
+        return metric_kernels.exact_attention_fp32(q, k, v, causal=causal, scale=scale)
     offset = n_k - n_q
     qf, kf, vf = _flat(q), _flat(k), _flat(v)
     out = torch.empty(B * H, n_q, v.shape[-1], dtype=acc, device=q.device)
@@ -179,6 +215,8 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     basis spans the whole space (the answer is then exact up to rounding), or after max_iters.
     Returns (norms [B, H] fp64, iters [B, H] int64: passes until that head's estimate met tol, or
     the passes made when it never did, converged [B, H] bool).
+    When `_use_triton(q, k)`: W = Pᵀ P X by metric_kernels.ptp_apply on the 16-bit q, k, with a
+    block of at least TRITON_NORM_BLOCK vectors; query_chunk is unused there.
     """
     acc = _acc_dtype(q, k)
     B, H, n_q, _ = q.shape
@@ -186,11 +224,19 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     _check_causal(n_q, n_k, causal)
     offset = n_k - n_q
     max_iters = max(1, int(max_iters))
+    use_triton = _use_triton(q, k)
+    if use_triton:
+        from hyperbench import metric_kernels
+        block = max(block, TRITON_NORM_BLOCK)
     r = max(1, min(block, n_k))
     m_max = min(n_k, r * max_iters)                                   # largest basis ever needed
     elt = torch.finfo(acc).bits // 8
-    group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
-                        causal=causal)
+    if use_triton:      # no score buffer: only the basis limits a group; groups of equal size
+        group = max(1, min(B * H, NORM_BASIS_BYTES // max(1, n_k * m_max * elt)))
+        group = -(-B * H // -(-B * H // group))
+    else:
+        group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
+                            causal=causal)
     qf, kf, lf = _flat(q), _flat(k), lse.reshape(B * H, n_q)
     gen = torch.Generator(device=q.device).manual_seed(seed)
     norms = torch.empty(B * H, dtype=torch.float64)
@@ -199,7 +245,14 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     for h0 in range(0, B * H, group):
         hs = slice(h0, min(B * H, h0 + group))
         g = hs.stop - hs.start
-        qg, kg, lg = qf[hs].to(acc), kf[hs].to(acc), lf[hs].to(acc)
+        if use_triton:  # the kernels read the 16-bit inputs; ptp_apply pads v to 16 columns
+            qg, kg, lg = qf[hs], kf[hs], lf[hs].to(acc)
+            ptp = functools.partial(metric_kernels.ptp_apply, qg, kg, lg, causal=causal,
+                                    scale=scale)
+        else:
+            qg, kg, lg = qf[hs].to(acc), kf[hs].to(acc), lf[hs].to(acc)
+            ptp = functools.partial(_apply_ptp, qg, kg, lg, scale=scale, causal=causal,
+                                    rows=rows, offset=offset)
         basis = torch.empty(g, n_k, m_max, dtype=acc, device=q.device)
         x0 = torch.randn(g, n_k, r, generator=gen, device=q.device, dtype=acc)
         x0[..., 0] = 1.0                                              # P·1 = 1: estimate >= 1
@@ -212,7 +265,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
             rb = v.shape[-1]
             basis[..., m:m + rb] = v
             m += rb
-            w = _apply_ptp(qg, kg, lg, v, scale=scale, causal=causal, rows=rows, offset=offset)
+            w = ptp(v)
             col = (basis[..., :m].transpose(-1, -2) @ w).double().cpu()   # new column block of T
             t_new = torch.zeros(g, m, m, dtype=torch.float64)
             t_new[:, :m - rb, :m - rb] = t

@@ -46,7 +46,7 @@ def hyperbench(*args):
     return subprocess.run(hyperbench_cmd(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("preset,jobs", [("paper_speedup", 32), ("paper_error", 160), ("paper_pareto", 32),
+@pytest.mark.parametrize("preset,jobs", [("paper_speedup", 32), ("paper_error", 192), ("paper_pareto", 32),
                                          ("paper_memory", 16), ("smoke", 4)])
 def test_every_point_of_each_preset_composes_and_validates(preset, jobs):
     assert cli.check_overrides([f"+sweep={preset}"], multirun=False) == jobs
