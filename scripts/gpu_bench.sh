@@ -3,8 +3,9 @@
 #   check     the Triton kernels and the SDPA leaves against the PyTorch reference (bf16/fp16,
 #             NaN-poisoned outputs), the driver's time broken down (scripts/gpu_kernel_check.py);
 #             CHECKS picks the groups (leaves,driver,primitive), KERNEL_NS the lengths timed
-#   headline  `hyperbench run` at n = 131072 with every method (with error metrics), and the goal
-#             sweep of issue 3: hyper vs SDPA cuDNN/flash, causal and not, fwd and fwd+bwd
+#   headline  `hyperbench run` at n = 131072 with every method (with error metrics)
+#   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
+#             fwd (with error metrics) and fwd+bwd
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
@@ -21,11 +22,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
+if [ -d .whl ] && ! python3 -c "import hydra, duckdb, hyperbench" 2>/dev/null; then
+  source scripts/gpu_setup.sh || exit 1
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
 CHECKS=${CHECKS:-leaves,driver,primitive}
-STEPS=${STEPS:-"check headline curve"}
+STEPS=${STEPS:-"check headline goal curve"}
 PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -40,7 +43,8 @@ for step in $STEPS; do
       if [ -f "$OUT/leaf_forward" ]; then export HYPERBENCH_LEAF_FORWARD=$(cat "$OUT/leaf_forward"); fi
       echo "leaf forward: ${HYPERBENCH_LEAF_FORWARD:-cudnn (default)}" ;;
     headline)
-      hb run seq_len=131072 budget_s=120
+      hb run seq_len=131072 budget_s=120 ;;
+    goal)
       hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd budget_s=120
       hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false ;;
     curve)
@@ -59,6 +63,6 @@ for step in $STEPS; do
       hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline curve long d128 presets tiles scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline goal curve long d128 presets tiles scaleout)"; exit 2 ;;
   esac
 done
