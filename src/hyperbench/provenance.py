@@ -57,12 +57,14 @@ def git_info(path: str | None = None) -> tuple[str | None, bool | None]:
     Cached: one lookup per process.
     """
     pkg = Path(path) if path else _PACKAGE_DIR
-    if _run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=pkg) is None:
-        # A copy of the tree without .git (e.g. sent to a GPU machine): the sender may say which
-        # commit it is, through HYPERBENCH_GIT_SHA and HYPERBENCH_GIT_DIRTY (scripts/gpu_bench.sh).
-        sha = os.environ.get("HYPERBENCH_GIT_SHA") or None
+    # A copy of the tree sent elsewhere (e.g. to a GPU machine) may carry no .git, or a stale one:
+    # the sender says which commit it is through HYPERBENCH_GIT_SHA / HYPERBENCH_GIT_DIRTY
+    # (scripts/gpu_bench.sh), and that statement wins over whatever git finds there.
+    if os.environ.get("HYPERBENCH_GIT_SHA"):
         dirty = os.environ.get("HYPERBENCH_GIT_DIRTY")
-        return sha, (None if sha is None or dirty is None else dirty == "1")
+        return os.environ["HYPERBENCH_GIT_SHA"], (None if dirty is None else dirty == "1")
+    if _run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=pkg) is None:
+        return None, None
     sha = _run(["git", "rev-parse", "HEAD"], cwd=pkg)
     if not sha:
         return None, None
