@@ -338,14 +338,15 @@ def _error_panels(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     panels = []
     for inputs, rows in df.groupby("inputs", sort=True):
         for column, _ in ERROR_AXES:
-            held = _hold(rows, free=("method", "causal", column))
+            held = _hold(rows, free=("method", "causal", "sample_tile", column))
             if held[column].nunique() >= 2:
                 panels.append((inputs, column, held))
     return panels
 
 
 def error(data, **filters) -> Figure:
-    """spec_err vs n, sample_size and block_size; one line per method (dashed: causal)."""
+    """spec_err vs n, sample_size and block_size; one line per method and sampling variant
+    (dotted: one sample set per head; dashed: causal)."""
     panels = _error_panels(_frame("error", data, filters))
     if not panels:
         raise NoDataError("error", "spec_err rows with two or more values of n, sample_size or "
@@ -359,9 +360,11 @@ def error(data, **filters) -> Figure:
     for name, column, rows in panels:
         ax = axes[inputs.index(name)][columns.index(column)]
         ax.set_visible(True)
-        for (method, causal), line in rows.groupby(["method", "causal"]):
+        for (method, causal, tile), line in rows.groupby(["method", "causal", "sample_tile"]):
+            if is_exact(method) and tile != rows["sample_tile"].max():
+                continue    # an exact method does not sample: one line is enough
             line = line.sort_values(column)
-            ax.plot(line[column], line["spec_err"], linestyle="--" if causal else "-",
+            ax.plot(line[column], line["spec_err"], linestyle=_error_line(causal, tile),
                     label=f"{method}{' causal' if causal else ''}", **style(method))
         held = " ".join(f"{SHORT[c]}={rows[c].iloc[0]}" for c, _ in ERROR_AXES if c != column)
         ax.set_title(f"{name}\n{held}", fontsize=9)
@@ -372,7 +375,16 @@ def error(data, **filters) -> Figure:
     handles = _method_handles(used["method"])
     if used["causal"].nunique() > 1:
         handles.append(Line2D([], [], color="black", linestyle="--", label="causal"))
+    if (used["sample_tile"] == 0).any() and (used["sample_tile"] > 0).any():
+        handles.append(Line2D([], [], color="black", linestyle=":", label="one sample set per head (tile 0)"))
     return _finish(fig, used, handles)
+
+
+def _error_line(causal: bool, tile: int) -> str:
+    """Line style: solid per-tile samples, dotted one set per head; dashed variants when causal."""
+    if tile == 0:
+        return "-." if causal else ":"
+    return "--" if causal else "-"
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
