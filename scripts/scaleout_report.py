@@ -2,7 +2,8 @@
 two-GPU run against the one-GPU run with the suite's noise-aware verdict (hyperbench.regress).
 
     python3 scripts/scaleout_report.py WORKDIR "SWEEP ARGS"
-Writes results/scaleout/<date>-<sha>.json (every pair's medians included). The runs' own rows stay in
+Writes results/scaleout/<date>-<sha>.json (every pair's medians included; SCALEOUT_DEST changes
+the folder). The runs' own rows stay in
 WORKDIR: results/ holds one row per configuration and commit, and these are repeats by design.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +48,7 @@ def main(work: Path, sweep: str) -> None:
               "median_ratio_range": [min(p["ratio"] for p in pairs), max(p["ratio"] for p in pairs)] if pairs else None,
               "pairs": pairs, "provenance": env}
     sha = str(rows["two_gpus"]["git_sha"].iloc[0])[:7]
-    dest = REPO / "results" / "scaleout"
+    dest = Path(os.environ.get("SCALEOUT_DEST") or REPO / "results" / "scaleout")
     dest.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     (dest / f"{stamp}-{sha}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
