@@ -398,6 +398,21 @@ def causal_breakdown(n, xs, gout, hyper):
     with torch.no_grad():
         add_timing("  exact leaves alone (sdpa)", n, True, "fwd",
                    bench(lambda: sdpa_leaves.attention_with_lse(*lv, causal=True, scale=d ** -0.5), n))
+    # The leaves' training path alone, both ways, with a loss through out and lse as the merges use them.
+    lg = [x.clone().requires_grad_(True) for x in lv]
+    g_out = torch.randn_like(lg[0])
+
+    def leaves_fwd_bwd(use_sdpa):
+        def run():
+            driver.SDPA_LEAVES = use_sdpa
+            try:
+                out, lse = driver._exact(*lg, True, d ** -0.5, "triton")
+            finally:
+                driver.SDPA_LEAVES = True
+            torch.autograd.grad((out * g_out).sum() + lse.sum(), lg)
+        return run
+    add_timing("  exact leaves alone (sdpa, widened bwd)", n, True, "fwd+bwd", bench(leaves_fwd_bwd(True), n))
+    add_timing("  exact leaves alone (triton, v4)", n, True, "fwd+bwd", bench(leaves_fwd_bwd(False), n))
 
 
 def write_outputs():

@@ -186,10 +186,30 @@ def _normalise_block(basis, x, gen):
         noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         x = torch.where(bad, noise, x)
         x = _orth_against(basis, x) if basis is not None else x
-    qmat, _ = torch.linalg.qr(x)
+    qmat = orthonormal_columns(x)
     if basis is not None:                                           # one more pass after QR
-        qmat, _ = torch.linalg.qr(_orth_against(basis, qmat))
+        qmat = orthonormal_columns(_orth_against(basis, qmat))
     return qmat
+
+
+def orthonormal_columns(x: torch.Tensor, tol: float | None = None) -> torch.Tensor:
+    """Orthonormal columns spanning those of x [g, n, r] (r small), by CholeskyQR2: Q = X R⁻¹ with
+    R from the Cholesky factor of the r×r Gram matrix, twice. Householder QR of a tall [n, r]
+    block costs ~2 ms per head on an H200 (cuSOLVER), twice per Lanczos iteration; this is two
+    small matmuls and a triangular solve. Where the block is too ill-conditioned for it (a Gram
+    matrix that is not positive definite, or columns left non-orthonormal beyond `tol`), the
+    whole call falls back to Householder QR."""
+    tol = 50 * torch.finfo(x.dtype).eps if tol is None else tol
+    q = x
+    for _ in range(2):
+        chol, info = torch.linalg.cholesky_ex(q.transpose(-1, -2) @ q)
+        if bool((info != 0).any()):
+            return torch.linalg.qr(x)[0]
+        q = torch.linalg.solve_triangular(chol.transpose(-1, -2), q, upper=True, left=False)
+    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    if not bool(((q.transpose(-1, -2) @ q - eye).abs().amax() <= tol).all()):
+        return torch.linalg.qr(x)[0]
+    return q
 
 
 def _apply_ptp(qg, kg, lse_g, x, *, scale, causal, rows, offset):

@@ -207,3 +207,23 @@ def test_zero_reference_gives_inf_not_nan():
     r0 = attention_errors(q, q, v, torch.zeros_like(out), causal=False, scale=1.0)
     assert r0["rel_spec_err"] == 0.0 and r0["spec_err"] == 0.0
     assert r0["attn_norm"] == pytest.approx(1.0, rel=1e-6)     # uniform attention: norm 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orthonormal_columns_span_x_also_when_ill_conditioned(dtype, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 500, 8, generator=g, dtype=dtype)
+    bad = x.clone()
+    bad[1, :, 7] = bad[1, :, 6] + 1e-9 * bad[1, :, 5]              # nearly dependent columns
+    householder = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a: householder.append(1) or qr(a))
+    for block in (x, bad):
+        q = metrics.orthonormal_columns(block)
+        if block is x:      # well conditioned: the Cholesky path, no Householder QR
+            assert not householder
+        # bad: Cholesky may fail (fallback) or give a full orthonormal basis; either must pass
+        eye = torch.eye(8, dtype=dtype)
+        assert (q.transpose(-1, -2) @ q - eye).abs().max() < 100 * torch.finfo(dtype).eps
+        resid = block - q @ (q.transpose(-1, -2) @ block)          # x lies in the span of q
+        assert resid.norm() / block.norm() < 100 * torch.finfo(dtype).eps
