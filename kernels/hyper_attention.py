@@ -32,6 +32,18 @@ class HyperParams:
     min_seq_len: int = 4096
 
 
+# Triton backend: sort the LSH keys by kernels/triton_sort.py (a counting sort) instead of
+# torch.sort. Off until it is timed against torch.sort on the GPU (scripts/gpu_kernel_check.py).
+COUNTING_SORT = False
+
+
+def _sort_orders(backend: str, keys, num_projs: int):
+    if backend == "triton" and COUNTING_SORT and num_projs <= 8:
+        from .triton_sort import sort_orders
+        return sort_orders(keys, num_projs)
+    return lsh.sort_orders(keys, num_projs)
+
+
 def _bucket_rank(backend: str):
     if backend == "triton":
         from .triton_lsh import bucket_rank
@@ -89,7 +101,7 @@ def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
         return _exact(q, k, v, False, scale, backend)
     proj = lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
     rank = _bucket_rank(backend)
-    q_order, k_order = lsh.sort_orders([rank(q, proj), rank(k, proj)], p.lsh_num_projs)
+    q_order, k_order = _sort_orders(backend, [rank(q, proj), rank(k, proj)], p.lsh_num_projs)
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)

@@ -316,6 +316,11 @@ def time_all(ns, H=32, d=64):
 
             with torch.no_grad():
                 add_timing("hyper triton", n, causal, "fwd", bench(lambda: hyper(*xs), n))
+                driver.COUNTING_SORT = True     # the candidate sort, timed in the same run
+                try:
+                    add_timing("hyper triton, counting sort", n, causal, "fwd", bench(lambda: hyper(*xs), n))
+                finally:
+                    driver.COUNTING_SORT = False
             add_timing("hyper triton", n, causal, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
 
             def hyper_shared(*a):   # the published variant: one sample set per head
@@ -346,7 +351,7 @@ def breakdown(n, xs, gout, params, gen):
     q, k, v = xs
     d = q.shape[-1]
 
-    from kernels import triton_lsh
+    from kernels import triton_lsh, triton_sort
 
     def draw():
         gen.manual_seed(0)
@@ -367,6 +372,12 @@ def breakdown(n, xs, gout, params, gen):
                    bench(lambda: [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)], n))
         add_timing("  stable sort (q and k)", n, False, "fwd",
                    bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs), n))
+        want = lsh.sort_orders(keys, params.lsh_num_projs)
+        got = triton_sort.sort_orders(keys, params.lsh_num_projs)
+        record_check(f"counting sort n={n}", {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))},
+                     0.5)
+        add_timing("  counting sort (q and k)", n, False, "fwd",
+                   bench(lambda: triton_sort.sort_orders(keys, params.lsh_num_projs), n))
         add_timing("  lsh+sort+sampling", n, False, "fwd", bench(prep, n))
         qo, ko, smp = prep()
     kw = dict(block_size=params.block_size, sample_tile=params.sample_tile,
