@@ -39,8 +39,8 @@ COUNTING_SORT = False
 
 def _sort_orders(backend: str, keys, num_projs: int):
     if backend == "triton" and COUNTING_SORT and num_projs <= 8:
-        from .triton_sort import sort_orders
-        return sort_orders(keys, num_projs)
+        from .triton_sort import counting_sort_orders
+        return lsh.sort_orders(keys, num_projs, sort=counting_sort_orders)
     return lsh.sort_orders(keys, num_projs)
 
 

@@ -66,13 +66,18 @@ def key_dtype(num_projs: int) -> torch.dtype:
     return torch.int16 if num_projs <= 15 else torch.int32
 
 
-def sort_orders(keys: list[torch.Tensor], num_projs: int) -> list[torch.Tensor]:
+def stable_sort_orders(keys: torch.Tensor, num_projs: int) -> torch.Tensor:
+    """torch.sort(stable=True)'s permutation of keys [..., n] along the last dimension."""
+    return torch.sort(keys.to(key_dtype(num_projs)), dim=-1, stable=True).indices
+
+
+def sort_orders(keys: list[torch.Tensor], num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
     """Stable sort permutation of each key tensor [..., n]: order[..., r] = original index of the
-    row at sorted position r; ties keep their original order. Keys of equal shape share one sort."""
+    row at sorted position r; ties keep their original order. Keys of equal shape share one sort.
+    `sort(keys, num_projs)` does the sorting (kernels/triton_sort.py has a counting sort)."""
     if len({tuple(k.shape) for k in keys}) != 1:
-        return [torch.sort(k.to(key_dtype(num_projs)), dim=-1, stable=True).indices for k in keys]
-    stacked = torch.stack([k.to(key_dtype(num_projs)) for k in keys])
-    return list(torch.sort(stacked, dim=-1, stable=True).indices.unbind(0))
+        return [sort(k, num_projs) for k in keys]
+    return list(sort(torch.stack(keys), num_projs).unbind(0))
 
 
 def sort_order(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Stable counting sort of sortLSH keys: the same permutation as lsh.sort_orders, by three passes.
+"""Stable counting sort of sortLSH keys: the same permutation as lsh.stable_sort_orders, by three passes.
 
 The keys are bucket ranks in [0, 2**num_projs) (128 buckets for the default 7 projections), so a
 general radix sort over 16-bit keys (torch.sort) does more than is needed. Here, per row of keys:
@@ -74,9 +74,3 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     _scatter_kernel[(chunks, rows)](flat, start, order, n, chunks, NB=nb, CH=chunk, num_warps=8)
     return order.view(*lead, n)
 
-
-def sort_orders(keys: list[torch.Tensor], num_projs: int, chunk: int | None = None) -> list[torch.Tensor]:
-    """lsh.sort_orders by counting sort (keys of equal shape share one launch)."""
-    if len({tuple(k.shape) for k in keys}) != 1:
-        return [counting_sort_orders(k, num_projs, chunk) for k in keys]
-    return list(counting_sort_orders(torch.stack(keys), num_projs, chunk).unbind(0))

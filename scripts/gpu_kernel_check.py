@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from unittest import mock
 
 import torch
 import triton
@@ -83,12 +84,14 @@ def problem(B, H, n, d, dtype, seed, *, block=256, m=256, tile=256, exact=False,
 
 
 def guarded(check, *args):
-    """Run one check; an exception is recorded as a failure and the run goes on."""
+    """Run one check and return what it returns; an exception is recorded as a failure (and
+    returns None) and the run goes on."""
     try:
-        check(*args)
+        return check(*args)
     except Exception as e:  # noqa: BLE001
         RESULTS["checks"].append({"name": f"{check.__name__}{args[:1]}", "ok": False, "error": repr(e)[:300]})
         log("FAIL", check.__name__, repr(e)[:300])
+        return None
 
 
 def record_check(name, errs, tol):
@@ -193,13 +196,7 @@ def leaves():
     for dtype in (torch.bfloat16, torch.float16):
         for causal in (True, False):
             for d in (64, 128):
-                try:
-                    cudnn_ok &= check_leaves("cudnn", causal, dtype, d)
-                except Exception as e:  # noqa: BLE001
-                    cudnn_ok = False
-                    RESULTS["checks"].append({"name": f"sdpa leaves cudnn {dtype} d={d}", "ok": False,
-                                              "error": repr(e)[:300]})
-                    log("FAIL cudnn leaves", repr(e)[:300])
+                cudnn_ok &= guarded(check_leaves, "cudnn", causal, dtype, d) is True
                 guarded(check_leaves, "flash", causal, dtype, d)
     choice = "cudnn" if cudnn_ok else "flash"
     sdpa_leaves.LEAF_FORWARD = choice
@@ -316,11 +313,8 @@ def time_all(ns, H=32, d=64):
 
             with torch.no_grad():
                 add_timing("hyper triton", n, causal, "fwd", bench(lambda: hyper(*xs), n))
-                driver.COUNTING_SORT = True     # the candidate sort, timed in the same run
-                try:
+                with mock.patch.object(driver, "COUNTING_SORT", True):   # the candidate, same run
                     add_timing("hyper triton, counting sort", n, causal, "fwd", bench(lambda: hyper(*xs), n))
-                finally:
-                    driver.COUNTING_SORT = False
             add_timing("hyper triton", n, causal, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
 
             def hyper_shared(*a):   # the published variant: one sample set per head
@@ -373,11 +367,12 @@ def breakdown(n, xs, gout, params, gen):
         add_timing("  stable sort (q and k)", n, False, "fwd",
                    bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs), n))
         want = lsh.sort_orders(keys, params.lsh_num_projs)
-        got = triton_sort.sort_orders(keys, params.lsh_num_projs)
+        got = lsh.sort_orders(keys, params.lsh_num_projs, sort=triton_sort.counting_sort_orders)
         record_check(f"counting sort n={n}", {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))},
                      0.5)
         add_timing("  counting sort (q and k)", n, False, "fwd",
-                   bench(lambda: triton_sort.sort_orders(keys, params.lsh_num_projs), n))
+                   bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs,
+                                                 sort=triton_sort.counting_sort_orders), n))
         add_timing("  lsh+sort+sampling", n, False, "fwd", bench(prep, n))
         qo, ko, smp = prep()
     kw = dict(block_size=params.block_size, sample_tile=params.sample_tile,
@@ -396,13 +391,10 @@ def breakdown(n, xs, gout, params, gen):
 
 def causal_breakdown(n, xs, gout, hyper):
     """The causal driver with its exact leaves on our general Triton kernel (v4) vs SDPA kernels."""
-    driver.SDPA_LEAVES = False
-    try:
+    with mock.patch.object(driver, "SDPA_LEAVES", False):
         with torch.no_grad():
             add_timing("  causal, triton leaves (v4)", n, True, "fwd", bench(lambda: hyper(*xs), n))
         add_timing("  causal, triton leaves (v4)", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
-    finally:
-        driver.SDPA_LEAVES = True
     B, H, _, d = xs[0].shape
     leaf = driver.HyperParams().min_seq_len
     lv = [x.detach().reshape(B, H * n // leaf, leaf, d) for x in xs]
@@ -413,17 +405,12 @@ def causal_breakdown(n, xs, gout, hyper):
     lg = [x.clone().requires_grad_(True) for x in lv]
     g_out = torch.randn_like(lg[0])
 
-    def leaves_fwd_bwd(use_sdpa):
-        def run():
-            driver.SDPA_LEAVES = use_sdpa
-            try:
-                out, lse = driver._exact(*lg, True, d ** -0.5, "triton")
-            finally:
-                driver.SDPA_LEAVES = True
-            torch.autograd.grad((out * g_out).sum() + lse.sum(), lg)
-        return run
-    add_timing("  exact leaves alone (sdpa, widened bwd)", n, True, "fwd+bwd", bench(leaves_fwd_bwd(True), n))
-    add_timing("  exact leaves alone (triton, v4)", n, True, "fwd+bwd", bench(leaves_fwd_bwd(False), n))
+    def leaves_fwd_bwd():
+        out, lse = driver._exact(*lg, True, d ** -0.5, "triton")
+        torch.autograd.grad((out * g_out).sum() + lse.sum(), lg)
+    add_timing("  exact leaves alone (sdpa, widened bwd)", n, True, "fwd+bwd", bench(leaves_fwd_bwd, n))
+    with mock.patch.object(driver, "SDPA_LEAVES", False):
+        add_timing("  exact leaves alone (triton, v4)", n, True, "fwd+bwd", bench(leaves_fwd_bwd, n))
 
 
 def write_outputs():

@@ -1,6 +1,8 @@
 """Counting sort (kernels/triton_sort.py) against torch.sort(stable=True): the same permutation,
 ties in original order, at lengths around and across chunk boundaries. Interpreter on CPU."""
 
+import functools
+
 import pytest
 import torch
 
@@ -29,7 +31,8 @@ def test_skewed_keys_and_joint_sort_match_lsh_sort_orders():
     q = torch.where(torch.rand(1, 2, n, generator=g) < 0.9, 5, torch.randint(128, (1, 2, n), generator=g))
     k = torch.randint(128, (1, 2, n), generator=g)
     keys = [x.to(torch.int16).to(DEVICE) for x in (q, k)]
-    for a, b in zip(triton_sort.sort_orders(keys, 7, CH), lsh.sort_orders(keys, 7)):
+    counting = functools.partial(triton_sort.counting_sort_orders, chunk=CH)
+    for a, b in zip(lsh.sort_orders(keys, 7, sort=counting), lsh.sort_orders(keys, 7)):
         assert torch.equal(a, b)
 
 
@@ -43,8 +46,8 @@ def test_driver_with_counting_sort_matches_torch_backend(monkeypatch):
     monkeypatch.setattr(driver, "COUNTING_SORT", True)
     monkeypatch.setattr(triton_sort, "CHUNK", CH)
     calls = []
-    real = triton_sort.sort_orders
-    monkeypatch.setattr(triton_sort, "sort_orders", lambda *a: calls.append(1) or real(*a))
+    real = triton_sort.counting_sort_orders
+    monkeypatch.setattr(triton_sort, "counting_sort_orders", lambda *a: calls.append(1) or real(*a))
     params = driver.HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
     xs = [torch.randn(1, 2, 150, 16, generator=torch.Generator().manual_seed(40 + i)).to(DEVICE) for i in range(3)]
     res = {}
