@@ -60,6 +60,23 @@ def _gather_rows(ptr, rows, stride_n, offs_d, mask):
 
 
 @triton.jit
+def _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr):
+    """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2)."""
+    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
+    tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
+             mask=row_ok[:, None])
+
+
+@triton.jit
+def _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
+    """Normalised output and natural-log lse of a query tile into its original rows."""
+    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
+    l_safe = tl.where(l_i > 0, l_i, 1.0)     # only rows past n can have l = 0
+    tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+
+
+@triton.jit
 def _block_visible(r, c, n, block, CAUSAL: tl.constexpr):
     """Sorted key c is in sorted row r's block, exists, and (causal) c <= r; r, c broadcast 2-D."""
     vis = ((c // block) == (r // block)) & (c < n)
@@ -171,14 +188,10 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                 else:
                     m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
 
-    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
     if GRAD:
-        tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
-                 mask=row_ok[:, None])
+        _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D)
     else:
-        l_safe = tl.where(l_i > 0, l_i, 1.0)     # only rows past n can have l = 0
-        tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+        _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,14 +240,10 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
         else:
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
-    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
     if GRAD:
-        tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
-                 mask=row_ok[:, None])
+        _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D)
     else:
-        l_safe = tl.where(l_i > 0, l_i, 1.0)
-        tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+        _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 @triton.jit
