@@ -111,7 +111,7 @@ class Reference:
 
 
 # The error metric costs about this many exact fp32 attention passes (reference + Lanczos passes),
-# or, on the Triton path (metrics._use_triton), this many exact passes at the inputs' 16-bit rate:
+# or, on the Triton path (metrics.uses_triton), this many exact passes at the inputs' 16-bit rate:
 # the reference is ~1.5 passes (hi/lo P·V) and each Lanczos iteration ~1.75 (two passes, three
 # narrow dots each), 3–7 iterations.
 METRIC_PASSES = 4
@@ -124,10 +124,9 @@ def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | No
     if not job.errors:
         return None, None
     exact = methods.get("exact")
-    if metrics._use_triton(q, k, v):
-        est = cost.compute_ms(METRIC_PASSES_TRITON * exact.flops(job), job.device, q.dtype, exact.efficiency)
-    else:
-        est = cost.compute_ms(METRIC_PASSES * exact.flops(job), job.device, torch.float32, exact.efficiency)
+    passes, dtype = ((METRIC_PASSES_TRITON, q.dtype) if metrics.uses_triton(q, k, v)
+                     else (METRIC_PASSES, torch.float32))
+    est = cost.compute_ms(passes * exact.flops(job), job.device, dtype, exact.efficiency)
     if est > job.budget_s * 1e3:
         return None, f"error metrics skipped: estimated {est / 1e3:.1f} s > budget_s={job.budget_s:g}"
     say("exact fp32 reference and ||D⁻¹A||₂")

@@ -7,7 +7,7 @@ so `spec_err` = ||Õ − O||₂ / (||D⁻¹A||₂ ||V||₂). Alongside it we sto
 Cost and memory
   Two implementations of the two attention-sized computations (the exact reference and the product
   W = (D⁻¹A)ᵀ(D⁻¹A) X inside the Lanczos iteration), agreeing to a few 1e-6 relative:
-  * Triton (metric_kernels.py), used when `_use_triton` holds: CUDA inputs, all bf16 or all fp16,
+  * Triton (metric_kernels.py), used when `uses_triton` holds: CUDA inputs, all bf16 or all fp16,
     head_dim 16/32/64/128, and `TRITON_METRICS` on (env HYPERBENCH_TRITON_METRICS=0 turns it off).
     16-bit tensor-core dots made fp32-accurate (exact 16-bit products, hi/lo splits of the fp32
     factor), no score buffer at all: the reference is one flash-style pass (one exp per visible
@@ -108,7 +108,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[-2:])
 
 
-def _use_triton(q, k, v=None) -> bool:
+def uses_triton(q, k, v=None) -> bool:
     """The Triton kernels apply: CUDA, all bf16 or all fp16, one supported head_dim, Triton there."""
     ts = (q, k) if v is None else (q, k, v)
     return (TRITON_METRICS and all(t.is_cuda for t in ts)
@@ -130,13 +130,13 @@ def exact_reference(q, k, v, *, causal: bool, scale: float, query_chunk: int | N
     kernels/reference.exact_attention (query i sees key j iff j <= i + n_k − n_q).
     Computed in fp32 (fp64 when an input is fp64) with full-precision fp32 matmuls (TF32 off).
     Returns (O [B, H, n_q, d_v], lse [B, H, n_q]), both in that accumulation dtype.
-    When `_use_triton(q, k, v)`: one Triton pass with the same accuracy (query_chunk unused).
+    When `uses_triton(q, k, v)`: one Triton pass with the same accuracy (query_chunk unused).
     """
     acc = _acc_dtype(q, k, v)
     B, H, n_q, _ = q.shape
     n_k = k.shape[-2]
     _check_causal(n_q, n_k, causal)
-    if _use_triton(q, k, v):
+    if uses_triton(q, k, v):
         from hyperbench import metric_kernels
         return metric_kernels.exact_attention_fp32(q, k, v, causal=causal, scale=scale)
     offset = n_k - n_q
@@ -235,7 +235,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     basis spans the whole space (the answer is then exact up to rounding), or after max_iters.
     Returns (norms [B, H] fp64, iters [B, H] int64: passes until that head's estimate met tol, or
     the passes made when it never did, converged [B, H] bool).
-    When `_use_triton(q, k)`: W = Pᵀ P X by metric_kernels.ptp_apply on the 16-bit q, k, with a
+    When `uses_triton(q, k)`: W = Pᵀ P X by metric_kernels.ptp_apply on the 16-bit q, k, with a
     block of at least TRITON_NORM_BLOCK vectors; query_chunk is unused there.
     """
     acc = _acc_dtype(q, k)
@@ -244,7 +244,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     _check_causal(n_q, n_k, causal)
     offset = n_k - n_q
     max_iters = max(1, int(max_iters))
-    use_triton = _use_triton(q, k)
+    use_triton = uses_triton(q, k)
     if use_triton:
         from hyperbench import metric_kernels
         block = max(block, TRITON_NORM_BLOCK)
@@ -265,14 +265,13 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     for h0 in range(0, B * H, group):
         hs = slice(h0, min(B * H, h0 + group))
         g = hs.stop - hs.start
+        lg = lf[hs].to(acc)
         if use_triton:  # the kernels read the 16-bit inputs; ptp_apply pads v to 16 columns
-            qg, kg, lg = qf[hs], kf[hs], lf[hs].to(acc)
-            ptp = functools.partial(metric_kernels.ptp_apply, qg, kg, lg, causal=causal,
+            ptp = functools.partial(metric_kernels.ptp_apply, qf[hs], kf[hs], lg, causal=causal,
                                     scale=scale)
         else:
-            qg, kg, lg = qf[hs].to(acc), kf[hs].to(acc), lf[hs].to(acc)
-            ptp = functools.partial(_apply_ptp, qg, kg, lg, scale=scale, causal=causal,
-                                    rows=rows, offset=offset)
+            ptp = functools.partial(_apply_ptp, qf[hs].to(acc), kf[hs].to(acc), lg, scale=scale,
+                                    causal=causal, rows=rows, offset=offset)
         basis = torch.empty(g, n_k, m_max, dtype=acc, device=q.device)
         x0 = torch.randn(g, n_k, r, generator=gen, device=q.device, dtype=acc)
         x0[..., 0] = 1.0                                              # P·1 = 1: estimate >= 1

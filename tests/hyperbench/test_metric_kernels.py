@@ -98,21 +98,21 @@ def test_ptp_apply_matches_torch(n_q, n_k, d, causal, r, scale):
     assert float(rel_err(w, w_ref, -2).max()) < W_TOL
 
 
-def test_use_triton_needs_cuda_and_16_bit():
+def test_uses_triton_needs_cuda_and_16_bit():
     q = torch.zeros(1, 1, 8, 64, dtype=torch.float16)
-    assert not metrics._use_triton(q, q, q)                    # CPU: torch path
+    assert not metrics.uses_triton(q, q, q)                    # CPU: torch path
     if torch.cuda.is_available():
         qc = q.cuda()
-        assert metrics._use_triton(qc, qc, qc) and metrics._use_triton(qc, qc)
-        assert not metrics._use_triton(qc.float(), qc.float(), qc.float())
-        assert not metrics._use_triton(qc[..., :48], qc[..., :48])   # head_dim 48
-        assert not metrics._use_triton(qc, qc, qc.bfloat16())        # mixed dtypes
+        assert metrics.uses_triton(qc, qc, qc) and metrics.uses_triton(qc, qc)
+        assert not metrics.uses_triton(qc.float(), qc.float(), qc.float())
+        assert not metrics.uses_triton(qc[..., :48], qc[..., :48])   # head_dim 48
+        assert not metrics.uses_triton(qc, qc, qc.bfloat16())        # mixed dtypes
 
 
 @pytest.fixture
 def triton_path(monkeypatch):
     """The Triton path for all 16-bit inputs, CPU ones too (the interpreter runs it there)."""
-    monkeypatch.setattr(metrics, "_use_triton",
+    monkeypatch.setattr(metrics, "uses_triton",
                         lambda *ts: all(t.dtype in (torch.float16, torch.bfloat16) for t in ts))
 
 
