@@ -31,7 +31,6 @@ CHECKS=${CHECKS:-leaves,driver,primitive}
 STEPS=${STEPS:-"check headline goal curve"}
 PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
-has() { [[ " $STEPS " == *" $1 "* ]]; }
 # results/ is packed after every step, so a run cut short by a time limit still returns what it made.
 hb() { echo "+ hyperbench $*"; hyperbench "$@" $EXTRA 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
 for step in $STEPS; do
