@@ -22,9 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ] && ! python3 -c "import hydra, duckdb, hyperbench" 2>/dev/null; then
-  source scripts/gpu_setup.sh || exit 1
-fi
+if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
 CHECKS=${CHECKS:-leaves,driver,primitive}

@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ] && ! python3 -c "import hydra, duckdb" 2>/dev/null; then source scripts/gpu_setup.sh || exit 1; fi
+if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 SWEEP=${SWEEP:-"+sweep=paper_speedup seq_len=16384,32768,65536,131072 methods=[hyper,sdpa_cudnn,sdpa_flash]"}
 WARM=${WARM:-"seq_len=16384"}     # the warm-up: one n of the sweep compiles every kernel it uses
 GPUS=${GPUS:-0,1}
