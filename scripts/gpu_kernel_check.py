@@ -290,6 +290,20 @@ def sweep(n=131072, H=32, d=64):
     log("configs kept:", RESULTS["configs"])
 
 
+def profile(label, fn, rows=18):
+    """Where one call's GPU time goes, kernel by kernel (torch.profiler), into the log and $OUT."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70)
+    log(f"profile: {label}\n{table}")
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "profiles.txt"), "a") as f:
+        f.write(f"== {label}\n{table}\n")
+
+
 def add_timing(name, n, causal, mode, ms):
     RESULTS["timings"].append({"name": name, "n": n, "causal": causal, "mode": mode, "ms": ms})
     log(f"{name:28s} n={n:6d} causal={causal!s:5s} {mode:7s} {ms:9.3f} ms")
@@ -316,6 +330,8 @@ def time_all(ns, H=32, d=64):
                 with mock.patch.object(driver, "COUNTING_SORT", True):   # the candidate, same run
                     add_timing("hyper triton, counting sort", n, causal, "fwd", bench(lambda: hyper(*xs), n))
             add_timing("hyper triton", n, causal, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+            if n >= 65536:
+                profile(f"hyper triton n={n} causal={causal} fwd+bwd", fwd_bwd(hyper, xs, gout))
 
             def hyper_shared(*a):   # the published variant: one sample set per head
                 gen.manual_seed(0)
