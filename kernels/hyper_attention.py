@@ -79,10 +79,6 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 SDPA_LEAVES = True
 
 
-def _needs_grad(*xs) -> bool:
-    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
-
-
 def _exact(q, k, v, causal, scale, backend):
     if backend == "triton" and SDPA_LEAVES:
         from . import sdpa_leaves
@@ -93,12 +89,10 @@ def _exact(q, k, v, causal, scale, backend):
                                sample_weight=1.0, scale=scale, causal=causal)
 
 
-def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
+def lsh_plan(q, k, p: HyperParams, generator, backend):
+    """The random part of one non-causal HyperAttention, drawn in a fixed order: (q_order,
+    k_order, samples, sample_weight); samples None when sample_size is 0."""
     n = q.shape[2]
-    if k.shape[2] != n:
-        raise ValueError(f"hyper attention needs as many queries as keys, got {n} and {k.shape[2]}")
-    if n < p.min_seq_len:
-        return _exact(q, k, v, False, scale, backend)
     proj = lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
     rank = _bucket_rank(backend)
     q_order, k_order = _sort_orders(backend, [rank(q, proj), rank(k, proj)], p.lsh_num_projs)
@@ -108,11 +102,26 @@ def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
         samples = torch.randint(n, (q.shape[0], q.shape[1], sets, p.sample_size), generator=generator,
                                 device=q.device)
         weight = n / p.sample_size
+    return q_order, k_order, samples, weight
+
+
+def check_square(q, k) -> None:
+    if k.shape[2] != q.shape[2]:
+        raise ValueError(f"hyper attention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+
+
+def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
+    check_square(q, k)
+    if q.shape[2] < p.min_seq_len:
+        return _exact(q, k, v, False, scale, backend)
+    q_order, k_order, samples, weight = lsh_plan(q, k, p, generator, backend)
     return _primitive(backend)(q, k, v, q_order, k_order, samples, block_size=p.block_size,
                                sample_tile=p.sample_tile, sample_weight=weight, scale=scale)
 
 
 def _causal(q, k, v, p: HyperParams, scale, generator, backend):
+    """The readable recursion (the torch backend, and the specification of kernels/causal_triton.py,
+    which the triton backend runs instead)."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
         return _exact(q, k, v, True, scale, backend)
@@ -125,11 +134,6 @@ def _causal(q, k, v, p: HyperParams, scale, generator, backend):
     out_d, lse_d = _causal(*halves, p, scale, generator, backend)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     out_bl, lse_bl = _non_causal(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator, backend)
-    if backend == "triton" and not _needs_grad(q, k, v):
-        # Inference: merge in place, one pass, no concatenation.
-        from .triton_merge import merge_into
-        merge_into(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
-        return out_d[:, :, :n], lse_d[:, :, :n]
     out_bottom, lse_bottom = merge_partials(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
     out = torch.cat([out_d[:, :, :half], out_bottom], dim=2)[:, :, :n]
     lse = torch.cat([lse_d[:, :, :half], lse_bottom], dim=2)[:, :, :n]
@@ -141,5 +145,8 @@ def hyper_attention(q, k, v, params: HyperParams = HyperParams(), *, causal: boo
                     backend: str = "torch"):
     """HyperAttention of q, k, v [B, H, n, d] -> (out [B, H, n, d], lse [B, H, n] float32)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if causal and backend == "triton":
+        from .causal_triton import causal_hyper_attention
+        return causal_hyper_attention(q, k, v, params, scale, generator)
     run = _causal if causal else _non_causal
     return run(q, k, v, params, scale, generator, backend)

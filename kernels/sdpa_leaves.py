@@ -22,8 +22,9 @@ import os
 import torch
 
 _PAD = 8
-# Forward kernel for inference ("cudnn" or "flash"); the training forward is always flash, since
-# its backward must see the same kernel's state. HYPERBENCH_LEAF_FORWARD lets the GPU check pick.
+# Forward kernel ("cudnn" or "flash") for inference and for the causal recursion's leaves (whose
+# backward, `backward_from_state`, is the same kernel's); the widened training path below is always
+# flash, since its backward must see flash's state. HYPERBENCH_LEAF_FORWARD lets the GPU check pick.
 LEAF_FORWARD = os.environ.get("HYPERBENCH_LEAF_FORWARD", "cudnn")
 
 
@@ -108,6 +109,40 @@ class _SdpaWithLse(torch.autograd.Function):
         dq, dk, dv = backward_with_lse(dout.contiguous(), dlse, q, k, v, out, lse, ctx.causal, ctx.scale,
                                        ctx.state)
         return dq, dk, dv, None, None
+
+
+def forward_with_state(q, k, v, *, causal: bool, scale: float):
+    """(out, lse, state): LEAF_FORWARD's kernel, plus what `backward_from_state` needs of it.
+    "reference" is the PyTorch statement of both kernels (CPU tests of the code around them)."""
+    q, k, v = (x.contiguous() for x in (q, k, v))
+    if LEAF_FORWARD == "reference":
+        from .reference import exact_attention
+        out, lse = exact_attention(q, k, v, causal=causal, scale=scale)
+        return out.to(q.dtype), lse, ("reference",)
+    if LEAF_FORWARD == "cudnn":
+        res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+                                                                 scale=scale)
+        B, H, n, _ = q.shape
+        return res[0], res[1].reshape(B, H, n), ("cudnn", res[6], res[7], res[4], res[5])
+    out, lse, state = _flash_forward(q, k, v, causal, scale)
+    return out, lse, ("flash", *state)
+
+
+def backward_from_state(dout, q, k, v, out, lse, *, causal: bool, scale: float, state):
+    """dq, dk, dv by the kernel that made `state`, with Δ = rowsum(dout ∘ out) and P = exp(S − lse).
+    out and lse may be those of a larger merged attention this one is part of (the causal
+    recursion's final rows): then these are this part's share of its gradient, for a loss
+    through out only (a dlse would need the widened call above)."""
+    q, k, v, dout, out = (x.contiguous() for x in (q, k, v, dout.to(q.dtype), out))
+    lse = lse.float().contiguous()
+    if state[0] == "reference":
+        return backward_reference(dout, q, k, v, out, lse, causal, scale)
+    if state[0] == "cudnn":
+        seed, offset, max_q, max_k = state[1:]
+        return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
+            dout, q, k, v, out, lse.unsqueeze(-1), seed, offset, None, None, None, max_q, max_k, 0.0,
+            causal, scale=scale)
+    return _flash_backward(dout, q, k, v, out, lse, causal, scale, state[1:])
 
 
 def attention_with_lse(q, k, v, *, causal: bool, scale: float):

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_delta import delta as row_delta
+
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -485,41 +487,65 @@ def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=No
         _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta)
 
 
+def _prepare(q, k, v, q_order, k_order, samples):
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"triton block_sample_attention supports fp16/bf16/fp32, got {q.dtype}")
+    if q.shape[-1] not in (16, 32, 64, 128):
+        raise ValueError(f"head_dim must be 16, 32, 64 or 128, got {q.shape[-1]}")
+    q, k, v = (_unit_col(x) for x in (q, k, v))
+    return q, k, v, q_order.contiguous(), k_order.contiguous(), None if samples is None else samples.contiguous()
+
+
+def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
+                         sample_weight: float, scale: float, causal: bool = False):
+    """(out, lse) without autograd: for callers that run their own backward
+    (kernels/causal_triton.py)."""
+    q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
+    g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+    out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
+    lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
+    return out, lse
+
+
+def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
+                          sample_tile: int, sample_weight: float, scale: float, causal: bool = False):
+    """dq (q's dtype), dk and dv (fp32) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse.
+    lse and Δ may be those of a larger attention this one is a part of (the causal recursion
+    passes the merged rows' values): then the gradients are this part's share of that one's."""
+    q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
+    g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+    dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
+    dq = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta)
+    dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta)
+    return dq, dk, dv
+
+
 class _BlockSampleAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, q_order, k_order, samples, block_size, sample_tile, sample_weight,
-                scale, causal):
-        g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-        out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
-        lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
-        _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
+    def forward(ctx, q, k, v, q_order, k_order, samples, kw):
+        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
         ctx.save_for_backward(q, k, v, q_order, k_order, samples, out, lse)
-        ctx.geometry, ctx.causal = g, causal
+        ctx.kw = kw
+        ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not a tensor of zeros
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, q_order, k_order, samples, out, lse = ctx.saved_tensors
-        g, causal = ctx.geometry, ctx.causal
+        if dout is None:
+            dout = torch.zeros_like(out)
         dout = dout.contiguous()
-        delta = (dout.float() * out.float()).sum(-1) - dlse   # dS = P (dP - delta)
-        dq = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
-        _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta)
-        dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None, None
+        delta = row_delta(dout, out, dlse)   # dS = P (dP - delta)
+        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 
 def block_sample_attention(q, k, v, q_order, k_order, samples, *, block_size: int,
                            sample_tile: int, sample_weight: float, scale: float,
                            causal: bool = False):
     """Triton implementation of kernels.reference.block_sample_attention (same contract)."""
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise TypeError(f"triton block_sample_attention supports fp16/bf16/fp32, got {q.dtype}")
-    if q.shape[-1] not in (16, 32, 64, 128):
-        raise ValueError(f"head_dim must be 16, 32, 64 or 128, got {q.shape[-1]}")
-    q, k, v = (_unit_col(x) for x in (q, k, v))
-    q_order, k_order = q_order.contiguous(), k_order.contiguous()
-    if samples is not None:
-        samples = samples.contiguous()
-    return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, block_size,
-                                       sample_tile, sample_weight, scale, causal)
+    kw = dict(block_size=block_size, sample_tile=sample_tile, sample_weight=sample_weight, scale=scale,
+              causal=causal)
+    return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, kw)

@@ -29,6 +29,9 @@ CHECKS=${CHECKS:-leaves,driver,primitive}
 STEPS=${STEPS:-"check headline goal curve"}
 PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
+# curve, long and d128 measure these (e.g. CAUSALS=true MODES=fwd+bwd to re-measure one corner).
+CAUSALS=${CAUSALS:-false,true}
+MODES=${MODES:-}
 # results/ is packed after every step, so a run cut short by a time limit still returns what it made.
 hb() { echo "+ hyperbench $*"; hyperbench "$@" $EXTRA 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
 for step in $STEPS; do
@@ -46,13 +49,13 @@ for step in $STEPS; do
       hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false ;;
     curve)
       hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
-         causal=false,true mode=fwd,bwd,fwd+bwd errors=false isolate=false ;;
+         causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false isolate=false ;;
     long)
-      hb run -m seq_len=262144 'methods=[hyper,sdpa_cudnn]' causal=false,true mode=fwd,fwd+bwd errors=false \
+      hb run -m seq_len=262144 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
          isolate=false budget_s=60 'timing.warmup=1' ;;
     d128)
       hb run -m head_dim=128 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
-         causal=false,true mode=fwd,fwd+bwd errors=false isolate=false ;;
+         causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;

@@ -133,7 +133,8 @@ def check_long_forward(dtype, d):
     record_check(f"primitive fwd n=131072 {dtype} d={d}", errs, 2e-2)
 
 
-def check_driver(n, causal, dtype):
+def check_driver(n, causal, dtype, with_lse=True):
+    """The driver's training path against the torch backend, the loss through out (and lse)."""
     params = HyperParams()
     xs0 = [rand((1, 2, n, 64), dtype, 600 + i) for i in range(3)]
     gout = rand((1, 2, n, 64), torch.float32, 610)
@@ -145,26 +146,33 @@ def check_driver(n, causal, dtype):
         xs = [x.detach().clone().requires_grad_(True) for x in xs0]
         gen = torch.Generator(device=DEV).manual_seed(3)
         out, lse = hyper_attention(*xs, params, causal=causal, generator=gen, backend=backend)
-        ((out.float() * gout).sum() + lse.sum()).backward()
+        ((out.float() * gout).sum() + (lse.sum() if with_lse else 0)).backward()
         res[backend] = (out, lse, *(x.grad for x in xs))
     errs = {name: rel(a, b) for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *res.values())}
-    record_check(f"driver n={n} causal={causal} {dtype}", errs, 3e-2 if dtype == torch.bfloat16 else 1e-2)
+    record_check(f"driver n={n} causal={causal} {dtype} loss through out{' and lse' if with_lse else ''}", errs,
+                 3e-2 if dtype == torch.bfloat16 else 1e-2)
 
 
 def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
     """Exact attention + lse by the fused SDPA kernels (kernels/sdpa_leaves.py) against the fp32
-    reference; with gradients through out and lse (the widened FlashAttention backward)."""
+    reference, with the causal recursion's backward (`backward_from_state`, loss through out);
+    flash also through the widened backward (loss through out and lse)."""
     xs0 = [rand((1, H, n, d), dtype, 900 + i) for i in range(3)]
     sdpa_leaves.LEAF_FORWARD = forward
+    gout, glse = rand((1, H, n, d), torch.float32, 910), rand((1, H, n), torch.float32, 911)
     poison()
     with torch.no_grad():
-        out, lse = sdpa_leaves.attention_with_lse(*xs0, causal=causal, scale=d ** -0.5)
+        out, lse, state = sdpa_leaves.forward_with_state(*xs0, causal=causal, scale=d ** -0.5)
+        poison()
+        grads = sdpa_leaves.backward_from_state(gout.to(dtype), *xs0, out, lse, causal=causal, scale=d ** -0.5,
+                                                state=state)
     ref_xs = [x.detach().float().requires_grad_(True) for x in xs0]
     ref_out, ref_lse = reference.exact_attention(*ref_xs, causal=causal, scale=d ** -0.5)
+    ref_grads = torch.autograd.grad((ref_out * gout).sum(), ref_xs, retain_graph=True)
     errs = {"out": rel(out, ref_out), "lse": rel(lse, ref_lse)}
-    if forward == "flash":   # the training path: forward by flash, widened backward
+    errs.update({f"d{c} (out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
+    if forward == "flash":   # the widened backward: gradients through out and lse
         xs = [x.detach().clone().requires_grad_(True) for x in xs0]
-        gout, glse = rand((1, H, n, d), torch.float32, 910), rand((1, H, n), torch.float32, 911)
         poison()
         o, l = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
         ((o.float() * gout).sum() + (l * glse).sum()).backward()
@@ -190,8 +198,9 @@ def check_driver_inference(n, causal, dtype):
 
 
 def leaves():
-    """The SDPA leaf kernels first: when cuDNN's lse is not what we expect, the rest of the run
-    (and scripts/gpu_bench.sh, through $OUT/leaf_forward) falls back to flash."""
+    """The SDPA leaf kernels first: when cuDNN's lse or its backward from the final rows is not
+    what we expect, the rest of the run (and scripts/gpu_bench.sh, through $OUT/leaf_forward)
+    falls back to flash."""
     cudnn_ok = True
     for dtype in (torch.bfloat16, torch.float16):
         for causal in (True, False):
@@ -215,6 +224,8 @@ def correctness(parts):
         for causal in (False, True):
             guarded(check_driver_inference, 16384, causal, torch.bfloat16)
             guarded(check_driver, 16384, causal, torch.bfloat16)
+            if causal:
+                guarded(check_driver, 16384, causal, torch.bfloat16, False)
     if "primitive" in parts:
         primitive_checks()
 
@@ -406,27 +417,33 @@ def breakdown(n, xs, gout, params, gen):
 
 
 def causal_breakdown(n, xs, gout, hyper):
-    """The causal driver with its exact leaves on our general Triton kernel (v4) vs SDPA kernels."""
+    """The causal driver's leaves three ways (our general Triton kernel, cuDNN, flash), the
+    leaves alone, and forward+backward with a gradient on lse too (the leaves then run our kernel)."""
     with mock.patch.object(driver, "SDPA_LEAVES", False):
         with torch.no_grad():
-            add_timing("  causal, triton leaves (v4)", n, True, "fwd", bench(lambda: hyper(*xs), n))
-        add_timing("  causal, triton leaves (v4)", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+            add_timing("  causal, triton leaves", n, True, "fwd", bench(lambda: hyper(*xs), n))
+        add_timing("  causal, triton leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+    for kernel in ("cudnn", "flash"):
+        with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
+            add_timing(f"  causal, {kernel} leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+
+    def through_lse():
+        out, lse = hyper(*xs)
+        ((out * gout).sum() + lse.sum()).backward()
+    add_timing("  causal, loss through out and lse", n, True, "fwd+bwd", bench(through_lse, n, xs))
     B, H, _, d = xs[0].shape
     leaf = driver.HyperParams().min_seq_len
     lv = [x.detach().reshape(B, H * n // leaf, leaf, d) for x in xs]
-    with torch.no_grad():
-        add_timing("  exact leaves alone (sdpa)", n, True, "fwd",
-                   bench(lambda: sdpa_leaves.attention_with_lse(*lv, causal=True, scale=d ** -0.5), n))
-    # The leaves' training path alone, both ways, with a loss through out and lse as the merges use them.
-    lg = [x.clone().requires_grad_(True) for x in lv]
-    g_out = torch.randn_like(lg[0])
-
-    def leaves_fwd_bwd():
-        out, lse = driver._exact(*lg, True, d ** -0.5, "triton")
-        torch.autograd.grad((out * g_out).sum() + lse.sum(), lg)
-    add_timing("  exact leaves alone (sdpa, widened bwd)", n, True, "fwd+bwd", bench(leaves_fwd_bwd, n))
-    with mock.patch.object(driver, "SDPA_LEAVES", False):
-        add_timing("  exact leaves alone (triton, v4)", n, True, "fwd+bwd", bench(leaves_fwd_bwd, n))
+    g_out = torch.randn_like(lv[0])
+    for kernel in ("cudnn", "flash"):
+        with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
+            with torch.no_grad():
+                out, lse, state = sdpa_leaves.forward_with_state(*lv, causal=True, scale=d ** -0.5)
+                add_timing(f"  exact leaves alone ({kernel})", n, True, "fwd",
+                           bench(lambda: sdpa_leaves.forward_with_state(*lv, causal=True, scale=d ** -0.5), n))
+                add_timing(f"  exact leaves alone ({kernel})", n, True, "bwd",
+                           bench(lambda: sdpa_leaves.backward_from_state(g_out, *lv, out, lse, causal=True,
+                                                                         scale=d ** -0.5, state=state), n))
 
 
 def write_outputs():

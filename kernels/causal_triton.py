@@ -1,0 +1,147 @@
+"""The causal recursion on the Triton backend: one autograd function around the whole recursion.
+
+Forward: hyper_attention._causal (the specification) step for step, with the same random draws in
+the same order, but every level merges in place (triton_merge.merge_into) instead of the fp32
+merge and torch.cat.
+
+Backward. Let a row's keys be split into parts p (a causal leaf, each level's lower-left piece),
+each with its own scores S_p (the sampled part's include + log w) and partial (O_p, ℓ_p), merged
+into the row's final O = Σ_p w_p O_p, ℓ = log Σ_p exp ℓ_p, w_p = exp(ℓ_p − ℓ). The chain rule
+through the merge gives each part dO_p = w_p dO and dℓ_p = w_p (dO·(O_p − O) + dℓ), so its
+Δ_p = rowsum(dO_p ∘ O_p) − dℓ_p = w_p (rowsum(dO ∘ O) − dℓ) = w_p Δ, and
+    dS_p = exp(S_p − ℓ_p) ∘ (dO_p Vᵀ − Δ_p) = exp(S_p − ℓ) ∘ (dO Vᵀ − Δ):
+every part's backward is the ordinary attention backward run with the FINAL row's ℓ and Δ (as
+FlashAttention does across its key tiles). So the backward needs no part's own output or lse, no
+merge backward and no concatenation: each piece's backward kernel runs on (dO, ℓ, Δ) of its rows
+and the gradients add up. The fused SDPA leaves compute Δ themselves from (dO, out): given the
+final out they get it right when no gradient reaches lse; with one, the leaves fall back to our
+Triton kernel, which takes Δ directly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import hyper_attention as driver
+from . import sdpa_leaves, triton_attention
+from .triton_delta import delta as row_delta
+from .triton_merge import merge_into
+
+# A padded row's lse in the backward: its dO and Δ are zero, so any finite value will do.
+_PAD_LSE = 0.0
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    B, H, n, _ = x.shape
+    return torch.arange(n, device=x.device).expand(B, H, n)
+
+
+def _exact_forward(q, k, v, causal, scale):
+    """Exact attention of a leaf or a short lower-left piece -> (out, lse, piece record)."""
+    if driver.SDPA_LEAVES and sdpa_leaves.supported(q):
+        out, lse, state = sdpa_leaves.forward_with_state(q, k, v, causal=causal, scale=scale)
+        return out, lse, ("sdpa", causal, state)
+    order = _identity(q)
+    n = q.shape[2]
+    kw = dict(block_size=n, sample_tile=0, sample_weight=1.0, scale=scale, causal=causal)
+    out, lse = triton_attention.block_sample_forward(q, k, v, order, order, None, **kw)
+    return out, lse, ("triton", order, order, None, kw)
+
+
+def _lower_left_forward(q, k, v, p, scale, generator):
+    """Bottom half's queries against the top half's keys: non-causal HyperAttention."""
+    driver.check_square(q, k)
+    if q.shape[2] < p.min_seq_len:
+        return _exact_forward(q, k, v, False, scale)
+    q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton")
+    kw = dict(block_size=p.block_size, sample_tile=p.sample_tile, sample_weight=weight, scale=scale,
+              causal=False)
+    out, lse = triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
+    return out, lse, ("triton", q_order, k_order, samples, kw)
+
+
+def _forward(q, k, v, p, scale, generator):
+    """(out, lse, tree): tree holds each level's piece record for the backward."""
+    B, H, n, d = q.shape
+    if n <= p.min_seq_len:
+        out, lse, leaf = _exact_forward(q, k, v, True, scale)
+        return out, lse, leaf
+    if n % 2:
+        q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
+    half = q.shape[2] // 2
+    halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
+    out_d, lse_d, sub = _forward(*halves, p, scale, generator)
+    out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
+    out_bl, lse_bl, piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale,
+                                                generator)
+    merge_into(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
+    return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
+
+
+def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse):
+    """fp32 dq, dk, dv of one piece, from its rows' final out, lse and Δ."""
+    if piece[0] == "sdpa":
+        _, causal, state = piece
+        if not has_dlse:
+            grads = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=causal, scale=scale,
+                                                    state=state)
+            return tuple(g.float() for g in grads)
+        # A gradient reaches lse: Δ must come in from outside, which our kernel takes.
+        order = _identity(q)
+        piece = ("triton", order, order, None, dict(block_size=q.shape[2], sample_tile=0, sample_weight=1.0,
+                                                    scale=scale, causal=causal))
+    _, q_order, k_order, samples, kw = piece
+    dq, dk, dv = triton_attention.block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse,
+                                                        delta, **kw)
+    return dq.float(), dk, dv
+
+
+def _backward(tree, q, k, v, out, lse, dout, delta, p, scale, has_dlse):
+    """fp32 dq, dk, dv of the recursion `tree` recorded; out, lse, Δ are the final rows' values."""
+    B, H, n, d = q.shape
+    if n <= p.min_seq_len:
+        return _piece_backward(tree, q, k, v, out, lse, dout, delta, scale, has_dlse)
+    sub, piece = tree
+    if n % 2:
+        # The padded row: zero dO and Δ, so it adds nothing to any gradient.
+        q, k, v, out, dout = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v, out, dout))
+        lse = torch.nn.functional.pad(lse, (0, 1), value=_PAD_LSE)
+        delta = torch.nn.functional.pad(delta, (0, 1))
+    half = q.shape[2] // 2
+    rows = [x.reshape(B, 2 * H, half, d) for x in (q, k, v, out)]
+    dq, dk, dv = _backward(sub, *rows, lse.reshape(B, 2 * H, half), dout.reshape(B, 2 * H, half, d),
+                           delta.reshape(B, 2 * H, half), p, scale, has_dlse)
+    dq, dk, dv = (x.reshape(B, H, 2 * half, d) for x in (dq, dk, dv))
+    bottom = slice(half, None)
+    pq, pk, pv = _piece_backward(piece, q[:, :, bottom], k[:, :, :half], v[:, :, :half], out[:, :, bottom],
+                                 lse[:, :, bottom], dout[:, :, bottom], delta[:, :, bottom], scale, has_dlse)
+    dq[:, :, bottom] += pq
+    dk[:, :, :half] += pk
+    dv[:, :, :half] += pv
+    return dq[:, :, :n], dk[:, :, :n], dv[:, :, :n]
+
+
+class _CausalHyperAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, p, scale, generator):
+        out, lse, tree = _forward(q, k, v, p, scale, generator)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.tree, ctx.p, ctx.scale = tree, p, scale
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype)
+        delta = row_delta(dout, out, dlse)
+        dq, dk, dv = _backward(ctx.tree, q, k, v, out, lse, dout, delta, ctx.p, ctx.scale, dlse is not None)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+
+
+def causal_hyper_attention(q, k, v, p, scale, generator):
+    """hyper_attention(..., causal=True, backend="triton"): (out, lse), differentiable in q, k, v."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return _CausalHyperAttention.apply(q, k, v, p, scale, generator)
+    out, lse, _ = _forward(q, k, v, p, scale, generator)
+    return out, lse

@@ -1,0 +1,83 @@
+"""The triton backend's causal recursion (kernels/causal_triton.py) against the torch backend's
+readable one (autograd through merge_partials and torch.cat): outputs and gradients, with the loss
+through out alone (the fused leaves' own backward) and through out and lse (Δ from outside)."""
+
+import pytest
+import torch
+
+from hyperbench_kernels import causal_triton, sdpa_leaves
+from hyperbench_kernels.hyper_attention import HyperParams, hyper_attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _both_backends(n, params, *, with_lse, seed=0):
+    base = [torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(seed + i)).to(DEVICE)
+            for i in range(3)]
+    g = torch.Generator().manual_seed(seed + 9)
+    gout, glse = torch.randn(1, 2, n, 16, generator=g).to(DEVICE), torch.randn(1, 2, n, generator=g).to(DEVICE)
+    results = []
+    for backend in ("triton", "torch"):
+        xs = [x.clone().requires_grad_(True) for x in base]
+        gen = torch.Generator(device=DEVICE).manual_seed(7)
+        out, lse = hyper_attention(*xs, params, causal=True, generator=gen, backend=backend)
+        loss = (out * gout).sum() + ((lse * glse).sum() if with_lse else 0)
+        loss.backward()
+        results.append((out, lse, *(x.grad for x in xs)))
+    return {name: _rel(a, b) for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *results)}
+
+
+# n = 150 with min_seq_len 40: 150 -> 75 (odd, padded to 76) -> leaves of 38, and the 38-row
+# lower-left pieces are exact (below min_seq_len) while the top level's is HyperAttention.
+@pytest.mark.parametrize("with_lse", [False, True])
+@pytest.mark.parametrize("n,tile", [(150, 32), (97, 0)])
+def test_triton_recursion_matches_torch_backend(n, tile, with_lse):
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=tile, min_seq_len=40)
+    errs = _both_backends(n, params, with_lse=with_lse)
+    assert all(e < 3e-4 for e in errs.values()), errs
+
+
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_fused_leaf_backward_from_the_final_rows(monkeypatch, with_lse):
+    """The SDPA leaves' path (forward_with_state / backward_from_state), with the kernels' PyTorch
+    statement standing in for cuDNN and flash: their backward, given the final merged out and lse,
+    is the leaf's share of the true gradient; with a gradient on lse the Triton kernel takes over."""
+    monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    calls = []
+    real = sdpa_leaves.backward_from_state
+    monkeypatch.setattr(sdpa_leaves, "backward_from_state", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+    errs = _both_backends(150, params, with_lse=with_lse, seed=20)
+    assert all(e < 3e-4 for e in errs.values()), errs
+    assert bool(calls) != with_lse   # the fused backward runs exactly when lse has no gradient
+
+
+def test_a_stale_leaf_lse_gives_a_wrong_gradient(monkeypatch):
+    """The backward must use the merged rows' lse: with a leaf's own lse the gradient is off."""
+    monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    real = causal_triton._piece_backward
+
+    def own_lse(piece, q, k, v, out, lse, *rest):
+        return real(piece, q, k, v, out, lse + 0.5, *rest)
+    monkeypatch.setattr(causal_triton, "_piece_backward", own_lse)
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+    errs = _both_backends(150, params, with_lse=False, seed=30)
+    assert errs["out"] < 3e-4 and errs["dq"] > 1e-2, errs
+
+
+def test_inference_equals_training_forward():
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+    xs = [torch.randn(1, 2, 130, 16, generator=torch.Generator().manual_seed(40 + i)).to(DEVICE) for i in range(3)]
+    with torch.no_grad():
+        a = hyper_attention(*xs, params, causal=True, generator=torch.Generator(device=DEVICE).manual_seed(1),
+                            backend="triton")
+    b = hyper_attention(*(x.requires_grad_(True) for x in xs), params, causal=True,
+                        generator=torch.Generator(device=DEVICE).manual_seed(1), backend="triton")
+    assert torch.equal(a[0], b[0].detach()) and torch.equal(a[1], b[1].detach())
