@@ -78,47 +78,53 @@ def _forward(q, k, v, p, scale, generator):
     return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
 
 
-def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse):
-    """fp32 dq, dk, dv of one piece, from its rows' final out, lse and Δ."""
+def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate):
+    """One piece's fp32 dq, dk, dv, from its rows' final out, lse and Δ, written (accumulate:
+    added) into `grads`."""
     if piece[0] == "sdpa":
         _, causal, state = piece
         if not has_dlse:
-            grads = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=causal, scale=scale,
+            parts = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=causal, scale=scale,
                                                     state=state)
-            return tuple(g.float() for g in grads)
+            for acc, part in zip(grads, parts):
+                acc.add_(part) if accumulate else acc.copy_(part)
+            return
         # A gradient reaches lse: Δ must come in from outside, which our kernel takes.
         order = _identity(q)
         piece = ("triton", order, order, None, dict(block_size=q.shape[2], sample_tile=0, sample_weight=1.0,
                                                     scale=scale, causal=causal))
     _, q_order, k_order, samples, kw = piece
-    dq, dk, dv = triton_attention.block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse,
-                                                        delta, **kw)
-    return dq.float(), dk, dv
+    triton_attention.block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **kw,
+                                           grads=grads, accumulate=accumulate)
 
 
-def _backward(tree, q, k, v, out, lse, dout, delta, p, scale, has_dlse):
-    """fp32 dq, dk, dv of the recursion `tree` recorded; out, lse, Δ are the final rows' values."""
+def _backward(tree, q, k, v, out, lse, dout, delta, grads, p, scale, has_dlse):
+    """The recursion's fp32 dq, dk, dv into `grads` (contiguous [B, H, n, d]): the leaves write
+    their rows first, then every level adds its lower-left piece in place. out, lse and Δ are the
+    final rows' values."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
-        return _piece_backward(tree, q, k, v, out, lse, dout, delta, scale, has_dlse)
+        _piece_backward(tree, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate=False)
+        return
     sub, piece = tree
+    target = grads
     if n % 2:
         # The padded row: zero dO and Δ, so it adds nothing to any gradient.
         q, k, v, out, dout = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v, out, dout))
         lse = torch.nn.functional.pad(lse, (0, 1), value=_PAD_LSE)
         delta = torch.nn.functional.pad(delta, (0, 1))
+        grads = tuple(torch.empty(B, H, n + 1, d, device=q.device, dtype=torch.float32) for _ in range(3))
     half = q.shape[2] // 2
     rows = [x.reshape(B, 2 * H, half, d) for x in (q, k, v, out)]
-    dq, dk, dv = _backward(sub, *rows, lse.reshape(B, 2 * H, half), dout.reshape(B, 2 * H, half, d),
-                           delta.reshape(B, 2 * H, half), p, scale, has_dlse)
-    dq, dk, dv = (x.reshape(B, H, 2 * half, d) for x in (dq, dk, dv))
-    bottom = slice(half, None)
-    pq, pk, pv = _piece_backward(piece, q[:, :, bottom], k[:, :, :half], v[:, :, :half], out[:, :, bottom],
-                                 lse[:, :, bottom], dout[:, :, bottom], delta[:, :, bottom], scale, has_dlse)
-    dq[:, :, bottom] += pq
-    dk[:, :, :half] += pk
-    dv[:, :, :half] += pv
-    return dq[:, :, :n], dk[:, :, :n], dv[:, :, :n]
+    _backward(sub, *rows, lse.reshape(B, 2 * H, half), dout.reshape(B, 2 * H, half, d),
+              delta.reshape(B, 2 * H, half), tuple(g.view(B, 2 * H, half, d) for g in grads), p, scale, has_dlse)
+    top, bottom = slice(None, half), slice(half, None)
+    _piece_backward(piece, q[:, :, bottom], k[:, :, top], v[:, :, top], out[:, :, bottom], lse[:, :, bottom],
+                    dout[:, :, bottom], delta[:, :, bottom], scale, has_dlse,
+                    (grads[0][:, :, bottom], grads[1][:, :, top], grads[2][:, :, top]), accumulate=True)
+    if grads is not target:
+        for t, g in zip(target, grads):
+            t.copy_(g[:, :, :n])
 
 
 class _CausalHyperAttention(torch.autograd.Function):
@@ -135,7 +141,9 @@ class _CausalHyperAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype)
         delta = row_delta(dout, out, dlse)
-        dq, dk, dv = _backward(ctx.tree, q, k, v, out, lse, dout, delta, ctx.p, ctx.scale, dlse is not None)
+        grads = tuple(torch.empty(q.shape, device=q.device, dtype=torch.float32) for _ in range(3))
+        _backward(ctx.tree, q, k, v, out, lse, dout, delta, grads, ctx.p, ctx.scale, dlse is not None)
+        dq, dk, dv = grads
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 

@@ -62,17 +62,20 @@ def _gather_rows(ptr, rows, stride_n, offs_d, mask):
 
 
 @triton.jit
-def _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr):
-    """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2)."""
-    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
-    tl.store(out_ptr, (dq * (qk_scale * 0.6931471805599453)).to(Out.dtype.element_ty),
-             mask=row_ok[:, None])
+def _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr, ACCUM: tl.constexpr):
+    """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2); ACCUM:
+    added to what is there (each row belongs to one program, so no atomics)."""
+    out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
+    dq = dq * (qk_scale * 0.6931471805599453)
+    if ACCUM:
+        dq += tl.load(out_ptr, mask=row_ok[:, None], other=0.0)
+    tl.store(out_ptr, dq.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit
-def _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
+def _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
     """Normalised output and natural-log lse of a query tile into its original rows."""
-    out_ptr = Out + row_base * D + q_idx[:, None] * D + offs_d[None, :]
+    out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
     l_safe = tl.where(l_i > 0, l_i, 1.0)     # only rows past n can have l = 0
     tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
     tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
@@ -120,10 +123,10 @@ def _dq_step(qk, lse2, do, delta, k, v, dq, PREC: tl.constexpr):
 @triton.jit
 def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, m, s_head, block, tile, qk_scale, log2_w,
+                     H, n, m, s_head, block, tile, qk_scale, log2_w, so_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, HAS_SAMPLES: tl.constexpr,
-                     GRAD: tl.constexpr, PREC: tl.constexpr):
+                     GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr):
     """GRAD=False: out, lse of the tile.  GRAD=True: dQ of the tile (Out holds dQ; Lse, DO, Delta
     are the forward's lse and the incoming gradients)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
@@ -133,7 +136,8 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     V += b * svb + h * svh
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
-    row_base = bh.to(tl.int64) * n            # Out/Lse/DO/Delta are contiguous [B, H, n(, d)]
+    row_base = bh.to(tl.int64) * n            # Lse/DO/Delta are contiguous [B, H, n(, d)]
+    out_base = bh.to(tl.int64) * so_h         # Out (or dQ): head stride so_h, rows of D
 
     r0 = pid * BM
     rows = r0 + tl.arange(0, BM)
@@ -191,9 +195,9 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                     m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
 
     if GRAD:
-        _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D)
+        _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
-        _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+        _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,9 +207,9 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 @triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, qk_scale,
+                 H, n, L, qk_scale, so_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 GRAD: tl.constexpr, PREC: tl.constexpr):
+                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -216,6 +220,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     K += b * skb + h * skh
     V += b * svb + h * svh
     row_base = bh.to(tl.int64) * n
+    out_base = bh.to(tl.int64) * so_h
     lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
     rows = pid * BM + tl.arange(0, BM)
     row_ok = rows < n
@@ -243,9 +248,9 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         else:
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
-        _store_dq(Out, row_base, q_idx, offs_d, row_ok, dq, qk_scale, D)
+        _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
-        _store_out_lse(Out, Lse, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+        _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 @triton.jit
@@ -288,10 +293,10 @@ def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w,
 @triton.jit
 def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w,
+                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w, so_h,
                  D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
                  CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, SAMPLED: tl.constexpr,
-                 PREC: tl.constexpr):
+                 PREC: tl.constexpr, ACCUM: tl.constexpr):
     """SAMPLED=False: keys = sorted positions of tile pid, queries = their block(s); dK, dV written
     (fp32) to the keys' original rows.  SAMPLED=True: keys = samples [pid*BN, pid*BN+BN) of the set
     of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); added atomically into DK/DV."""
@@ -352,13 +357,16 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
 
     dk = dk * (qk_scale * 0.6931471805599453)
-    dst = row_base * D + k_idx[:, None] * D + offs_d[None, :]
+    dst = bh.to(tl.int64) * so_h + k_idx[:, None] * D + offs_d[None, :]
     if SAMPLED:
         # A sampled key can be drawn by many sets (and twice by one): add into its original row,
         # after the block-part kernel has written that row.
         tl.atomic_add(DK + dst, dk, mask=key_ok[:, None], sem="relaxed")
         tl.atomic_add(DV + dst, dv, mask=key_ok[:, None], sem="relaxed")
     else:
+        if ACCUM:   # each key belongs to one tile of this pass: no atomics needed
+            dk += tl.load(DK + dst, mask=key_ok[:, None], other=0.0)
+            dv += tl.load(DV + dst, mask=key_ok[:, None], other=0.0)
         tl.store(DK + dst, dk, mask=key_ok[:, None])
         tl.store(DV + dst, dv, mask=key_ok[:, None])
 
@@ -401,8 +409,17 @@ class _Geometry:
         self.log2_w = math.log2(sample_weight) if self.has_samples else 0.0
 
 
+def _head_stride(x: torch.Tensor, H: int) -> int:
+    """Head stride of an output [B, H, n, d] the kernels address as bh · stride + row · d + col."""
+    B, _, _, d = x.shape
+    if x.stride(3) != 1 or x.stride(2) != d or (B > 1 and x.stride(0) != H * x.stride(1)):
+        raise ValueError(f"output with strides {tuple(x.stride())}: rows of {d} contiguous values and "
+                         "batch stride = heads × head stride needed")
+    return x.stride(1)
+
+
 def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, out, lse,
-                     do=None, delta=None):
+                     do=None, delta=None, accumulate=False):
     """Forward (do None) or dQ.  q_order/k_order None: rows are already in sorted order."""
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
@@ -412,23 +429,29 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
         q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
         _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v),
-        g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w,
+        g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w, _head_stride(out, g.H),
         D=g.d, BM=bm, BN=bn, CAUSAL=causal, MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal),
-        HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype),
+        HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype), ACCUM=accumulate,
         num_warps=warps, num_stages=stages)
 
 
-def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, do, delta):
-    """dK, dV in fp32, in the keys' original rows."""
+def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, do, delta,
+                 dk=None, dv=None, accumulate=False):
+    """dK, dV in fp32, in the keys' original rows: new tensors, or written (accumulate: added)
+    into the fp32 dk, dv given."""
     bn, bm, warps, stages = _config("dkdv", g.d)
-    common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal,
+    if dk is None:
+        dk = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
+        dv = torch.empty_like(dk)
+    if dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32:
+        raise ValueError("dk and dv must be fp32 with the same strides")
+    common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal, ACCUM=accumulate,
                   PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
+    so_h = _head_stride(dk, g.H)
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
     qo, ko = _or(q_order, lse), _or(k_order, lse)
-    dk = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
-    dv = torch.empty_like(dk)
     _dkdv_kernel[(triton.cdiv(g.n, bn), 1, g.B * g.H)](
-        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0,
+        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h,
         MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
     if g.has_samples:
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
@@ -436,7 +459,7 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
         VT = triton.cdiv(g.n, vtile)
         _dkdv_kernel[(triton.cdiv(g.m, bn), VT, g.B * g.H)](
             q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
-            *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w,
+            *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h,
             MASK_BLOCK=True, SAMPLED=True, **common)
     return dk, dv
 
@@ -466,25 +489,27 @@ def key_lists(g: _Geometry, k_order, samples, bm: int, bn: int):
     return rows, bias
 
 
-def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None):
+def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False):
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
     rows, bias = lists
     dummy = lse
     _list_kernel[(rows.shape[2], g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
-        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale,
-        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
+        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale, _head_stride(out, g.H),
+        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=accumulate, num_warps=warps,
+        num_stages=stages)
 
 
-def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None):
+def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
+                  accumulate=False):
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel."""
     bm, bn = _config("dq" if do is not None else "fwd", g.d)[:2]
     if _lists_apply(g, causal, bm):
         lists = key_lists(g, k_order, samples, bm, bn)
-        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta)
+        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate)
     else:
-        _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta)
+        _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta, accumulate)
 
 
 def _prepare(q, k, v, q_order, k_order, samples):
@@ -509,16 +534,20 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
 
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
-                          sample_tile: int, sample_weight: float, scale: float, causal: bool = False):
-    """dq (q's dtype), dk and dv (fp32) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse.
+                          sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
+                          grads=None, accumulate: bool = False):
+    """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
+    dtype, dk and dv fp32), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
+    row slices of larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
-    dq = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
-    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta)
-    dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta)
+    dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
+                                                  None, None)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate)
+    dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)
     return dq, dk, dv
 
 

@@ -64,8 +64,8 @@ def test_a_stale_leaf_lse_gives_a_wrong_gradient(monkeypatch):
     monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
     real = causal_triton._piece_backward
 
-    def own_lse(piece, q, k, v, out, lse, *rest):
-        return real(piece, q, k, v, out, lse + 0.5, *rest)
+    def own_lse(piece, q, k, v, out, lse, *rest, **kw):
+        return real(piece, q, k, v, out, lse + 0.5, *rest, **kw)
     monkeypatch.setattr(causal_triton, "_piece_backward", own_lse)
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
     errs = _both_backends(150, params, with_lse=False, seed=30)

@@ -143,3 +143,22 @@ def test_driver_matches_torch_backend(causal, block, tile):
         results.append((out, lse, *(x.grad for x in xs)))
     for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *results):
         assert torch.isfinite(a).all() and _rel(a, b) < 3e-4, (name, _rel(a, b))
+
+
+def test_backward_adds_into_row_slices_of_larger_buffers():
+    """The causal recursion's way of calling the backward: fp32 gradients added in place into row
+    slices of its accumulators, the rows outside untouched."""
+    from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
+    from hyperbench_kernels.triton_delta import delta as row_delta
+    (q, k, v, qo, ko, smp), g = _inputs(5, 2, 2, 40, 16, torch.float32, T=2, m=6)
+    kw = dict(block_size=16, sample_tile=20, sample_weight=40 / 6, scale=0.25)
+    out, lse = block_sample_forward(q, k, v, qo, ko, smp, **kw)
+    dout = torch.randn(2, 2, 40, 16, generator=g).to(DEVICE)
+    want = block_sample_backward(q, k, v, qo, ko, smp, dout, lse, row_delta(dout, out), **kw)
+    bufs = [torch.randn(2, 2, 50, 16, generator=g).to(DEVICE) for _ in range(3)]
+    before = [b.clone() for b in bufs]
+    block_sample_backward(q, k, v, qo, ko, smp, dout, lse, row_delta(dout, out), **kw,
+                          grads=tuple(b[:, :, 10:] for b in bufs), accumulate=True)
+    for b, b0, w in zip(bufs, before, want):
+        torch.testing.assert_close(b[:, :, 10:], b0[:, :, 10:] + w.float(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(b[:, :, :10], b0[:, :, :10])
