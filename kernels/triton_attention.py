@@ -45,6 +45,16 @@ SHARED_SET_CHUNK = 2048
 USE_KEY_LISTS = True
 
 
+# How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
+# "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
+# Module-level so scripts/gpu_kernel_check.py can time both.
+ACCUMULATE_BY = "atomic"
+
+
+def _accum_code(accumulate: bool) -> int:
+    return {"load": 1, "atomic": 2}[ACCUMULATE_BY] if accumulate else 0
+
+
 def _config(kind: str, d: int):
     if _INTERPRET:   # the interpreter runs programs one by one; tile size barely matters there
         return (64, 64, 4, 1)
@@ -63,13 +73,23 @@ def _gather_rows(ptr, rows, stride_n, offs_d, mask):
 
 @triton.jit
 def _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr, ACCUM: tl.constexpr):
-    """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2); ACCUM:
-    added to what is there (each row belongs to one program, so no atomics)."""
+    """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2); ACCUM
+    (see _ACCUM_CODE) 1 or 2: added to what is there."""
     out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
     dq = dq * (qk_scale * 0.6931471805599453)
-    if ACCUM:
-        dq += tl.load(out_ptr, mask=row_ok[:, None], other=0.0)
-    tl.store(out_ptr, dq.to(Out.dtype.element_ty), mask=row_ok[:, None])
+    _put(out_ptr, dq, row_ok[:, None], ACCUM)
+
+
+@triton.jit
+def _put(ptr, x, mask, ACCUM: tl.constexpr):
+    """Store x (ACCUM 0), or add it to what is there: load + store (1; each element has one
+    writer in the launch) or a relaxed atomic add (2)."""
+    if ACCUM == 2:
+        tl.atomic_add(ptr, x, mask=mask, sem="relaxed")
+    else:
+        if ACCUM == 1:
+            x += tl.load(ptr, mask=mask, other=0.0)
+        tl.store(ptr, x.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -363,12 +383,9 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
         # after the block-part kernel has written that row.
         tl.atomic_add(DK + dst, dk, mask=key_ok[:, None], sem="relaxed")
         tl.atomic_add(DV + dst, dv, mask=key_ok[:, None], sem="relaxed")
-    else:
-        if ACCUM:   # each key belongs to one tile of this pass: no atomics needed
-            dk += tl.load(DK + dst, mask=key_ok[:, None], other=0.0)
-            dv += tl.load(DV + dst, mask=key_ok[:, None], other=0.0)
-        tl.store(DK + dst, dk, mask=key_ok[:, None])
-        tl.store(DV + dst, dv, mask=key_ok[:, None])
+    else:   # each key belongs to one tile of this pass
+        _put(DK + dst, dk, key_ok[:, None], ACCUM)
+        _put(DV + dst, dv, key_ok[:, None], ACCUM)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +448,7 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
         *_strides(q), *_strides(k), *_strides(v),
         g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w, _head_stride(out, g.H),
         D=g.d, BM=bm, BN=bn, CAUSAL=causal, MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal),
-        HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype), ACCUM=accumulate,
+        HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate),
         num_warps=warps, num_stages=stages)
 
 
@@ -445,7 +462,7 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
         dv = torch.empty_like(dk)
     if dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32:
         raise ValueError("dk and dv must be fp32 with the same strides")
-    common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal, ACCUM=accumulate,
+    common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal, ACCUM=_accum_code(accumulate),
                   PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
     so_h = _head_stride(dk, g.H)
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
@@ -497,7 +514,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     _list_kernel[(rows.shape[2], g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale, _head_stride(out, g.H),
-        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=accumulate, num_warps=warps,
+        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), num_warps=warps,
         num_stages=stages)
 
 

@@ -1,6 +1,7 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
     python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
+                                        [--causal=true|false]
 
 1. (--sweep) The key-list path against the general kernel, and a tile sweep of the primitive at the
    benchmark shape; the fastest config of each kernel is kept for the rest of the run.
@@ -40,6 +41,7 @@ OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 START = time.time()
 DEADLINE_S = float(os.environ.get("DEADLINE_S", 500))   # leave margin under the 600 s call limit
 RESULTS = {"checks": [], "timings": [], "sweep": [], "skipped": []}
+CAUSALS = (False, True)   # --causal=true|false: time one of them only
 
 
 def log(*a):
@@ -324,7 +326,7 @@ def time_all(ns, H=32, d=64):
     params = HyperParams()
     shared = HyperParams(sample_tile=0)
     for n in ns:
-        for causal in (False, True):
+        for causal in CAUSALS:
             if not time_left():
                 RESULTS["skipped"].append(f"timings n={n} causal={causal}")
                 continue
@@ -426,6 +428,9 @@ def causal_breakdown(n, xs, gout, hyper):
     for kernel in ("cudnn", "flash"):
         with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
             add_timing(f"  causal, {kernel} leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
+    for how in ("load", "atomic"):   # how the pieces' gradients are added into the accumulators
+        with mock.patch.object(triton_attention, "ACCUMULATE_BY", how):
+            add_timing(f"  causal, accumulate by {how}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
 
     def through_lse():
         out, lse = hyper(*xs)
@@ -483,6 +488,9 @@ def main():
             sweep()
         parts = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--checks=")), "leaves,driver,primitive")
         correctness(parts.split(","))
+        global CAUSALS
+        CAUSALS = {"true": (True,), "false": (False,)}.get(
+            next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--causal=")), "both"), (False, True))
         ns = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--ns=")), None)
         ns = [] if ns == "none" else [int(x) for x in ns.split(",")] if ns else ([4096, 16384] if quick else [4096, 16384, 65536, 131072])
         time_all(ns)

@@ -145,10 +145,13 @@ def test_driver_matches_torch_backend(causal, block, tile):
         assert torch.isfinite(a).all() and _rel(a, b) < 3e-4, (name, _rel(a, b))
 
 
-def test_backward_adds_into_row_slices_of_larger_buffers():
+@pytest.mark.parametrize("how", ["load", "atomic"])
+def test_backward_adds_into_row_slices_of_larger_buffers(monkeypatch, how):
     """The causal recursion's way of calling the backward: fp32 gradients added in place into row
     slices of its accumulators, the rows outside untouched."""
+    from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
+    monkeypatch.setattr(triton_attention, "ACCUMULATE_BY", how)
     from hyperbench_kernels.triton_delta import delta as row_delta
     (q, k, v, qo, ko, smp), g = _inputs(5, 2, 2, 40, 16, torch.float32, T=2, m=6)
     kw = dict(block_size=16, sample_tile=20, sample_weight=40 / 6, scale=0.25)
