@@ -11,7 +11,7 @@ queried through DuckDB) or a results folder plus column filters, and draws only 
 
 Rules shared by all figures: rows of one device only; where a point was measured more than once
 the newest row is used; configuration columns that are neither an axis nor a line variant are held
-at their most common value (ties: the largest), and the caption under the axes says which values,
+at their most common value (ties: the middle one, so a full grid is shown at its centre), and the caption under the axes says which values,
 which device, torch/triton versions, commits and dates the drawn rows come from.
 """
 
@@ -132,12 +132,14 @@ def _frame(figure: str, data, filters: dict) -> pd.DataFrame:
 
 
 def _hold(df: pd.DataFrame, free: Iterable[str]) -> pd.DataFrame:
-    """Keep one value of every configuration column not in `free`: its most common (ties: largest)."""
+    """Keep one value of every configuration column not in `free`: its most common; among equally
+    common values the middle one (upper median: 256 of 64…512, the larger of two)."""
     for column in CONFIG:
         if column in free or df[column].nunique(dropna=False) <= 1:
             continue
         counts = df[column].value_counts()
-        value = max(counts.index[counts == counts.max()])
+        tied = sorted(counts.index[counts == counts.max()])
+        value = tied[len(tied) // 2]
         df = df[df[column] == value]
     return df
 

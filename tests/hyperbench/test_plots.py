@@ -262,3 +262,13 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, field)
     assert code == 2
     assert err.startswith(f"hyperbench plot: error: {field}: ") and err.count("\n") == 1
     assert out == "" and not out_dir.exists()
+
+
+def test_a_full_grid_is_held_at_its_middle_value():
+    """Every sample size equally common: the panels against n hold the middle one, not the edge."""
+    import pandas as pd
+    df = pd.DataFrame({c: [0] * 4 for c in plots.CONFIG})
+    df["sample_size"] = [64, 128, 256, 512]
+    assert list(plots._hold(df, free=())["sample_size"]) == [256]
+    df["sample_size"] = [0, 256, 0, 256]
+    assert set(plots._hold(df, free=())["sample_size"]) == {256}
