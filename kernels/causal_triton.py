@@ -31,17 +31,12 @@ from .triton_merge import merge_into
 _PAD_LSE = 0.0
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    B, H, n, _ = x.shape
-    return torch.arange(n, device=x.device).expand(B, H, n)
-
-
 def _exact_forward(q, k, v, causal, scale):
     """Exact attention of a leaf or a short lower-left piece -> (out, lse, piece record)."""
     if driver.SDPA_LEAVES and sdpa_leaves.supported(q):
         out, lse, state = sdpa_leaves.forward_with_state(q, k, v, causal=causal, scale=scale)
         return out, lse, ("sdpa", causal, state)
-    order = _identity(q)
+    order = driver._identity(q)
     n = q.shape[2]
     kw = dict(block_size=n, sample_tile=0, sample_weight=1.0, scale=scale, causal=causal)
     out, lse = triton_attention.block_sample_forward(q, k, v, order, order, None, **kw)
@@ -64,8 +59,7 @@ def _forward(q, k, v, p, scale, generator):
     """(out, lse, tree): tree holds each level's piece record for the backward."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
-        out, lse, leaf = _exact_forward(q, k, v, True, scale)
-        return out, lse, leaf
+        return _exact_forward(q, k, v, True, scale)
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
     half = q.shape[2] // 2
@@ -90,7 +84,7 @@ def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grad
                 acc.add_(part) if accumulate else acc.copy_(part)
             return
         # A gradient reaches lse: Δ must come in from outside, which our kernel takes.
-        order = _identity(q)
+        order = driver._identity(q)
         piece = ("triton", order, order, None, dict(block_size=q.shape[2], sample_tile=0, sample_weight=1.0,
                                                     scale=scale, causal=causal))
     _, q_order, k_order, samples, kw = piece
