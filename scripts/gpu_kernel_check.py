@@ -1,10 +1,11 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
-    python3 scripts/gpu_kernel_check.py [--quick] [--sweep] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
+    python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
                                         [--causal=true|false]
 
-1. (--sweep) The key-list path against the general kernel, and a tile sweep of the primitive at the
-   benchmark shape; the fastest config of each kernel is kept for the rest of the run.
+1. (--sweep, or --sweep=64,128 for those head dims) The key-list path against the general kernel,
+   and a tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is
+   kept for the rest of the run (and printed, for kernels/triton_attention.CONFIGS).
 2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 64/128, causal and
    not, n up to 16384 with gradients, n = 131072 forward head by head, the whole driver); outputs
    poisoned with NaN through the caching allocator before each run; NaN anywhere is a failure.
@@ -283,6 +284,10 @@ def sweep(n=131072, H=32, d=64):
         "dq": [(64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 2)],
         "dkdv": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2)],
     }
+    if d == 128:   # twice the registers and shared memory per row: smaller tiles and fewer stages too
+        trials["fwd"] += [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3)]
+        trials["dq"] += [(64, 64, 8, 2), (64, 32, 4, 2)]
+        trials["dkdv"] += [(64, 64, 8, 2), (64, 32, 4, 2)]
     for kind, configs in trials.items():
         best = None
         for cfg in configs:
@@ -299,8 +304,8 @@ def sweep(n=131072, H=32, d=64):
             if best is None or ms < best[1]:
                 best = (cfg, ms)
         triton_attention.CONFIGS[kind][d] = best[0]
-    RESULTS["configs"] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
-    log("configs kept:", RESULTS["configs"])
+    RESULTS.setdefault("configs", {})[d] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
+    log(f"configs kept for d={d}:", RESULTS["configs"][d])
 
 
 def profile(label, fn, rows=18):
@@ -484,8 +489,10 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False   # fp32 references stay fp32
     log(torch.cuda.get_device_name(), torch.__version__, triton.__version__)
     try:
-        if "--sweep" in sys.argv:
-            sweep()
+        sweep_ds = next((a.split("=", 1)[1] if "=" in a else "64" for a in sys.argv if a.startswith("--sweep")),
+                        None)
+        for d in ([] if sweep_ds is None else [int(x) for x in sweep_ds.split(",")]):
+            sweep(d=d)
         parts = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--checks=")), "leaves,driver,primitive")
         correctness(parts.split(","))
         global CAUSALS
