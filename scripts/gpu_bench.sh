@@ -2,7 +2,8 @@
 # Everything the GPU results in results/ come from, on a GPU machine, in steps (STEPS, below):
 #   check     the Triton kernels and the SDPA leaves against the PyTorch reference (bf16/fp16,
 #             NaN-poisoned outputs), the driver's time broken down (scripts/gpu_kernel_check.py);
-#             CHECKS picks the groups (leaves,driver,primitive), KERNEL_NS the lengths timed
+#             CHECKS picks the groups (leaves,driver,primitive), KERNEL_NS the lengths timed,
+#             KERNEL_ARGS more flags (e.g. --sweep=64,128 to tune the tile configs first)
 #   headline  `hyperbench run` at n = 131072 with every method (with error metrics)
 #   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
 #             fwd (with error metrics) and fwd+bwd
@@ -38,7 +39,7 @@ for step in $STEPS; do
   case $step in
     check)
       DEADLINE_S=${KERNEL_DEADLINE_S:-200} python3 scripts/gpu_kernel_check.py --ns="$KERNEL_NS" \
-        --checks="$CHECKS" 2>&1 | tee "$OUT/kernel_check.log"
+        --checks="$CHECKS" ${KERNEL_ARGS:-} 2>&1 | tee "$OUT/kernel_check.log"
       # The check decides which SDPA kernel the inference leaves use (cuDNN unless its lse is off).
       if [ -f "$OUT/leaf_forward" ]; then export HYPERBENCH_LEAF_FORWARD=$(cat "$OUT/leaf_forward"); fi
       echo "leaf forward: ${HYPERBENCH_LEAF_FORWARD:-cudnn (default)}" ;;
