@@ -36,11 +36,17 @@ def _exact_forward(q, k, v, causal, scale):
     if driver.SDPA_LEAVES and sdpa_leaves.supported(q):
         out, lse, state = sdpa_leaves.forward_with_state(q, k, v, causal=causal, scale=scale)
         return out, lse, ("sdpa", causal, state)
-    order = driver._identity(q)
-    n = q.shape[2]
-    kw = dict(block_size=n, sample_tile=0, sample_weight=1.0, scale=scale, causal=causal)
+    piece = _exact_triton_piece(q, causal, scale)
+    _, order, _, _, kw = piece
     out, lse = triton_attention.block_sample_forward(q, k, v, order, order, None, **kw)
-    return out, lse, ("triton", order, order, None, kw)
+    return out, lse, piece
+
+
+def _exact_triton_piece(q, causal, scale):
+    """The record of exact attention on our kernel: one block over identity orders, no samples."""
+    order = driver._identity(q)
+    return ("triton", order, order, None, dict(block_size=q.shape[2], sample_tile=0, sample_weight=1.0,
+                                               scale=scale, causal=causal))
 
 
 def _lower_left_forward(q, k, v, p, scale, generator):
@@ -84,9 +90,7 @@ def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grad
                 acc.add_(part) if accumulate else acc.copy_(part)
             return
         # A gradient reaches lse: Δ must come in from outside, which our kernel takes.
-        order = driver._identity(q)
-        piece = ("triton", order, order, None, dict(block_size=q.shape[2], sample_tile=0, sample_weight=1.0,
-                                                    scale=scale, causal=causal))
+        piece = _exact_triton_piece(q, causal, scale)
     _, q_order, k_order, samples, kw = piece
     triton_attention.block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **kw,
                                            grads=grads, accumulate=accumulate)

@@ -40,13 +40,6 @@ def _flash_forward(q, k, v, causal, scale):
     return out, lse[..., :q.shape[-2]], tuple(res[2:8])
 
 
-def _cudnn_forward(q, k, v, causal, scale):
-    res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
-                                                             scale=scale)
-    B, H, n, _ = q.shape
-    return res[0], res[1].reshape(B, H, n)
-
-
 def _flash_backward(dout, q, k, v, out, lse, causal, scale, state):
     cum_q, cum_k, max_q, max_k, seed, offset = state
     return torch.ops.aten._scaled_dot_product_flash_attention_backward(
@@ -151,6 +144,4 @@ def attention_with_lse(q, k, v, *, causal: bool, scale: float):
     q, k, v = (x.contiguous() for x in (q, k, v))
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         return _SdpaWithLse.apply(q, k, v, causal, scale)
-    if LEAF_FORWARD == "cudnn":
-        return _cudnn_forward(q, k, v, causal, scale)
-    return _flash_forward(q, k, v, causal, scale)[:2]
+    return forward_with_state(q, k, v, causal=causal, scale=scale)[:2]
