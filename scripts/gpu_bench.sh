@@ -11,6 +11,8 @@
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
 #   presets   PRESETS (default: every paper preset), then `hyperbench plot all`
+#   metric    issue 4's metric cost at n = 131072: every input kind, causal and not, the metric's
+#             time (metric_ms) beside the SDPA cuDNN forward of the same run
 #   tiles     issue 4's sampling question at n = 16384: one sample set per head against sets per
 #             64 / 128 / 256 sorted query rows, time and spec_err
 #   scaleout  scripts/gpu_scaleout.sh (needs two GPUs)
@@ -60,10 +62,13 @@ for step in $STEPS; do
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;
+    metric)
+      hb run -m seq_len=131072 inputs=gaussian,clustered,heavy_hitters,low_rank causal=$CAUSALS \
+         'methods=[hyper,sdpa_cudnn]' isolate=false budget_s=60 ;;
     tiles)
       hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline goal curve long d128 presets tiles scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline goal curve long d128 presets metric tiles scaleout)"; exit 2 ;;
   esac
 done

@@ -224,6 +224,38 @@ def _apply_ptp(qg, kg, lse_g, x, *, scale, causal, rows, offset):
     return w
 
 
+def _met_tol(step, prev_step, est, tol):
+    """Which estimates are within `tol` (relative) of their limit. The Ritz values increase
+    monotonically and, here, converge geometrically: with successive steps δ_{j−1}, δ_j and
+    ρ = δ_j/δ_{j−1} < 1 the remaining distance is about δ_j ρ/(1 − ρ) = δ_j²/(δ_{j−1} − δ_j).
+    Met when that tail, or the last step itself, is <= tol·est."""
+    shrinking = torch.isfinite(prev_step) & (prev_step > step)
+    tail = torch.where(shrinking, step * step / (prev_step - step).clamp_min(1e-300),
+                       torch.full_like(step, math.inf))
+    return (step <= tol * est) | (tail <= tol * est)
+
+
+def _compact(basis, keep, m):
+    """Move the basis columns of the heads `keep` (increasing) to the front of `basis`, in place:
+    the source of head j is at keep[j] >= j, so it is still intact when it is copied."""
+    for j, src in enumerate(keep.tolist()):
+        if src != j:
+            basis[j, :, :m].copy_(basis[src, :, :m])
+
+
+def _ptp_for(heads, use_triton, qf, kf, lf, acc, *, scale, causal, rows, offset):
+    """W = Pᵀ P X for the heads `heads` (indices into the flattened [B·H] inputs)."""
+    idx = heads.to(qf.device)
+    lg = lf.index_select(0, idx).to(acc)
+    if use_triton:      # the kernels read the 16-bit inputs; ptp_apply pads x to 16 columns
+        from hyperbench import metric_kernels
+        return functools.partial(metric_kernels.ptp_apply, qf.index_select(0, idx),
+                                 kf.index_select(0, idx), lg, causal=causal, scale=scale)
+    return functools.partial(_apply_ptp, qf.index_select(0, idx).to(acc),
+                             kf.index_select(0, idx).to(acc), lg, scale=scale, causal=causal,
+                             rows=rows, offset=offset)
+
+
 def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float = 1e-3,
                           max_iters: int = 100, query_chunk: int | None = None,
                           block: int = NORM_BLOCK, seed: int = 0):
@@ -231,8 +263,10 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
 
     lse must be the exact log-sum-exp of each query row (from `exact_reference`): then
     P = exp(scale·QKᵀ − lse) is exactly D⁻¹A. One iteration = one pass over the keys serving all
-    `block` vectors. Stops when |σ_j − σ_{j−1}| ≤ tol·σ_j for every head of a group, when the Krylov
+    `block` vectors. A head stops when its estimate is within tol of its limit (relative; see
+    `_met_tol`: the last step, or the geometric tail of the steps, is <= tol·σ_j), when the Krylov
     basis spans the whole space (the answer is then exact up to rounding), or after max_iters.
+    A stopped head leaves the group, so the later passes cost only what the live heads need.
     Returns (norms [B, H] fp64, iters [B, H] int64: passes until that head's estimate met tol, or
     the passes made when it never did, converged [B, H] bool).
     When `uses_triton(q, k)`: W = Pᵀ P X by metric_kernels.ptp_apply on the 16-bit q, k, with a
@@ -246,7 +280,6 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     max_iters = max(1, int(max_iters))
     use_triton = uses_triton(q, k)
     if use_triton:
-        from hyperbench import metric_kernels
         block = max(block, TRITON_NORM_BLOCK)
     r = max(1, min(block, n_k))
     m_max = min(n_k, r * max_iters)                                   # largest basis ever needed
@@ -263,15 +296,8 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     iters = torch.empty(B * H, dtype=torch.int64)
     conv = torch.empty(B * H, dtype=torch.bool)
     for h0 in range(0, B * H, group):
-        hs = slice(h0, min(B * H, h0 + group))
-        g = hs.stop - hs.start
-        lg = lf[hs].to(acc)
-        if use_triton:  # the kernels read the 16-bit inputs; ptp_apply pads v to 16 columns
-            ptp = functools.partial(metric_kernels.ptp_apply, qf[hs], kf[hs], lg, causal=causal,
-                                    scale=scale)
-        else:
-            ptp = functools.partial(_apply_ptp, qf[hs].to(acc), kf[hs].to(acc), lg, scale=scale,
-                                    causal=causal, rows=rows, offset=offset)
+        heads = torch.arange(h0, min(B * H, h0 + group))          # still iterating, in order
+        g = len(heads)
         basis = torch.empty(g, n_k, m_max, dtype=acc, device=q.device)
         x0 = torch.randn(g, n_k, r, generator=gen, device=q.device, dtype=acc)
         x0[..., 0] = 1.0                                              # P·1 = 1: estimate >= 1
@@ -279,31 +305,43 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
         m = 0                                                         # basis columns in use
         t = torch.zeros(g, 0, 0, dtype=torch.float64)                 # projected matrix (CPU)
         prev = torch.zeros(g, dtype=torch.float64)
-        done_at = torch.zeros(g, dtype=torch.int64)                   # 0: not yet converged
+        prev_step = torch.full((g,), math.inf, dtype=torch.float64)
+        ptp = None
         for it in range(1, max_iters + 1):
+            if ptp is None:                                           # (re)bind to live heads
+                ptp = _ptp_for(heads, use_triton, qf, kf, lf, acc, scale=scale, causal=causal,
+                               rows=None if use_triton else rows, offset=offset)
             rb = v.shape[-1]
-            basis[..., m:m + rb] = v
+            basis[:g, :, m:m + rb] = v
             m += rb
             w = ptp(v)
-            col = (basis[..., :m].transpose(-1, -2) @ w).double().cpu()   # new column block of T
+            col = (basis[:g, :, :m].transpose(-1, -2) @ w).double().cpu()  # new column block of T
             t_new = torch.zeros(g, m, m, dtype=torch.float64)
             t_new[:, :m - rb, :m - rb] = t
             t_new[:, :, m - rb:] = col
             t_new[:, m - rb:, :m - rb] = col[:, :m - rb].transpose(-1, -2)
             t = 0.5 * (t_new + t_new.transpose(-1, -2))
             est = torch.linalg.eigvalsh(t)[:, -1].clamp_min(0).sqrt()
-            newly = (done_at == 0) & ((est - prev).abs() <= tol * est) & (it > 1)
-            done_at[newly] = it
-            prev = est
-            if bool((done_at > 0).all()) or m >= n_k or it == max_iters:
+            step = (est - prev).abs() if it > 1 else torch.full_like(est, math.inf)
+            met = _met_tol(step, prev_step, est, tol)
+            last = m >= n_k or it == max_iters
+            done = torch.ones_like(met) if last else met
+            finished = heads[done]
+            norms[finished], iters[finished] = est[done], it
+            conv[finished] = (met | (m >= n_k))[done]
+            if last or bool(done.all()):
                 break
             # next block: the part of W outside the basis (its projection is `col` already)
-            nxt = w - basis[..., :m] @ col.to(w)
-            v = _normalise_block(basis[..., :m], nxt[..., :min(r, n_k - m)], gen)
+            nxt = w - basis[:g, :, :m] @ col.to(w)
+            keep = (~done).nonzero().flatten()
+            if len(keep) < g:                                         # retire converged heads
+                _compact(basis, keep, m)
+                nxt, t, heads = nxt[keep], t[keep], heads[keep]
+                est, step = est[keep], step[keep]
+                g, ptp = len(keep), None
+            prev, prev_step = est, step
+            v = _normalise_block(basis[:g, :, :m], nxt[..., :min(r, n_k - m)], gen)
         del basis
-        norms[hs] = est
-        conv[hs] = (done_at > 0) | (m >= n_k)
-        iters[hs] = torch.where(done_at > 0, done_at, torch.full_like(done_at, it))
     return norms.view(B, H), iters.view(B, H), conv.view(B, H)
 
 
