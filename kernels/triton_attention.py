@@ -5,7 +5,10 @@ Layout of the work (sorted positions r, c; original rows through q_order / k_ord
                online softmax over the keys of its block(s) and over its sample set(s), and writes
                out / lse to the original rows.  Scores live in the exp2 domain (scale·log2 e folded
                into one multiplier; the sample weight becomes + log2 w).
-  backward     (1) dQ: one program per query tile, same loops as the forward, P recomputed from lse;
+  backward     where key lists apply (non-causal, tiles aligned with blocks and sample sets): one
+               fused program per query tile over its list, dQ stored, dK/dV added atomically.
+               Elsewhere:
+               (1) dQ: one program per query tile, same loops as the forward, P recomputed from lse;
                (2) dK/dV of the block part: one program per key tile, looping over the queries of
                    its block(s); every key belongs to one block, so each row is written once;
                (3) dK/dV of the sampled keys: one program per (chunk of a sample set, query tile of
@@ -36,6 +39,8 @@ CONFIGS = {
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (128, 64, 8, 2), 128: (64, 64, 8, 2)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 8, 2)},
+    # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step)
+    "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (64, 32, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -43,6 +48,12 @@ SHARED_SET_CHUNK = 2048
 # The key-list path (see _list_kernel) is used whenever the tiles line up with blocks and sample
 # sets; module-level so scripts/gpu_kernel_check.py can time the general path against it.
 USE_KEY_LISTS = True
+
+
+# Where key lists apply, one fused backward kernel (dQ, dK, dV in one pass over each query tile's
+# list, 5 products per score tile instead of 7, dK/dV added atomically) instead of the dQ and dK/dV
+# kernels.  Module-level so scripts/gpu_kernel_check.py can time both.
+FUSED_LIST_BACKWARD = True
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -271,6 +282,54 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
         _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+
+
+@triton.jit
+def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
+                     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                     H, n, L, qk_scale, so_h, sk_h,
+                     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     PREC: tl.constexpr, ACCUM: tl.constexpr):
+    """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
+    each score tile are computed once and serve all three gradients.  dQ stays in registers and
+    is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
+    original rows, since a key is in the lists of several tiles (its block's, its sample set's)."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    Q += b * sqb + h * sqh
+    K += b * skb + h * skh
+    V += b * svb + h * svh
+    row_base = bh.to(tl.int64) * n
+    out_base = bh.to(tl.int64) * so_h
+    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
+    rows = pid * BM + tl.arange(0, BM)
+    row_ok = rows < n
+    offs_d = tl.arange(0, D)
+    q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
+    q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
+    lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+    dq = tl.zeros([BM, D], dtype=tl.float32)
+    k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
+    for j0 in range(0, L, BN):
+        js = lists + j0 + tl.arange(0, BN)
+        k_idx = tl.load(KR + js)
+        bias = tl.load(KB + js)
+        k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
+        v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        p = tl.exp2(qk - lse2[:, None])                # rows past n: q = 0, lse = 0, do = 0
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+        live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
+        dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
+        tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
+        tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
+    _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
 
 @triton.jit
@@ -563,6 +622,24 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
+    bm, bn, warps, stages = _config("bwd", g.d)
+    if FUSED_LIST_BACKWARD and _lists_apply(g, causal, bm):
+        if dk is None:       # the fused kernel only adds into dK, dV
+            dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
+            dv = torch.zeros_like(dk)
+        elif not accumulate:
+            dk.zero_()
+            dv.zero_()
+        if dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32:
+            raise ValueError("dk and dv must be fp32 with the same strides")
+        rows, bias = key_lists(g, k_order, samples, bm, bn)
+        _list_bwd_kernel[(rows.shape[2], g.B * g.H)](
+            q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale,
+            _head_stride(dq, g.H), _head_stride(dk, g.H), D=g.d, BM=bm, BN=bn,
+            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), num_warps=warps,
+            num_stages=stages)
+        return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)
     return dq, dk, dv

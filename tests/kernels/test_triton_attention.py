@@ -81,8 +81,29 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     (96, 32, 0, 24),      # general kernel, one sample set shared by the head
     (130, 64, 64, 0),     # key lists without samples, ragged tail
 ])
-def test_block_sample_fp32(n, block, tile, m):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
+def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
+    """Both backward paths where key lists apply: the fused one and the dQ + dK/dV kernels."""
+    from hyperbench_kernels import triton_attention
+    monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
+    launches = []
+    real = triton_attention._list_bwd_kernel
+    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(real, launches))
     _check(1000 + n, 2, 2, n, 32, block=block, tile=tile, m=m)
+    bm = triton_attention._config("bwd", 32)[0]
+    aligned = block % bm == 0 and (tile == 0 or tile % bm == 0)
+    assert bool(launches) == (fused and aligned)
+
+
+class _Spy:
+    """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it."""
+
+    def __init__(self, kernel, calls):
+        self.kernel, self.calls = kernel, calls
+
+    def __getitem__(self, grid):
+        self.calls.append(grid)
+        return self.kernel[grid]
 
 
 def test_no_samples_and_strided_inputs():
@@ -146,22 +167,27 @@ def test_driver_matches_torch_backend(causal, block, tile):
 
 
 @pytest.mark.parametrize("how", ["load", "atomic"])
-def test_backward_adds_into_row_slices_of_larger_buffers(monkeypatch, how):
+@pytest.mark.parametrize("n,block,tile,m", [(40, 16, 20, 6), (128, 64, 64, 8)],
+                         ids=["general", "key-lists"])
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_backward_adds_into_row_slices_of_larger_buffers(monkeypatch, how, n, block, tile, m,
+                                                         accumulate):
     """The causal recursion's way of calling the backward: fp32 gradients added in place into row
-    slices of its accumulators, the rows outside untouched."""
+    slices of its accumulators (or written there), the rows outside untouched."""
     from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
     monkeypatch.setattr(triton_attention, "ACCUMULATE_BY", how)
     from hyperbench_kernels.triton_delta import delta as row_delta
-    (q, k, v, qo, ko, smp), g = _inputs(5, 2, 2, 40, 16, torch.float32, T=2, m=6)
-    kw = dict(block_size=16, sample_tile=20, sample_weight=40 / 6, scale=0.25)
+    (q, k, v, qo, ko, smp), g = _inputs(5, 2, 2, n, 16, torch.float32, T=-(-n // tile), m=m)
+    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=0.25)
     out, lse = block_sample_forward(q, k, v, qo, ko, smp, **kw)
-    dout = torch.randn(2, 2, 40, 16, generator=g).to(DEVICE)
+    dout = torch.randn(2, 2, n, 16, generator=g).to(DEVICE)
     want = block_sample_backward(q, k, v, qo, ko, smp, dout, lse, row_delta(dout, out), **kw)
-    bufs = [torch.randn(2, 2, 50, 16, generator=g).to(DEVICE) for _ in range(3)]
+    bufs = [torch.randn(2, 2, n + 10, 16, generator=g).to(DEVICE) for _ in range(3)]
     before = [b.clone() for b in bufs]
     block_sample_backward(q, k, v, qo, ko, smp, dout, lse, row_delta(dout, out), **kw,
-                          grads=tuple(b[:, :, 10:] for b in bufs), accumulate=True)
+                          grads=tuple(b[:, :, 10:] for b in bufs), accumulate=accumulate)
     for b, b0, w in zip(bufs, before, want):
-        torch.testing.assert_close(b[:, :, 10:], b0[:, :, 10:] + w.float(), rtol=1e-5, atol=1e-5)
+        base = b0[:, :, 10:] if accumulate else 0
+        torch.testing.assert_close(b[:, :, 10:], base + w.float(), rtol=1e-5, atol=1e-5)
         assert torch.equal(b[:, :, :10], b0[:, :, :10])
