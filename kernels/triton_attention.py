@@ -35,12 +35,12 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Tile shapes and launch settings per head_dim; module-level so scripts/gpu_kernel_check.py can
 # try others.  fwd/dq: (BLOCK_M query rows, BLOCK_N keys); dkdv: (BLOCK_N keys, BLOCK_M queries).
-CONFIGS = {
-    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
-    "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (128, 64, 8, 2), 128: (64, 64, 8, 2)},
-    "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 8, 2)},
+CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --sweep=64,128; d3d9881)
+    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
+    "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
+    "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step)
-    "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (64, 32, 8, 2)},
+    "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (128, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -51,9 +51,17 @@ USE_KEY_LISTS = True
 
 
 # Where key lists apply, one fused backward kernel (dQ, dK, dV in one pass over each query tile's
-# list, 5 products per score tile instead of 7, dK/dV added atomically) instead of the dQ and dK/dV
-# kernels.  Module-level so scripts/gpu_kernel_check.py can time both.
-FUSED_LIST_BACKWARD = True
+# list, 5 products per score tile instead of 7, dK/dV added atomically) can replace the dQ and dK/dV
+# kernels: "fresh" when the gradients are new tensors (not added into a caller's buffers),
+# "always", or "never".  On the H200 (d3d9881, n = 131072, d = 64) fused is faster for the plain
+# non-causal call (fwd+bwd 11.9 against 13.4 ms) but slower inside the causal recursion, which adds
+# every level into its accumulators (62.6 against 59.6 ms), hence "fresh".  Module-level so
+# scripts/gpu_kernel_check.py can time them.
+FUSED_LIST_BACKWARD = "fresh"
+
+
+def _fused_backward(accumulate: bool) -> bool:
+    return {"fresh": not accumulate, "always": True, "never": False}[FUSED_LIST_BACKWARD]
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -623,7 +631,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
     bm, bn, warps, stages = _config("bwd", g.d)
-    if FUSED_LIST_BACKWARD and _lists_apply(g, causal, bm):
+    if _fused_backward(accumulate) and _lists_apply(g, causal, bm):
         if dk is None:       # the fused kernel only adds into dK, dV
             dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
             dv = torch.zeros_like(dk)

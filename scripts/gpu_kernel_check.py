@@ -293,7 +293,7 @@ def sweep(n=131072, H=32, d=64):
         trials["bwd"] += [(64, 32, 8, 2), (64, 16, 4, 3), (32, 64, 4, 2)]
     for kind, configs in trials.items():
         # dq/dkdv: the split backward (the fused one replaces both where key lists apply)
-        triton_attention.FUSED_LIST_BACKWARD = kind == "bwd"
+        triton_attention.FUSED_LIST_BACKWARD = "always" if kind == "bwd" else "never"
         best = None
         for cfg in configs:
             triton_attention.CONFIGS[kind][d] = cfg
@@ -310,13 +310,12 @@ def sweep(n=131072, H=32, d=64):
                 best = (cfg, ms)
         triton_attention.CONFIGS[kind][d] = best[0]
     both = {}
-    for fused in (False, True):     # the two backwards, each with its best tiles
+    for fused in ("never", "always"):     # the two backwards, each with its best tiles
         triton_attention.FUSED_LIST_BACKWARD = fused
         both[fused] = bench(fwd_bwd(lambda *a: prim(*a, qo, ko, smp, **kw), xs, gout), n, xs)
         RESULTS["sweep"].append({"fused_list_backward": fused, "fwd_bwd_ms": both[fused]})
         log(f"sweep FUSED_LIST_BACKWARD={fused}: fwd+bwd {both[fused]:.3f} ms")
-    triton_attention.FUSED_LIST_BACKWARD = both[True] <= both[False]
-    log(f"kept FUSED_LIST_BACKWARD={triton_attention.FUSED_LIST_BACKWARD}")
+    triton_attention.FUSED_LIST_BACKWARD = "fresh"    # the causal recursion's choice is timed apart
     RESULTS.setdefault("configs", {})[d] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
     log(f"configs kept for d={d}:", RESULTS["configs"][d])
 
@@ -446,9 +445,13 @@ def causal_breakdown(n, xs, gout, hyper):
     for kernel in ("cudnn", "flash"):
         with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
             add_timing(f"  causal, {kernel} leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
-    with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", not triton_attention.FUSED_LIST_BACKWARD):
-        add_timing(f"  causal, FUSED_LIST_BACKWARD={triton_attention.FUSED_LIST_BACKWARD}", n, True, "fwd+bwd",
-                   bench(fwd_bwd(hyper, xs, gout), n, xs))
+    # the fused key-list backward inside the recursion, with a few of its tile shapes
+    d = xs[0].shape[-1]
+    default_bwd = triton_attention.CONFIGS["bwd"][d]
+    for cfg in dict.fromkeys([default_bwd, (64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 2)]):
+        with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "always"), \
+                mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
+            add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     for how in ("load", "atomic"):   # how the pieces' gradients are added into the accumulators
         with mock.patch.object(triton_attention, "ACCUMULATE_BY", how):
             add_timing(f"  causal, accumulate by {how}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))

@@ -345,6 +345,21 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     return norms.view(B, H), iters.view(B, H), conv.view(B, H)
 
 
+def warm_up(q, k, v, *, causal: bool, scale: float) -> None:
+    """Compile the Triton metric kernels for these inputs (dtype, head_dim, causality, strides,
+    the lengths' residues mod 16: what Triton specialises on) on a slice of one head, so that a
+    timed metric (metric_ms) does not include JIT compilation. Nothing to do on the torch path."""
+    if not uses_triton(q, k, v):
+        return
+    def short(n):                                   # same n % 16, at most ~512 rows
+        return n if n <= 528 else 512 + n % 16
+    n_q = short(q.shape[-2])
+    n_k = min(k.shape[-2], max(n_q, short(k.shape[-2])))
+    qs, ks, vs = q[:1, :1, :n_q], k[:1, :1, :n_k], v[:1, :1, :n_k]
+    _, lse = exact_reference(qs, ks, vs, causal=causal, scale=scale)
+    attention_matrix_norm(qs, ks, lse, causal=causal, scale=scale, max_iters=2)
+
+
 # ------------------------------------------------------------------------------ Gram norms --
 def gram_spectral_norm(x: torch.Tensor) -> torch.Tensor:
     """||X||₂ of each [..., n, d] matrix from the d×d Gram matrix XᵀX in fp64 (largest eigenvalue).

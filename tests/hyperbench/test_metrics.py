@@ -250,3 +250,25 @@ def test_orthonormal_columns_span_x_also_when_ill_conditioned(dtype, monkeypatch
         assert (q.transpose(-1, -2) @ q - eye).abs().max() < 100 * torch.finfo(dtype).eps
         resid = block - q @ (q.transpose(-1, -2) @ block)          # x lies in the span of q
         assert resid.norm() / block.norm() < 100 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("n,causal", [(131, False), (100003, True), (300, True)])
+def test_warm_up_compiles_on_a_slice_with_the_same_specialisation(monkeypatch, n, causal):
+    """The warm-up runs both metric computations on one head of at most ~528 rows whose length
+    has the same residue mod 16 (Triton specialises on it), and only where Triton is used."""
+    calls = []
+    monkeypatch.setattr(metrics, "exact_reference",
+                        lambda q, k, v, **kw: calls.append(("exact", q.shape, k.shape, kw["causal"]))
+                        or (None, torch.zeros(q.shape[:-1])))
+    monkeypatch.setattr(metrics, "attention_matrix_norm",
+                        lambda q, k, lse, **kw: calls.append(("norm", q.shape, k.shape, kw["causal"])))
+    q = torch.zeros(2, 3, n, 16).expand(2, 3, n, 16)     # no memory for the large n
+    monkeypatch.setattr(metrics, "uses_triton", lambda *a: False)
+    metrics.warm_up(q, q, q, causal=causal, scale=0.25)
+    assert calls == []
+    monkeypatch.setattr(metrics, "uses_triton", lambda *a: True)
+    metrics.warm_up(q, q, q, causal=causal, scale=0.25)
+    rows = min(n, 512 + n % 16)
+    assert [c[0] for c in calls] == ["exact", "norm"]
+    for _, qs, ks, c in calls:
+        assert qs == ks == (1, 1, rows, 16) and rows % 16 == n % 16 and c == causal
