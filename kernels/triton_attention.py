@@ -41,6 +41,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step)
     "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (128, 64, 8, 2)},
+    # the same, adding into a caller's buffers (the causal recursion's levels): on the H200 at
+    # d = 64, causal fwd+bwd 53.4 ms with these against 63.1 with the "bwd" tiles (1f36fa5)
+    "bwd_add": {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2), 128: (128, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -51,13 +54,13 @@ USE_KEY_LISTS = True
 
 
 # Where key lists apply, one fused backward kernel (dQ, dK, dV in one pass over each query tile's
-# list, 5 products per score tile instead of 7, dK/dV added atomically) can replace the dQ and dK/dV
-# kernels: "fresh" when the gradients are new tensors (not added into a caller's buffers),
-# "always", or "never".  On the H200 (d3d9881, n = 131072, d = 64) fused is faster for the plain
-# non-causal call (fwd+bwd 11.9 against 13.4 ms) but slower inside the causal recursion, which adds
-# every level into its accumulators (62.6 against 59.6 ms), hence "fresh".  Module-level so
-# scripts/gpu_kernel_check.py can time them.
-FUSED_LIST_BACKWARD = "fresh"
+# list, 5 products per score tile instead of 7, dK/dV added atomically) replaces the dQ and dK/dV
+# kernels: "always", "fresh" (only when the gradients are new tensors, not added into a caller's
+# buffers) or "never".  On the H200 at n = 131072, d = 64: the plain non-causal fwd+bwd 11.9 ms
+# fused against 13.4 split (d3d9881); the causal recursion 53.4 fused (with its own tiles,
+# "bwd_add") against 56.5-60.0 split (1f36fa5).  Module-level so scripts/gpu_kernel_check.py can
+# time them.
+FUSED_LIST_BACKWARD = "always"
 
 
 def _fused_backward(accumulate: bool) -> bool:
@@ -630,7 +633,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
-    bm, bn, warps, stages = _config("bwd", g.d)
+    bm, bn, warps, stages = _config("bwd_add" if accumulate else "bwd", g.d)
     if _fused_backward(accumulate) and _lists_apply(g, causal, bm):
         if dk is None:       # the fused kernel only adds into dK, dV
             dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)

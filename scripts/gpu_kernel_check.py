@@ -315,7 +315,7 @@ def sweep(n=131072, H=32, d=64):
         both[fused] = bench(fwd_bwd(lambda *a: prim(*a, qo, ko, smp, **kw), xs, gout), n, xs)
         RESULTS["sweep"].append({"fused_list_backward": fused, "fwd_bwd_ms": both[fused]})
         log(f"sweep FUSED_LIST_BACKWARD={fused}: fwd+bwd {both[fused]:.3f} ms")
-    triton_attention.FUSED_LIST_BACKWARD = "fresh"    # the causal recursion's choice is timed apart
+    triton_attention.FUSED_LIST_BACKWARD = "always"    # the causal recursion's tiles are timed apart
     RESULTS.setdefault("configs", {})[d] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
     log(f"configs kept for d={d}:", RESULTS["configs"][d])
 
@@ -445,12 +445,14 @@ def causal_breakdown(n, xs, gout, hyper):
     for kernel in ("cudnn", "flash"):
         with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
             add_timing(f"  causal, {kernel} leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
-    # the fused key-list backward inside the recursion, with a few of its tile shapes
+    # the split backward inside the recursion, and the fused one with a few of its tile shapes
+    with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "never"):
+        add_timing("  causal, split backward", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     d = xs[0].shape[-1]
-    default_bwd = triton_attention.CONFIGS["bwd"][d]
-    for cfg in dict.fromkeys([default_bwd, (64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 2)]):
+    default_bwd = triton_attention.CONFIGS["bwd_add"][d]
+    for cfg in dict.fromkeys([default_bwd, (64, 32, 4, 3), (128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2)]):
         with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "always"), \
-                mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
+                mock.patch.dict(triton_attention.CONFIGS["bwd_add"], {d: cfg}):
             add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     for how in ("load", "atomic"):   # how the pieces' gradients are added into the accumulators
         with mock.patch.object(triton_attention, "ACCUMULATE_BY", how):
