@@ -42,8 +42,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step)
     "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (128, 64, 8, 2)},
     # the same, adding into a caller's buffers (the causal recursion's levels): on the H200 at
-    # d = 64, causal fwd+bwd 53.4 ms with these against 63.1 with the "bwd" tiles (1f36fa5)
-    "bwd_add": {16: (128, 64, 8, 2), 32: (128, 64, 8, 2), 64: (128, 64, 8, 2), 128: (128, 64, 8, 2)},
+    # d = 64, causal fwd+bwd 50.8 ms with these, 53.5 with (128, 64, 8, 2), 63.1 with the "bwd"
+    # tiles (1f36fa5, d6909f2)
+    "bwd_add": {16: (128, 64, 4, 2), 32: (128, 64, 4, 2), 64: (128, 64, 4, 2), 128: (128, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
