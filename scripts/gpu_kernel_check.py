@@ -1,11 +1,12 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
     python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
-                                        [--causal=true|false]
+                                        [--causal=true|false] [--sampling]
 
 1. (--sweep, or --sweep=64,128 for those head dims) The key-list path against the general kernel,
    and a tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is
    kept for the rest of the run (and printed, for kernels/triton_attention.CONFIGS).
+   (--sampling) Issue 4's sampling variants timed against each other at n = 16384, interleaved.
 2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 64/128, causal and
    not, n up to 16384 with gradients, n = 131072 forward head by head, the whole driver); outputs
    poisoned with NaN through the caching allocator before each run; NaN anywhere is a failure.
@@ -320,6 +321,34 @@ def sweep(n=131072, H=32, d=64):
     log(f"configs kept for d={d}:", RESULTS["configs"][d])
 
 
+def sampling_question(n=16384, H=32, d=64, rounds=7):
+    """Issue 4's time goal: sets per 128 rows with sample 320 (spec_err 0.112) against one set per
+    head with sample 256, the driver's forward at n = 16384, in interleaved rounds of do_bench
+    (L2 flushed) so that drift between runs hits every configuration alike."""
+    configs = {"one set per head, sample 256": HyperParams(sample_tile=0),
+               "sets per 256 rows, sample 256": HyperParams(sample_tile=256),
+               "sets per 128 rows, sample 320": HyperParams(sample_tile=128, sample_size=320)}
+    xs = [rand((1, H, n, d), torch.bfloat16, 900 + i) for i in range(3)]
+    gen = torch.Generator(device=DEV)
+
+    def call(p):
+        gen.manual_seed(0)
+        return hyper_attention(*xs, p, causal=False, generator=gen, backend="triton")
+    ms = {name: [] for name in configs}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, p in configs.items():
+                ms[name].append(do_bench(lambda: call(p), warmup=25, rep=200, return_mode="median"))
+    base = ms["one set per head, sample 256"]
+    for name, xs_ms in ms.items():
+        ratios = sorted(a / b for a, b in zip(xs_ms, base))
+        med = sorted(xs_ms)[rounds // 2]
+        RESULTS["sampling"] = RESULTS.get("sampling", []) + [{"config": name, "n": n, "ms": xs_ms}]
+        add_timing(f"  sampling: {name}", n, False, "fwd", med)
+        log(f"sampling {name}: median {med:.3f} ms over {rounds} rounds, per-round ratio to one set "
+            f"per head: median {ratios[rounds // 2]:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f})")
+
+
 def profile(label, fn, rows=18):
     """Where one call's GPU time goes, kernel by kernel (torch.profiler), into the log and $OUT."""
     fn()
@@ -514,6 +543,8 @@ def main():
                         None)
         for d in ([] if sweep_ds is None else [int(x) for x in sweep_ds.split(",")]):
             sweep(d=d)
+        if "--sampling" in sys.argv:
+            sampling_question()
         parts = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--checks=")), "leaves,driver,primitive")
         correctness(parts.split(","))
         global CAUSALS
