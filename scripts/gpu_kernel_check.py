@@ -285,7 +285,8 @@ def sweep(n=131072, H=32, d=64):
         "dq": [(64, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 2)],
         "dkdv": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 8, 2), (128, 32, 8, 2)],
         "bwd": [(128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3), (128, 32, 4, 2),
-                (256, 32, 8, 2), (128, 16, 8, 3)],
+                (256, 32, 8, 2), (128, 16, 8, 3), (128, 64, 4, 2), (128, 32, 8, 3), (128, 32, 8, 1),
+                (128, 64, 4, 3)],
     }
     if d == 128:   # twice the registers and shared memory per row: smaller tiles and fewer stages too
         trials["fwd"] += [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3)]
@@ -479,7 +480,8 @@ def causal_breakdown(n, xs, gout, hyper):
         add_timing("  causal, split backward", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     d = xs[0].shape[-1]
     default_bwd = triton_attention.CONFIGS["bwd_add"][d]
-    for cfg in dict.fromkeys([default_bwd, (64, 32, 4, 3), (128, 64, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2)]):
+    for cfg in dict.fromkeys([default_bwd, (128, 64, 8, 2), (128, 64, 4, 3), (128, 64, 4, 1), (128, 128, 4, 2),
+                              (64, 64, 4, 3)]):
         with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "always"), \
                 mock.patch.dict(triton_attention.CONFIGS["bwd_add"], {d: cfg}):
             add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
