@@ -39,12 +39,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
-    # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step)
-    "bwd": {16: (128, 32, 8, 2), 32: (128, 32, 8, 2), 64: (128, 32, 8, 2), 128: (128, 64, 8, 2)},
-    # the same, adding into a caller's buffers (the causal recursion's levels): on the H200 at
-    # d = 64, causal fwd+bwd 50.8 ms with these, 53.5 with (128, 64, 8, 2), 63.1 with the "bwd"
-    # tiles (1f36fa5, d6909f2)
-    "bwd_add": {16: (128, 64, 4, 2), 32: (128, 64, 4, 2), 64: (128, 64, 4, 2), 128: (128, 64, 8, 2)},
+    # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); at
+    # d = 64 the fastest both for the plain call and inside the causal recursion (1c60c06)
+    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -57,10 +54,9 @@ USE_KEY_LISTS = True
 # Where key lists apply, one fused backward kernel (dQ, dK, dV in one pass over each query tile's
 # list, 5 products per score tile instead of 7, dK/dV added atomically) replaces the dQ and dK/dV
 # kernels: "always", "fresh" (only when the gradients are new tensors, not added into a caller's
-# buffers) or "never".  On the H200 at n = 131072, d = 64: the plain non-causal fwd+bwd 11.9 ms
-# fused against 13.4 split (d3d9881); the causal recursion 53.4 fused (with its own tiles,
-# "bwd_add") against 56.5-60.0 split (1f36fa5).  Module-level so scripts/gpu_kernel_check.py can
-# time them.
+# buffers) or "never".  On the H200 at n = 131072, d = 64 (1c60c06): the plain non-causal fwd+bwd
+# 10.9 ms fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
+# scripts/gpu_kernel_check.py can time them.
 FUSED_LIST_BACKWARD = "always"
 
 
@@ -634,7 +630,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
-    bm, bn, warps, stages = _config("bwd_add" if accumulate else "bwd", g.d)
+    bm, bn, warps, stages = _config("bwd", g.d)
     if _fused_backward(accumulate) and _lists_apply(g, causal, bm):
         if dk is None:       # the fused kernel only adds into dK, dV
             dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)

@@ -479,11 +479,11 @@ def causal_breakdown(n, xs, gout, hyper):
     with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "never"):
         add_timing("  causal, split backward", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     d = xs[0].shape[-1]
-    default_bwd = triton_attention.CONFIGS["bwd_add"][d]
+    default_bwd = triton_attention.CONFIGS["bwd"][d]
     for cfg in dict.fromkeys([default_bwd, (128, 64, 8, 2), (128, 64, 4, 3), (128, 64, 4, 1), (128, 128, 4, 2),
                               (64, 64, 4, 3)]):
         with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "always"), \
-                mock.patch.dict(triton_attention.CONFIGS["bwd_add"], {d: cfg}):
+                mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
             add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     for how in ("load", "atomic"):   # how the pieces' gradients are added into the accumulators
         with mock.patch.object(triton_attention, "ACCUMULATE_BY", how):
