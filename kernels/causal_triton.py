@@ -1,8 +1,9 @@
 """The causal recursion on the Triton backend: one autograd function around the whole recursion.
 
 Forward: hyper_attention._causal (the specification) step for step, with the same random draws in
-the same order, but every level merges in place (triton_merge.merge_into) instead of the fp32
-merge and torch.cat.
+the same order, but every level merges in place instead of the fp32 merge and torch.cat: the
+key-list kernel's epilogue merges the lower-left piece into the rows' diagonal result
+(triton_merge.merge_into where that kernel does not apply).
 
 Backward. Let a row's keys be split into parts p (a causal leaf, each level's lower-left piece),
 each with its own scores S_p (the sampled part's include + log w) and partial (O_p, ℓ_p), merged
@@ -49,16 +50,20 @@ def _exact_triton_piece(q, causal, scale):
                                                scale=scale, causal=causal))
 
 
-def _lower_left_forward(q, k, v, p, scale, generator):
-    """Bottom half's queries against the top half's keys: non-causal HyperAttention."""
+def _lower_left_forward(q, k, v, p, scale, generator, into):
+    """Bottom half's queries against the top half's keys (non-causal HyperAttention), merged in
+    place into `into` = (out, lse) those rows hold from their diagonal part. Returns the piece's
+    record for the backward."""
     driver.check_square(q, k)
     if q.shape[2] < p.min_seq_len:
-        return _exact_forward(q, k, v, False, scale)
+        out, lse, piece = _exact_forward(q, k, v, False, scale)
+        merge_into(*into, out, lse)
+        return piece
     q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton")
     kw = dict(block_size=p.block_size, sample_tile=p.sample_tile, sample_weight=weight, scale=scale,
               causal=False)
-    out, lse = triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
-    return out, lse, ("triton", q_order, k_order, samples, kw)
+    triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw, into=into)
+    return ("triton", q_order, k_order, samples, kw)
 
 
 def _forward(q, k, v, p, scale, generator):
@@ -72,9 +77,8 @@ def _forward(q, k, v, p, scale, generator):
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
     out_d, lse_d, sub = _forward(*halves, p, scale, generator)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
-    out_bl, lse_bl, piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale,
-                                                generator)
-    merge_into(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
+    piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator,
+                                (out_d[:, :, half:], lse_d[:, :, half:]))
     return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
 
 

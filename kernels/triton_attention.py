@@ -121,6 +121,25 @@ def _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i
 
 
 @triton.jit
+def _merge_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
+    """Merge a query tile's (out, lse) over these keys into the (out, lse) its original rows hold
+    already (attention over the union of both key sets, by log-sum-exp weights), in place."""
+    out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    lse_new = tl.where(l_i > 0, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0)
+    m = tl.maximum(lse_old, lse_new)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)      # both parts empty: weights 0, lse -inf
+    w_old, w_new = tl.exp(lse_old - m_safe), tl.exp(lse_new - m_safe)
+    tot = w_old + w_new
+    inv = tl.where(tot > 0, 1.0 / tot, 0.0)
+    old = tl.load(out_ptr, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    merged = old * (w_old * inv)[:, None] + acc * (w_new * inv / l_safe)[:, None]
+    tl.store(out_ptr, merged.to(Out.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(Lse + lse_base + q_idx, m_safe + tl.log(tot), mask=row_ok)
+
+
+@triton.jit
 def _block_visible(r, c, n, block, CAUSAL: tl.constexpr):
     """Sorted key c is in sorted row r's block, exists, and (causal) c <= r; r, c broadcast 2-D."""
     vis = ((c // block) == (r // block)) & (c < n)
@@ -246,13 +265,14 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 @triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, qk_scale, so_h,
+                 H, n, L, qk_scale, so_h, sl_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr):
+                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
-    masks become a single pipelined loop over L keys."""
+    masks become a single pipelined loop over L keys.  Lse has head stride sl_h (rows contiguous);
+    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     Q += b * sqb + h * sqh
@@ -260,6 +280,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     V += b * svb + h * svh
     row_base = bh.to(tl.int64) * n
     out_base = bh.to(tl.int64) * so_h
+    lse_base = bh.to(tl.int64) * sl_h
     lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
     rows = pid * BM + tl.arange(0, BM)
     row_ok = rows < n
@@ -268,7 +289,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
     if GRAD:
         do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        lse2 = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
         delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
@@ -288,8 +309,10 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
+    elif MERGE:
+        _merge_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     else:
-        _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+        _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 @triton.jit
@@ -573,7 +596,8 @@ def key_lists(g: _Geometry, k_order, samples, bm: int, bn: int):
     return rows, bias
 
 
-def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False):
+def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
+                 merge=False):
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
     rows, bias = lists
@@ -581,8 +605,26 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     _list_kernel[(rows.shape[2], g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale, _head_stride(out, g.H),
-        D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), num_warps=warps,
-        num_stages=stages)
+        _lse_head_stride(lse, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
+        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
+
+
+def _addressable(out: torch.Tensor, lse: torch.Tensor, H: int) -> bool:
+    """The kernels can address out and lse by head stride (see _head_stride, _lse_head_stride)."""
+    try:
+        _head_stride(out, H), _lse_head_stride(lse, H)
+    except ValueError:
+        return False
+    return True
+
+
+def _lse_head_stride(lse: torch.Tensor, H: int) -> int:
+    """Head stride of an lse [B, H, n] with contiguous rows (the kernels address bh · stride + row)."""
+    B = lse.shape[0]
+    if lse.stride(2) != 1 or (B > 1 and lse.stride(0) != H * lse.stride(1)):
+        raise ValueError(f"lse with strides {tuple(lse.stride())}: contiguous rows and batch stride = "
+                         "heads × head stride needed")
+    return lse.stride(1)
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
@@ -606,14 +648,29 @@ def _prepare(q, k, v, q_order, k_order, samples):
 
 
 def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
-                         sample_weight: float, scale: float, causal: bool = False):
+                         sample_weight: float, scale: float, causal: bool = False, into=None):
     """(out, lse) without autograd: for callers that run their own backward
-    (kernels/causal_triton.py)."""
+    (kernels/causal_triton.py).  into=(out, lse): an attention of the same rows over other keys
+    ([B, H, n, d] in q's dtype with contiguous rows, [B, H, n] fp32), merged with this one in place
+    (log-sum-exp) and returned; by the key-list kernel's epilogue where it applies, else through
+    temporaries and triton_merge."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+    if into is not None:
+        out, lse = into
+        if out.shape != q.shape or lse.shape != q.shape[:-1] or out.dtype != q.dtype or lse.dtype != torch.float32:
+            raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
+                             f"match q {tuple(q.shape)} {q.dtype}")
+    if into is not None and _lists_apply(g, causal, _config("fwd", g.d)[0]) and _addressable(out, lse, g.H):
+        bm, bn = _config("fwd", g.d)[:2]
+        _list_launch(g, q, k, v, q_order, key_lists(g, k_order, samples, bm, bn), out, lse, merge=True)
+        return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
+    if into is not None:
+        from .triton_merge import merge_into
+        return merge_into(*into, out, lse)
     return out, lse
 
 

@@ -81,3 +81,13 @@ def test_inference_equals_training_forward():
     b = hyper_attention(*(x.requires_grad_(True) for x in xs), params, causal=True,
                         generator=torch.Generator(device=DEVICE).manual_seed(1), backend="triton")
     assert torch.equal(a[0], b[0].detach()) and torch.equal(a[1], b[1].detach())
+
+
+def test_levels_on_the_key_list_kernels():
+    """Blocks and sample sets aligned with the kernels' tiles, so each level's forward merges in
+    the key-list kernel's epilogue and its backward is the fused one (adding into the recursion's
+    accumulators): n = 300 -> one HyperAttention level of 150 rows, exact pieces below."""
+    params = HyperParams(block_size=64, sample_size=24, sample_tile=64, min_seq_len=128)
+    for with_lse in (False, True):
+        errs = _both_backends(300, params, with_lse=with_lse, seed=50)
+        assert all(e < 3e-4 for e in errs.values()), errs

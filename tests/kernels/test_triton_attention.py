@@ -193,3 +193,26 @@ def test_backward_adds_into_row_slices_of_larger_buffers(monkeypatch, how, n, bl
         base = b0[:, :, 10:] if accumulate else 0
         torch.testing.assert_close(b[:, :, 10:], base + w.float(), rtol=1e-5, atol=1e-5)
         assert torch.equal(b[:, :, :10], b0[:, :, :10])
+
+
+@pytest.mark.parametrize("n,block,tile,m", [(128, 64, 64, 8), (40, 16, 20, 6)],
+                         ids=["key-lists", "general"])
+def test_forward_merges_into_rows_of_a_larger_buffer(n, block, tile, m):
+    """block_sample_forward(into=...) as the causal recursion calls it: this attention merged in
+    place with the (out, lse) the rows hold, the destination being the bottom rows of longer heads."""
+    from hyperbench_kernels.hyper_attention import merge_partials
+    from hyperbench_kernels.triton_attention import block_sample_forward
+    (q, k, v, qo, ko, smp), g = _inputs(8, 2, 2, n, 16, torch.float32, T=-(-n // tile), m=m)
+    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=0.25)
+    out_full = torch.randn(2, 2, n + 10, 16, generator=g).to(DEVICE)
+    lse_full = torch.randn(2, 2, n + 10, generator=g).to(DEVICE)
+    lse_full[0, 1, 12] = float("-inf")                  # a row that saw no key so far
+    before = out_full.clone(), lse_full.clone()
+    part_out, part_lse = block_sample_forward(q, k, v, qo, ko, smp, **kw)
+    want_out, want_lse = merge_partials(before[0][:, :, 10:], before[1][:, :, 10:], part_out, part_lse)
+    got = block_sample_forward(q, k, v, qo, ko, smp, **kw, into=(out_full[:, :, 10:], lse_full[:, :, 10:]))
+    assert got[0].data_ptr() == out_full[:, :, 10:].data_ptr()
+    torch.testing.assert_close(out_full[:, :, 10:], want_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse_full[:, :, 10:], want_lse, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out_full[:, :, :10], before[0][:, :, :10])
+    assert torch.equal(lse_full[:, :, :10], before[1][:, :, :10])
