@@ -112,12 +112,12 @@ def _put(ptr, x, mask, ACCUM: tl.constexpr):
 
 
 @triton.jit
-def _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
+def _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
     """Normalised output and natural-log lse of a query tile into its original rows."""
     out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
     l_safe = tl.where(l_i > 0, l_i, 1.0)     # only rows past n can have l = 0
     tl.store(out_ptr, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(Lse + row_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
+    tl.store(Lse + lse_base + q_idx, (m_i + tl.log2(l_safe)) * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
@@ -181,7 +181,7 @@ def _dq_step(qk, lse2, do, delta, k, v, dq, PREC: tl.constexpr):
 @triton.jit
 def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, m, s_head, block, tile, qk_scale, log2_w, so_h,
+                     H, n, m, s_head, block, tile, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, HAS_SAMPLES: tl.constexpr,
                      GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr):
@@ -194,8 +194,8 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     V += b * svb + h * svh
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
-    row_base = bh.to(tl.int64) * n            # Lse/DO/Delta are contiguous [B, H, n(, d)]
     out_base = bh.to(tl.int64) * so_h         # Out (or dQ): head stride so_h, rows of D
+    lse_base = bh.to(tl.int64) * sl_h         # DO, Lse, Delta: head strides sdo_h, sl_h, sdl_h
 
     r0 = pid * BM
     rows = r0 + tl.arange(0, BM)
@@ -204,9 +204,9 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     q_idx = tl.load(QO + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
     if GRAD:
-        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
+        lse2 = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)   # finite: fully masked tiles give p = 0
@@ -255,7 +255,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
-        _store_out_lse(Out, Lse, out_base, row_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+        _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,13 +265,14 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 @triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, qk_scale, so_h, sl_h,
+                 H, n, L, qk_scale, so_h, sdo_h, sl_h, sdl_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
-    masks become a single pipelined loop over L keys.  Lse has head stride sl_h (rows contiguous);
+    masks become a single pipelined loop over L keys.  DO, Lse, Delta have head strides sdo_h, sl_h,
+    sdl_h (rows contiguous);
     MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
@@ -288,9 +289,9 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
     if GRAD:
-        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
+        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
         lse2 = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
@@ -318,7 +319,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
 @triton.jit
 def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, qk_scale, so_h, sk_h,
+                     H, n, L, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
@@ -338,9 +339,9 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
-    do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
-    lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-    delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+    do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
+    lse2 = tl.load(Lse + bh.to(tl.int64) * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
@@ -403,7 +404,7 @@ def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w,
 @triton.jit
 def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w, so_h,
+                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h,
                  D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
                  CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, SAMPLED: tl.constexpr,
                  PREC: tl.constexpr, ACCUM: tl.constexpr):
@@ -417,7 +418,6 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
     V += b * svb + h * svh
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
-    row_base = bh.to(tl.int64) * n
     offs_d = tl.arange(0, D)
     keys = pid * BN + tl.arange(0, BN)
 
@@ -450,9 +450,9 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
         row_ok = rows < q_hi
         q_idx = tl.load(QO + rows, mask=row_ok, other=0)
         q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
-        do = _gather_rows(DO + row_base * D, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + row_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + row_base + q_idx, mask=row_ok, other=0.0)
+        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
+        lse2 = tl.load(Lse + bh.to(tl.int64) * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
         qk_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale + bias      # [BN, BM]
         p_t = tl.exp2(qk_t - lse2[None, :])
         if SAMPLED:
@@ -537,6 +537,7 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
         _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v),
         g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w, _head_stride(out, g.H),
+        *_grad_strides(lse, do, delta, g.H),
         D=g.d, BM=bm, BN=bn, CAUSAL=causal, MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal),
         HAS_SAMPLES=g.has_samples, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate),
         num_warps=warps, num_stages=stages)
@@ -555,10 +556,11 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal, ACCUM=_accum_code(accumulate),
                   PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
     so_h = _head_stride(dk, g.H)
+    rs = _grad_strides(lse, do, delta, g.H)
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
     qo, ko = _or(q_order, lse), _or(k_order, lse)
     _dkdv_kernel[(triton.cdiv(g.n, bn), 1, g.B * g.H)](
-        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h,
+        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
         MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
     if g.has_samples:
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
@@ -566,7 +568,7 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
         VT = triton.cdiv(g.n, vtile)
         _dkdv_kernel[(triton.cdiv(g.m, bn), VT, g.B * g.H)](
             q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
-            *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h,
+            *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h, *rs,
             MASK_BLOCK=True, SAMPLED=True, **common)
     return dk, dv
 
@@ -605,7 +607,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     _list_kernel[(rows.shape[2], g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale, _head_stride(out, g.H),
-        _lse_head_stride(lse, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
+        *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
         ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
 
@@ -625,6 +627,22 @@ def _lse_head_stride(lse: torch.Tensor, H: int) -> int:
         raise ValueError(f"lse with strides {tuple(lse.stride())}: contiguous rows and batch stride = "
                          "heads × head stride needed")
     return lse.stride(1)
+
+
+def _grad_strides(lse, do, delta, H: int):
+    """Head strides (dO, lse, Δ) the kernels read them by; dO and Δ are None in the forward."""
+    return (0 if do is None else _head_stride(do, H), _lse_head_stride(lse, H),
+            0 if delta is None else _lse_head_stride(delta, H))
+
+
+def _addressable_rows(x: torch.Tensor, H: int) -> torch.Tensor:
+    """x itself when the kernels can read it by head stride (contiguous rows), else a contiguous
+    copy: the causal recursion passes row slices of longer heads, which need no copy."""
+    try:
+        (_head_stride if x.dim() == 4 else _lse_head_stride)(x, H)
+        return x
+    except ValueError:
+        return x.contiguous()
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
@@ -684,7 +702,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     passes the merged rows' values): then the gradients are this part's share of that one's."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-    dout, lse, delta = dout.contiguous(), lse.contiguous(), delta.contiguous()
+    dout, lse, delta = (_addressable_rows(x, g.H) for x in (dout, lse, delta))
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
     bm, bn, warps, stages = _config("bwd", g.d)
@@ -701,7 +719,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         _list_bwd_kernel[(rows.shape[2], g.B * g.H)](
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale,
-            _head_stride(dq, g.H), _head_stride(dk, g.H), D=g.d, BM=bm, BN=bn,
+            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), num_warps=warps,
             num_stages=stages)
         return dq, dk, dv

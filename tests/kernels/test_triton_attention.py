@@ -216,3 +216,28 @@ def test_forward_merges_into_rows_of_a_larger_buffer(n, block, tile, m):
     torch.testing.assert_close(lse_full[:, :, 10:], want_lse, rtol=1e-5, atol=1e-5)
     assert torch.equal(out_full[:, :, :10], before[0][:, :, :10])
     assert torch.equal(lse_full[:, :, :10], before[1][:, :, :10])
+
+
+@pytest.mark.parametrize("n,block,tile,m", [(128, 64, 64, 8), (40, 16, 20, 6)],
+                         ids=["key-lists", "general"])
+@pytest.mark.parametrize("fused", ["always", "never"])
+def test_backward_reads_row_slices_of_longer_heads(monkeypatch, n, block, tile, m, fused):
+    """dO, lse and Δ given as the bottom rows of longer heads (the causal recursion's pieces) are
+    read in place by head stride and give what contiguous copies give."""
+    from hyperbench_kernels import triton_attention
+    from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
+    from hyperbench_kernels.triton_delta import delta as row_delta
+    monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
+    (q, k, v, qo, ko, smp), g = _inputs(9, 2, 2, n, 16, torch.float32, T=-(-n // tile), m=m)
+    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=0.25)
+    out, lse = block_sample_forward(q, k, v, qo, ko, smp, **kw)
+    dout_long = torch.randn(2, 2, n + 7, 16, generator=g).to(DEVICE)
+    dout = dout_long[:, :, 7:]
+    delta = row_delta(dout.contiguous(), out)
+    lse_long, delta_long = (torch.randn(2, 2, n + 7, generator=g).to(DEVICE) for _ in range(2))
+    lse_long[:, :, 7:], delta_long[:, :, 7:] = lse, delta
+    want = block_sample_backward(q, k, v, qo, ko, smp, dout.contiguous(), lse, delta, **kw)
+    got = block_sample_backward(q, k, v, qo, ko, smp, dout, lse_long[:, :, 7:], delta_long[:, :, 7:], **kw)
+    assert not dout.is_contiguous()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
