@@ -91,6 +91,16 @@ def _gather_rows(ptr, rows, stride_n, offs_d, mask):
 
 
 @triton.jit
+def _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D: tl.constexpr):
+    """dO, lse (exp2 domain) and Δ of query rows q_idx, each read by its own head stride."""
+    bh = bh.to(tl.int64)
+    do = _gather_rows(DO + bh * sdo_h, q_idx, D, offs_d, row_ok)
+    lse2 = tl.load(Lse + bh * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + bh * sdl_h + q_idx, mask=row_ok, other=0.0)
+    return do, lse2, delta
+
+
+@triton.jit
 def _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr, ACCUM: tl.constexpr):
     """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2); ACCUM
     (see _ACCUM_CODE) 1 or 2: added to what is there."""
@@ -204,9 +214,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     q_idx = tl.load(QO + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
     if GRAD:
-        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
+        do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)   # finite: fully masked tiles give p = 0
@@ -289,9 +297,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
     if GRAD:
-        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
+        do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
@@ -339,9 +345,7 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
     q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
-    do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
-    lse2 = tl.load(Lse + bh.to(tl.int64) * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-    delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
+    do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
@@ -450,9 +454,7 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
         row_ok = rows < q_hi
         q_idx = tl.load(QO + rows, mask=row_ok, other=0)
         q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
-        do = _gather_rows(DO + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
-        lse2 = tl.load(Lse + bh.to(tl.int64) * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(Delta + bh.to(tl.int64) * sdl_h + q_idx, mask=row_ok, other=0.0)
+        do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         qk_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale + bias      # [BN, BM]
         p_t = tl.exp2(qk_t - lse2[None, :])
         if SAMPLED:
