@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .triton_delta import delta as row_delta
+from .triton_merge import merge_into
 
 
 LOG2E = 1.4426950408889634
@@ -53,15 +54,10 @@ USE_KEY_LISTS = True
 
 # Where key lists apply, one fused backward kernel (dQ, dK, dV in one pass over each query tile's
 # list, 5 products per score tile instead of 7, dK/dV added atomically) replaces the dQ and dK/dV
-# kernels: "always", "fresh" (only when the gradients are new tensors, not added into a caller's
-# buffers) or "never".  On the H200 at n = 131072, d = 64 (1c60c06): the plain non-causal fwd+bwd
-# 10.9 ms fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
-# scripts/gpu_kernel_check.py can time them.
-FUSED_LIST_BACKWARD = "always"
-
-
-def _fused_backward(accumulate: bool) -> bool:
-    return {"fresh": not accumulate, "always": True, "never": False}[FUSED_LIST_BACKWARD]
+# kernels.  On the H200 at n = 131072, d = 64 (1c60c06): the plain non-causal fwd+bwd 10.9 ms
+# fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
+# scripts/gpu_kernel_check.py can time both.
+FUSED_LIST_BACKWARD = True
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -519,12 +515,23 @@ class _Geometry:
 
 
 def _head_stride(x: torch.Tensor, H: int) -> int:
-    """Head stride of an output [B, H, n, d] the kernels address as bh · stride + row · d + col."""
-    B, _, _, d = x.shape
-    if x.stride(3) != 1 or x.stride(2) != d or (B > 1 and x.stride(0) != H * x.stride(1)):
-        raise ValueError(f"output with strides {tuple(x.stride())}: rows of {d} contiguous values and "
+    """Head stride of x [B, H, n, d] (or [B, H, n]) that the kernels address as
+    bh · stride + row · d + col (or bh · stride + row): rows contiguous, batch stride = heads × head
+    stride."""
+    rows_contiguous = x.stride(-1) == 1 and (x.dim() == 3 or x.stride(2) == x.shape[3])
+    if not rows_contiguous or (x.shape[0] > 1 and x.stride(0) != H * x.stride(1)):
+        raise ValueError(f"tensor {tuple(x.shape)} with strides {tuple(x.stride())}: contiguous rows and "
                          "batch stride = heads × head stride needed")
     return x.stride(1)
+
+
+def _by_head_stride(x: torch.Tensor, H: int) -> bool:
+    """The kernels can address x by head stride (see _head_stride)."""
+    try:
+        _head_stride(x, H)
+    except ValueError:
+        return False
+    return True
 
 
 def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, out, lse,
@@ -553,8 +560,6 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     if dk is None:
         dk = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
         dv = torch.empty_like(dk)
-    if dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32:
-        raise ValueError("dk and dv must be fp32 with the same strides")
     common = dict(D=g.d, BN=bn, BM=bm, CAUSAL=causal, ACCUM=_accum_code(accumulate),
                   PREC=_precision(q.dtype), num_warps=warps, num_stages=stages)
     so_h = _head_stride(dk, g.H)
@@ -613,38 +618,10 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
 
-def _addressable(out: torch.Tensor, lse: torch.Tensor, H: int) -> bool:
-    """The kernels can address out and lse by head stride (see _head_stride, _lse_head_stride)."""
-    try:
-        _head_stride(out, H), _lse_head_stride(lse, H)
-    except ValueError:
-        return False
-    return True
-
-
-def _lse_head_stride(lse: torch.Tensor, H: int) -> int:
-    """Head stride of an lse [B, H, n] with contiguous rows (the kernels address bh · stride + row)."""
-    B = lse.shape[0]
-    if lse.stride(2) != 1 or (B > 1 and lse.stride(0) != H * lse.stride(1)):
-        raise ValueError(f"lse with strides {tuple(lse.stride())}: contiguous rows and batch stride = "
-                         "heads × head stride needed")
-    return lse.stride(1)
-
-
 def _grad_strides(lse, do, delta, H: int):
     """Head strides (dO, lse, Δ) the kernels read them by; dO and Δ are None in the forward."""
-    return (0 if do is None else _head_stride(do, H), _lse_head_stride(lse, H),
-            0 if delta is None else _lse_head_stride(delta, H))
-
-
-def _addressable_rows(x: torch.Tensor, H: int) -> torch.Tensor:
-    """x itself when the kernels can read it by head stride (contiguous rows), else a contiguous
-    copy: the causal recursion passes row slices of longer heads, which need no copy."""
-    try:
-        (_head_stride if x.dim() == 4 else _lse_head_stride)(x, H)
-        return x
-    except ValueError:
-        return x.contiguous()
+    return (0 if do is None else _head_stride(do, H), _head_stride(lse, H),
+            0 if delta is None else _head_stride(delta, H))
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
@@ -681,17 +658,14 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
         if out.shape != q.shape or lse.shape != q.shape[:-1] or out.dtype != q.dtype or lse.dtype != torch.float32:
             raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
                              f"match q {tuple(q.shape)} {q.dtype}")
-    if into is not None and _lists_apply(g, causal, _config("fwd", g.d)[0]) and _addressable(out, lse, g.H):
         bm, bn = _config("fwd", g.d)[:2]
-        _list_launch(g, q, k, v, q_order, key_lists(g, k_order, samples, bm, bn), out, lse, merge=True)
-        return out, lse
+        if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
+            _list_launch(g, q, k, v, q_order, key_lists(g, k_order, samples, bm, bn), out, lse, merge=True)
+            return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
-    if into is not None:
-        from .triton_merge import merge_into
-        return merge_into(*into, out, lse)
-    return out, lse
+    return (out, lse) if into is None else merge_into(*into, out, lse)
 
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
@@ -704,19 +678,20 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     passes the merged rows' values): then the gradients are this part's share of that one's."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-    dout, lse, delta = (_addressable_rows(x, g.H) for x in (dout, lse, delta))
+    # Row slices of longer heads (the causal recursion's pieces) are read in place, no copy.
+    dout, lse, delta = (x if _by_head_stride(x, g.H) else x.contiguous() for x in (dout, lse, delta))
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
+    if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
+        raise ValueError("dk and dv must be fp32 with the same strides")
     bm, bn, warps, stages = _config("bwd", g.d)
-    if _fused_backward(accumulate) and _lists_apply(g, causal, bm):
+    if FUSED_LIST_BACKWARD and _lists_apply(g, causal, bm):
         if dk is None:       # the fused kernel only adds into dK, dV
             dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
             dv = torch.zeros_like(dk)
         elif not accumulate:
             dk.zero_()
             dv.zero_()
-        if dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32:
-            raise ValueError("dk and dv must be fp32 with the same strides")
         rows, bias = key_lists(g, k_order, samples, bm, bn)
         _list_bwd_kernel[(rows.shape[2], g.B * g.H)](
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,

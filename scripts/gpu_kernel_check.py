@@ -295,7 +295,7 @@ def sweep(n=131072, H=32, d=64):
         trials["bwd"] += [(64, 32, 8, 2), (64, 16, 4, 3), (32, 64, 4, 2)]
     for kind, configs in trials.items():
         # dq/dkdv: the split backward (the fused one replaces both where key lists apply)
-        triton_attention.FUSED_LIST_BACKWARD = "always" if kind == "bwd" else "never"
+        triton_attention.FUSED_LIST_BACKWARD = kind == "bwd"
         best = None
         for cfg in configs:
             triton_attention.CONFIGS[kind][d] = cfg
@@ -312,12 +312,12 @@ def sweep(n=131072, H=32, d=64):
                 best = (cfg, ms)
         triton_attention.CONFIGS[kind][d] = best[0]
     both = {}
-    for fused in ("never", "always"):     # the two backwards, each with its best tiles
+    for fused in (False, True):     # the two backwards, each with its best tiles
         triton_attention.FUSED_LIST_BACKWARD = fused
         both[fused] = bench(fwd_bwd(lambda *a: prim(*a, qo, ko, smp, **kw), xs, gout), n, xs)
         RESULTS["sweep"].append({"fused_list_backward": fused, "fwd_bwd_ms": both[fused]})
         log(f"sweep FUSED_LIST_BACKWARD={fused}: fwd+bwd {both[fused]:.3f} ms")
-    triton_attention.FUSED_LIST_BACKWARD = "always"    # the causal recursion's tiles are timed apart
+    triton_attention.FUSED_LIST_BACKWARD = True    # the causal recursion's tiles are timed apart
     RESULTS.setdefault("configs", {})[d] = {k: v[d] for k, v in triton_attention.CONFIGS.items()}
     log(f"configs kept for d={d}:", RESULTS["configs"][d])
 
@@ -344,7 +344,7 @@ def sampling_question(n=16384, H=32, d=64, rounds=7):
     for name, xs_ms in ms.items():
         ratios = sorted(a / b for a, b in zip(xs_ms, base))
         med = sorted(xs_ms)[rounds // 2]
-        RESULTS["sampling"] = RESULTS.get("sampling", []) + [{"config": name, "n": n, "ms": xs_ms}]
+        RESULTS.setdefault("sampling", []).append({"config": name, "n": n, "ms": xs_ms})
         add_timing(f"  sampling: {name}", n, False, "fwd", med)
         log(f"sampling {name}: median {med:.3f} ms over {rounds} rounds, per-round ratio to one set "
             f"per head: median {ratios[rounds // 2]:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f})")
@@ -476,13 +476,13 @@ def causal_breakdown(n, xs, gout, hyper):
         with mock.patch.object(sdpa_leaves, "LEAF_FORWARD", kernel):
             add_timing(f"  causal, {kernel} leaves", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     # the split backward inside the recursion, and the fused one with a few of its tile shapes
-    with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "never"):
+    with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", False):
         add_timing("  causal, split backward", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     d = xs[0].shape[-1]
     default_bwd = triton_attention.CONFIGS["bwd"][d]
     for cfg in dict.fromkeys([default_bwd, (128, 64, 8, 2), (128, 64, 4, 3), (128, 64, 4, 1), (128, 128, 4, 2),
                               (64, 64, 4, 3)]):
-        with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", "always"), \
+        with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", True), \
                 mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
             add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     for how in ("load", "atomic"):   # how the pieces' gradients are added into the accumulators

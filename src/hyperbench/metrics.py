@@ -25,7 +25,8 @@ Cost and memory
   * ||D⁻¹A||₂ (n×n, never formed): block Lanczos (block Krylov with full reorthogonalisation and
     Rayleigh–Ritz) on M = (D⁻¹A)ᵀ(D⁻¹A), one product W = M X per iteration.
     The start block contains the all-ones vector, so the estimate is ≥ 1 from the first pass
-    (rows of D⁻¹A sum to 1). It stops when the relative change of the estimate is ≤ tol.
+    (rows of D⁻¹A sum to 1). A head stops when its estimate is within tol (relative) of its
+    limit, judged from its last steps (`_met_tol`), and leaves its group.
     Ritz values approach the true value from below.
 """
 
@@ -286,7 +287,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     elt = torch.finfo(acc).bits // 8
     if use_triton:      # no score buffer: only the basis limits a group; groups of equal size
         group = max(1, min(B * H, NORM_BASIS_BYTES // max(1, n_k * m_max * elt)))
-        group = -(-B * H // -(-B * H // group))
+        group, rows = -(-B * H // -(-B * H // group)), None
     else:
         group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
                             causal=causal)
@@ -310,7 +311,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
         for it in range(1, max_iters + 1):
             if ptp is None:                                           # (re)bind to live heads
                 ptp = _ptp_for(heads, use_triton, qf, kf, lf, acc, scale=scale, causal=causal,
-                               rows=None if use_triton else rows, offset=offset)
+                               rows=rows, offset=offset)
             rb = v.shape[-1]
             basis[:g, :, m:m + rb] = v
             m += rb
