@@ -58,6 +58,10 @@ USE_KEY_LISTS = True
 # fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
 # scripts/gpu_kernel_check.py can time both.
 FUSED_LIST_BACKWARD = True
+# Timing diagnostics for scripts/gpu_probe.py only, never for results: (block keys, samples) of the
+# fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
+# two programs share a key; the time says what the atomics cost.
+_DIAGNOSTIC_DKDV_STORES = (False, False)
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -321,9 +325,10 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
 @triton.jit
 def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
+                     H, n, L, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                     PREC: tl.constexpr, ACCUM: tl.constexpr):
+                     PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
+                     STORE_SAMPLES: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
@@ -359,8 +364,22 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
         live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
         dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
-        tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
-        tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
+        if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)
+            if not STORE_SAMPLES:
+                plain = j0 < nblock
+            elif not STORE_BLOCK:
+                plain = j0 >= nblock
+            else:
+                plain = j0 >= 0
+            if plain:
+                tl.store(DK + dst, dk, mask=live)
+                tl.store(DV + dst, dv, mask=live)
+            else:
+                tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
+                tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
+        else:
+            tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
+            tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
     _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
 
@@ -695,10 +714,10 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         rows, bias = key_lists(g, k_order, samples, bm, bn)
         _list_bwd_kernel[(rows.shape[2], g.B * g.H)](
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
-            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale,
+            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
-            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), num_warps=warps,
-            num_stages=stages)
+            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)

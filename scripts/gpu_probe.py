@@ -1,0 +1,148 @@
+"""Diagnostics of the Triton kernels on a GPU: where the time goes, not results for results/.
+
+    python3 scripts/gpu_probe.py [--n=131072] [--parts=atomics,gather,copies]
+
+atomics  the fused key-list backward (B=1, H=32, d=64, bf16, block 256, samples 256 per 256 rows)
+         timed with its dK/dV adds as atomics (the real kernel) and with plain stores for the
+         block keys, the samples or both (wrong sums: a measurement of what the atomics cost);
+         also with 256-row query tiles; and the atomic instructions in the compiled PTX.
+gather   the forward and the backward of the primitive with random orders against identity
+         orders (the cost of reading rows through the sort permutation), and without samples
+         (half the key list: the fixed cost per program).
+copies   the causal forward+backward under torch.profiler with each copy or cast op's input
+         shapes and Python stack, to attribute the copies the kernel profile shows.
+Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
+$OUT (or ./gpu_out).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+from unittest import mock
+
+import torch
+from triton.testing import do_bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from kernels import triton_attention  # noqa: E402
+from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
+from kernels.triton_delta import delta as row_delta  # noqa: E402
+
+OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
+FOUND: dict = {}
+
+
+def arg(name, default):
+    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
+
+
+def ms(fn):
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def note(key, value):
+    FOUND[key] = value
+    print(f"{key:60s} {value:9.3f} ms" if isinstance(value, float) else f"{key}: {value}", flush=True)
+
+
+def primitive_inputs(n, H=32, d=64, block=256, m=256, tile=256, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (torch.randn(1, H, n, d, generator=g, device="cuda").to(torch.bfloat16) for _ in range(3))
+    qo = torch.argsort(torch.rand(1, H, n, generator=g, device="cuda"), dim=-1)
+    ko = torch.argsort(torch.rand(1, H, n, generator=g, device="cuda"), dim=-1)
+    smp = torch.randint(n, (1, H, n // tile, m), generator=g, device="cuda")
+    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=d ** -0.5)
+    return (q, k, v, qo, ko, smp), kw
+
+
+def backward_call(args, kw):
+    q, k, v, qo, ko, smp = args
+    out, lse = triton_attention.block_sample_forward(*args, **kw)
+    do = torch.randn_like(out)
+    delta = row_delta(do, out, None)
+    return lambda: triton_attention.block_sample_backward(q, k, v, qo, ko, smp, do, lse, delta, **kw)
+
+
+def atomics(n):
+    args, kw = primitive_inputs(n)
+    bwd = backward_call(args, kw)
+    for stores in ((False, False), (True, False), (False, True), (True, True)):
+        with mock.patch.object(triton_attention, "_DIAGNOSTIC_DKDV_STORES", stores):
+            note(f"bwd n={n} plain stores (block keys, samples)={stores}", ms(bwd))
+    for cfg in ((256, 64, 8, 2), (256, 32, 8, 2), (128, 64, 8, 3)):
+        for stores in ((False, False), (True, False)):
+            with mock.patch.dict(triton_attention.CONFIGS["bwd"], {64: cfg}), \
+                    mock.patch.object(triton_attention, "_DIAGNOSTIC_DKDV_STORES", stores):
+                note(f"bwd n={n} tiles {cfg} plain stores={stores}", ms(bwd))
+    cache = os.environ.get("TRITON_CACHE_DIR", os.path.expanduser("~/.triton/cache"))
+    for path in sorted(glob.glob(os.path.join(cache, "**", "_list_bwd_kernel.ptx"), recursive=True))[:6]:
+        text = open(path).read()
+        ops = {}
+        for op in re.findall(r"\b((?:red|atom)\.[\w.]+)", text):
+            ops[op] = ops.get(op, 0) + 1
+        note(f"ptx {os.path.basename(os.path.dirname(path))[:12]} atomics", ops)
+
+
+def gather(n):
+    args, kw = primitive_inputs(n)
+    q, k, v, qo, ko, smp = args
+    ident = torch.arange(n, device="cuda").expand(1, q.shape[1], n).contiguous()
+    fwd = lambda a: (lambda: triton_attention.block_sample_forward(*a, **kw))  # noqa: E731
+    note(f"fwd n={n} random orders", ms(fwd(args)))
+    note(f"fwd n={n} identity orders", ms(fwd((q, k, v, ident, ident, smp))))
+    note(f"fwd n={n} no samples (key list 256)", ms(fwd((q, k, v, qo, ko, None))))
+    note(f"bwd n={n} random orders", ms(backward_call(args, kw)))
+    note(f"bwd n={n} identity orders", ms(backward_call((q, k, v, ident, ident, smp), kw)))
+    note(f"bwd n={n} no samples", ms(backward_call((q, k, v, qo, ko, None), kw)))
+
+
+COPY_OPS = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone", "aten::reshape",
+            "aten::zeros", "aten::zero_", "aten::fill_", "aten::empty_like", "aten::add_", "aten::cat"}
+
+
+def copies(n):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    xs = [torch.randn(1, 32, n, 64, generator=g, device="cuda").to(torch.bfloat16).requires_grad_(True)
+          for _ in range(3)]
+    gout = torch.randn_like(xs[0])
+    gen = torch.Generator(device="cuda")
+
+    def run():
+        gen.manual_seed(0)
+        out, _ = hyper_attention(*xs, HyperParams(), causal=True, generator=gen, backend="triton")
+        torch.autograd.grad(out, xs, gout)
+    run()
+    torch.cuda.synchronize()
+    act = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=act, record_shapes=True, with_stack=True) as prof:
+        run()
+        torch.cuda.synchronize()
+    rows = []
+    for evt in prof.key_averages(group_by_input_shape=True, group_by_stack_n=6):
+        if evt.key in COPY_OPS and evt.device_time_total > 50:
+            here = [f for f in evt.stack if "kernels/" in f or "gpu_probe" in f or "torch/" in f][:6]
+            rows.append((evt.device_time_total, evt.key, evt.count, str(evt.input_shapes)[:160], here))
+    rows.sort(reverse=True)
+    FOUND["copies"] = [dict(us=r[0], op=r[1], count=r[2], shapes=r[3], stack=r[4]) for r in rows]
+    for us, op, count, shapes, stack in rows:
+        print(f"{us:9.0f} us  {op} x{count}  {shapes}\n           " + "\n           ".join(stack), flush=True)
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=70))
+
+
+def main():
+    n = int(arg("n", 131072))
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    for part in arg("parts", "atomics,gather,copies").split(","):
+        {"atomics": atomics, "gather": gather, "copies": copies}[part](n)
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "probe.json"), "w") as f:
+        json.dump(FOUND, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
