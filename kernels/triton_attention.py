@@ -365,21 +365,18 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
         dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
         if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)
+            # masks, not a branch: Triton's pipeliner rejects stores under an scf.if in the loop
             if not STORE_SAMPLES:
                 plain = j0 < nblock
             elif not STORE_BLOCK:
                 plain = j0 >= nblock
             else:
                 plain = j0 >= 0
-            if plain:
-                tl.store(DK + dst, dk, mask=live)
-                tl.store(DV + dst, dv, mask=live)
-            else:
-                tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
-                tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
-        else:
-            tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
-            tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
+            tl.store(DK + dst, dk, mask=live & plain)
+            tl.store(DV + dst, dv, mask=live & plain)
+            live = live & (~plain)
+        tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
+        tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
     _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
 
