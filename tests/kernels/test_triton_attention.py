@@ -81,11 +81,14 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     (96, 32, 0, 24),      # general kernel, one sample set shared by the head
     (130, 64, 64, 0),     # key lists without samples, ragged tail
 ])
-@pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
-def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
-    """Both backward paths where key lists apply: the fused one and the dQ + dK/dV kernels."""
+@pytest.mark.parametrize("backward", ["fused", "fused-keys-major", "split"])
+def test_block_sample_fp32(n, block, tile, m, backward, monkeypatch):
+    """Every backward path where key lists apply: the fused one (score tiles either way round)
+    and the dQ + dK/dV kernels."""
     from hyperbench_kernels import triton_attention
+    fused = backward != "split"
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
+    monkeypatch.setattr(triton_attention, "BWD_KEYS_MAJOR", backward == "fused-keys-major")
     launches = []
     real = triton_attention._list_bwd_kernel
     monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(real, launches))
