@@ -25,6 +25,7 @@ import torch
 
 from . import hyper_attention as driver
 from . import sdpa_leaves, triton_attention
+from .triton_cast import copy_into
 from .triton_delta import delta as row_delta
 from .triton_merge import merge_into
 
@@ -91,7 +92,7 @@ def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grad
             parts = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=causal, scale=scale,
                                                     state=state)
             for acc, part in zip(grads, parts):
-                acc.add_(part) if accumulate else acc.copy_(part)
+                copy_into(acc, part, accumulate)
             return
         # A gradient reaches lse: Δ must come in from outside, which our kernel takes.
         piece = _exact_triton_piece(q, causal, scale)
