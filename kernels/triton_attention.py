@@ -41,8 +41,11 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); at
-    # d = 64 the fastest both for the plain call and inside the causal recursion (1c60c06)
-    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
+    # d = 64, 256 rows were the fastest both for the plain call and inside the causal recursion
+    # (gpu_probe.py at 3b30c8b: 7.07 against 7.40 ms, 46.1 against 46.8 ms)
+    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 2), 128: (128, 64, 8, 2)},
+    # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
+    "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (64, 64, 4, 3)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -58,10 +61,6 @@ USE_KEY_LISTS = True
 # fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
 # scripts/gpu_kernel_check.py can time both.
 FUSED_LIST_BACKWARD = True
-# The fused backward's score tiles as [keys, queries] (Pᵀ, dSᵀ as register operands of dV, dK; one
-# transpose per tile, for dQ) instead of [queries, keys] (two, for dV and dK).  Module-level so
-# scripts/gpu_probe.py can time both.
-BWD_KEYS_MAJOR = False
 # Timing diagnostics for scripts/gpu_probe.py only, never for results: (block keys, samples) of the
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
@@ -331,8 +330,8 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                      H, n, L, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                     PREC: tl.constexpr, ACCUM: tl.constexpr, KEYS_MAJOR: tl.constexpr,
-                     STORE_BLOCK: tl.constexpr, STORE_SAMPLES: tl.constexpr):
+                     PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
+                     STORE_SAMPLES: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
@@ -360,22 +359,13 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
         v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
         # rows past n: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
-        if KEYS_MAJOR:   # scores as [keys, queries]: Pᵀ and dSᵀ feed dV and dK from registers
-            s_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale + bias[:, None]
-            p_t = tl.exp2(s_t - lse2[None, :])
-            dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
-            ds_t = p_t * (dp_t - delta[None, :])
-            dv = tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
-            dk = tl.dot(ds_t.to(q.dtype), q, input_precision=PREC) * k_scale
-            dq += tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PREC)
-        else:
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-            p = tl.exp2(qk - lse2[:, None])
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        p = tl.exp2(qk - lse2[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
         live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
         dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
         if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)
@@ -714,8 +704,9 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                                                   None, None)
     if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
         raise ValueError("dk and dv must be fp32 with the same strides")
-    bm, bn, warps, stages = _config("bwd", g.d)
-    if FUSED_LIST_BACKWARD and _lists_apply(g, causal, bm):
+    fitting = [c for c in (_config("bwd", g.d), _config("bwd_narrow", g.d)) if _lists_apply(g, causal, c[0])]
+    if FUSED_LIST_BACKWARD and fitting:
+        bm, bn, warps, stages = fitting[0]
         if dk is None:       # the fused kernel only adds into dK, dV
             dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
             dv = torch.zeros_like(dk)
@@ -727,7 +718,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
-            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), KEYS_MAJOR=BWD_KEYS_MAJOR, STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
+            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate)

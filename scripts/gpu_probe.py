@@ -1,6 +1,6 @@
 """Diagnostics of the Triton kernels on a GPU: where the time goes, not results for results/.
 
-    python3 scripts/gpu_probe.py [--n=131072] [--parts=atomics,gather,copies,bwdform]
+    python3 scripts/gpu_probe.py [--n=131072] [--parts=atomics,gather,copies]
 
 atomics  the fused key-list backward (B=1, H=32, d=64, bf16, block 256, samples 256 per 256 rows)
          timed with its dK/dV adds as atomics (the real kernel) and with plain stores for the
@@ -9,8 +9,6 @@ atomics  the fused key-list backward (B=1, H=32, d=64, bf16, block 256, samples 
 gather   the forward and the backward of the primitive with random orders against identity
          orders (the cost of reading rows through the sort permutation), and without samples
          (half the key list: the fixed cost per program).
-bwdform  the fused backward's score tiles queries-major against keys-major, over tile shapes, on
-         the primitive and inside the causal recursion.
 copies   the causal forward+backward under torch.profiler with each copy or cast op's input
          shapes and Python stack, to attribute the copies the kernel profile shows.
 Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
@@ -103,36 +101,6 @@ def gather(n):
     note(f"bwd n={n} no samples", ms(backward_call((q, k, v, qo, ko, None), kw)))
 
 
-def bwdform(n):
-    """The fused backward with score tiles queries-major (as before) and keys-major, over tile
-    shapes: the primitive's backward, then the causal forward+backward; and how far apart the two
-    forms' gradients are (both bf16: a few 1e-3 at most)."""
-    args, kw = primitive_inputs(n)
-    bwd = backward_call(args, kw)
-    shapes = [(128, 64, 4, 3), (128, 64, 4, 2), (256, 64, 8, 2), (128, 64, 8, 2), (128, 128, 8, 2),
-              (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 2), (128, 32, 4, 3)]
-    best = {}
-    for keys_major in (False, True):
-        for cfg in shapes:
-            with mock.patch.dict(triton_attention.CONFIGS["bwd"], {64: cfg}), \
-                    mock.patch.object(triton_attention, "BWD_KEYS_MAJOR", keys_major):
-                t = ms(bwd)
-            note(f"bwd n={n} keys_major={keys_major} tiles {cfg}", t)
-            best.setdefault(keys_major, []).append((t, cfg))
-    grads = {}
-    for keys_major in (False, True):
-        with mock.patch.object(triton_attention, "BWD_KEYS_MAJOR", keys_major):
-            grads[keys_major] = [x.float() for x in bwd()]
-    for name, a, b in zip("qkv", grads[False], grads[True]):
-        note(f"bwd d{name}: keys-major vs queries-major rel. diff", float((a - b).norm() / b.norm()))
-    xs, gout, run = causal_problem(n)
-    for keys_major in (False, True):
-        for _, cfg in sorted(best[keys_major])[:3]:
-            with mock.patch.dict(triton_attention.CONFIGS["bwd"], {64: cfg}), \
-                    mock.patch.object(triton_attention, "BWD_KEYS_MAJOR", keys_major):
-                note(f"causal fwd+bwd n={n} keys_major={keys_major} tiles {cfg}", ms(run))
-
-
 def causal_problem(n):
     g = torch.Generator(device="cuda").manual_seed(1)
     xs = [torch.randn(1, 32, n, 64, generator=g, device="cuda").to(torch.bfloat16).requires_grad_(True)
@@ -176,7 +144,7 @@ def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "bwdform": bwdform}[part](n)
+        {"atomics": atomics, "gather": gather, "copies": copies}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

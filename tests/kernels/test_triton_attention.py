@@ -81,14 +81,11 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     (96, 32, 0, 24),      # general kernel, one sample set shared by the head
     (130, 64, 64, 0),     # key lists without samples, ragged tail
 ])
-@pytest.mark.parametrize("backward", ["fused", "fused-keys-major", "split"])
-def test_block_sample_fp32(n, block, tile, m, backward, monkeypatch):
-    """Every backward path where key lists apply: the fused one (score tiles either way round)
-    and the dQ + dK/dV kernels."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
+def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
+    """Both backward paths where key lists apply: the fused one and the dQ + dK/dV kernels."""
     from hyperbench_kernels import triton_attention
-    fused = backward != "split"
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
-    monkeypatch.setattr(triton_attention, "BWD_KEYS_MAJOR", backward == "fused-keys-major")
     launches = []
     real = triton_attention._list_bwd_kernel
     monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(real, launches))
@@ -96,6 +93,19 @@ def test_block_sample_fp32(n, block, tile, m, backward, monkeypatch):
     bm = triton_attention._config("bwd", 32)[0]
     aligned = block % bm == 0 and (tile == 0 or tile % bm == 0)
     assert bool(launches) == (fused and aligned)
+
+
+def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
+    """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
+    64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
+    from hyperbench_kernels import triton_attention
+    tiles = {"bwd": (128, 64, 4, 1), "bwd_narrow": (64, 64, 4, 1)}
+    real = triton_attention._config
+    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
+    launches = []
+    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, launches))
+    _check(77, 1, 2, 192, 32, block=64, tile=64, m=16)
+    assert [grid[0] for grid in launches] == [192 // 64]
 
 
 class _Spy:
