@@ -51,35 +51,44 @@ def _exact_triton_piece(q, causal, scale):
                                                scale=scale, causal=causal))
 
 
-def _lower_left_forward(q, k, v, p, scale, generator, into):
+def _lower_left_forward(q, k, v, p, scale, generator, into, ranks):
     """Bottom half's queries against the top half's keys (non-causal HyperAttention), merged in
-    place into `into` = (out, lse) those rows hold from their diagonal part. Returns the piece's
-    record for the backward."""
+    place into `into` = (out, lse) those rows hold from their diagonal part; ranks: the LSH bucket
+    ranks of these queries and keys. Returns the piece's record for the backward."""
     driver.check_square(q, k)
     if q.shape[2] < p.min_seq_len:
         out, lse, piece = _exact_forward(q, k, v, False, scale)
         merge_into(*into, out, lse)
         return piece
-    q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton")
+    q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton", ranks=ranks)
     kw = dict(block_size=p.block_size, sample_tile=p.sample_tile, sample_weight=weight, scale=scale,
               causal=False)
     triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw, into=into)
     return ("triton", q_order, k_order, samples, kw)
 
 
-def _forward(q, k, v, p, scale, generator):
-    """(out, lse, tree): tree holds each level's piece record for the backward."""
+def _forward(q, k, v, p, scale, generator, ranks=None):
+    """(out, lse, tree): tree holds each level's piece record for the backward.  ranks: the LSH
+    bucket ranks of q's and k's rows; the top call draws the hyperplanes (one set for every level,
+    as the specification does) and hashes each row once, and the levels take slices."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
         return _exact_forward(q, k, v, True, scale)
+    if ranks is None:
+        proj = driver.draw_projections(q, p, generator)
+        rank = driver._bucket_rank("triton")
+        ranks = (rank(q, proj), rank(k, proj))
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
+        # the zero row is on the negative side of every hyperplane: bucket 0, Gray rank 0
+        ranks = tuple(torch.nn.functional.pad(r, (0, 1)) for r in ranks)
     half = q.shape[2] // 2
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
-    out_d, lse_d, sub = _forward(*halves, p, scale, generator)
+    out_d, lse_d, sub = _forward(*halves, p, scale, generator, tuple(r.reshape(B, 2 * H, half) for r in ranks))
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator,
-                                (out_d[:, :, half:], lse_d[:, :, half:]))
+                                (out_d[:, :, half:], lse_d[:, :, half:]),
+                                (ranks[0][:, :, half:], ranks[1][:, :, :half]))
     return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
 
 

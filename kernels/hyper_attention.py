@@ -89,13 +89,21 @@ def _exact(q, k, v, causal, scale, backend):
                                sample_weight=1.0, scale=scale, causal=causal)
 
 
-def lsh_plan(q, k, p: HyperParams, generator, backend):
+def draw_projections(q, p: HyperParams, generator):
+    return lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
+
+
+def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
     """The random part of one non-causal HyperAttention, drawn in a fixed order: (q_order,
-    k_order, samples, sample_weight); samples None when sample_size is 0."""
+    k_order, samples, sample_weight); samples None when sample_size is 0.  proj: hyperplanes drawn
+    already (the causal recursion draws one set for all its levels); ranks: the rows' bucket ranks
+    under them, computed already."""
     n = q.shape[2]
-    proj = lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
-    rank = _bucket_rank(backend)
-    q_order, k_order = _sort_orders(backend, [rank(q, proj), rank(k, proj)], p.lsh_num_projs)
+    if ranks is None:
+        proj = draw_projections(q, p, generator) if proj is None else proj
+        rank = _bucket_rank(backend)
+        ranks = (rank(q, proj), rank(k, proj))
+    q_order, k_order = _sort_orders(backend, list(ranks), p.lsh_num_projs)
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)
@@ -110,30 +118,34 @@ def check_square(q, k) -> None:
         raise ValueError(f"hyper attention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
 
 
-def _non_causal(q, k, v, p: HyperParams, scale, generator, backend):
+def _non_causal(q, k, v, p: HyperParams, scale, generator, backend, proj=None):
     check_square(q, k)
     if q.shape[2] < p.min_seq_len:
         return _exact(q, k, v, False, scale, backend)
-    q_order, k_order, samples, weight = lsh_plan(q, k, p, generator, backend)
+    q_order, k_order, samples, weight = lsh_plan(q, k, p, generator, backend, proj)
     return _primitive(backend)(q, k, v, q_order, k_order, samples, block_size=p.block_size,
                                sample_tile=p.sample_tile, sample_weight=weight, scale=scale)
 
 
-def _causal(q, k, v, p: HyperParams, scale, generator, backend):
+def _causal(q, k, v, p: HyperParams, scale, generator, backend, proj=None):
     """The readable recursion (the torch backend, and the specification of kernels/causal_triton.py,
-    which the triton backend runs instead)."""
+    which the triton backend runs instead).  One set of LSH hyperplanes, drawn at the top, serves
+    every level (as in the published implementation); each level draws its own samples."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
         return _exact(q, k, v, True, scale, backend)
+    if proj is None:
+        proj = draw_projections(q, p, generator)
     if n % 2:
         # One zero row at the end: under the causal mask no real query ever sees it.
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
     half = q.shape[2] // 2
     # Both diagonal halves at once, as twice the heads (a view, no copy).
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
-    out_d, lse_d = _causal(*halves, p, scale, generator, backend)
+    out_d, lse_d = _causal(*halves, p, scale, generator, backend, proj)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
-    out_bl, lse_bl = _non_causal(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator, backend)
+    out_bl, lse_bl = _non_causal(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator, backend,
+                                 proj)
     out_bottom, lse_bottom = merge_partials(out_d[:, :, half:], lse_d[:, :, half:], out_bl, lse_bl)
     out = torch.cat([out_d[:, :, :half], out_bottom], dim=2)[:, :, :n]
     lse = torch.cat([lse_d[:, :, :half], lse_bottom], dim=2)[:, :, :n]

@@ -35,11 +35,25 @@ def _both_backends(n, params, *, with_lse, seed=0):
 # n = 150 with min_seq_len 40: 150 -> 75 (odd, padded to 76) -> leaves of 38, and the 38-row
 # lower-left pieces are exact (below min_seq_len) while the top level's is HyperAttention.
 @pytest.mark.parametrize("with_lse", [False, True])
-@pytest.mark.parametrize("n,tile", [(150, 32), (97, 0)])
+@pytest.mark.parametrize("n,tile", [(150, 32), (97, 0), (301, 32)])
 def test_triton_recursion_matches_torch_backend(n, tile, with_lse):
     params = HyperParams(block_size=16, sample_size=12, sample_tile=tile, min_seq_len=40)
     errs = _both_backends(n, params, with_lse=with_lse)
     assert all(e < 3e-4 for e in errs.values()), errs
+
+
+def test_every_row_is_hashed_once(monkeypatch):
+    """n = 301: two HyperAttention levels (151 and 76 rows, the first padded), yet q and k are
+    hashed once each, at the top; the levels sort slices of those ranks."""
+    from hyperbench_kernels import triton_lsh
+    calls = []
+    real = triton_lsh.bucket_rank
+    monkeypatch.setattr(triton_lsh, "bucket_rank", lambda x, proj: calls.append(x.shape) or real(x, proj))
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+    x = torch.randn(1, 2, 301, 16, device=DEVICE)
+    hyper_attention(x, x, x, params, causal=True, generator=torch.Generator(device=DEVICE).manual_seed(1),
+                    backend="triton")
+    assert calls == [(1, 2, 301, 16)] * 2
 
 
 @pytest.mark.parametrize("with_lse", [False, True])
