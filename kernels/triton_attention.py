@@ -40,12 +40,13 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
-    # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); at
-    # d = 64, 256 rows were the fastest both for the plain call and inside the causal recursion
-    # (gpu_probe.py at 3b30c8b: 7.07 against 7.40 ms, 46.1 against 46.8 ms)
-    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 2), 128: (128, 64, 8, 2)},
+    # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); 256
+    # rows were the fastest at d = 64 and 128, on the plain call (--sweep at 128ff1e: fwd+bwd 9.95
+    # against 10.70 ms at d = 64, 19.96 against 21.85 at d = 128) and in the causal recursion
+    # (gpu_probe.py at 3b30c8b: 46.1 against 46.8 ms)
+    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 3), 128: (256, 64, 8, 2)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
-    "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (64, 64, 4, 3)},
+    "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.

@@ -480,8 +480,7 @@ def causal_breakdown(n, xs, gout, hyper):
         add_timing("  causal, split backward", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
     d = xs[0].shape[-1]
     default_bwd = triton_attention.CONFIGS["bwd"][d]
-    for cfg in dict.fromkeys([default_bwd, (128, 64, 8, 2), (128, 64, 4, 3), (128, 64, 4, 1), (128, 128, 4, 2),
-                              (64, 64, 4, 3)]):
+    for cfg in dict.fromkeys([default_bwd, (256, 64, 8, 2), (256, 64, 8, 3), (128, 64, 4, 3), (128, 64, 8, 2)]):
         with mock.patch.object(triton_attention, "FUSED_LIST_BACKWARD", True), \
                 mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
             add_timing(f"  causal, fused backward {cfg}", n, True, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
