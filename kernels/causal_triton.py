@@ -161,6 +161,9 @@ class _CausalHyperAttention(torch.autograd.Function):
 
 def causal_hyper_attention(q, k, v, p, scale, generator):
     """hyper_attention(..., causal=True, backend="triton"): (out, lse), differentiable in q, k, v."""
+    if q.shape[2] <= p.min_seq_len:
+        # one exact leaf: its own kernel's autograd, without the recursion's fp32 accumulators
+        return driver._exact(q, k, v, True, scale, "triton")
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         return _CausalHyperAttention.apply(q, k, v, p, scale, generator)
     out, lse, _ = _forward(q, k, v, p, scale, generator)

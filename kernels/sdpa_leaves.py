@@ -11,7 +11,8 @@ FlashAttention's backward computes Δ itself from the `out` and `grad_out` it is
 place for dlse. We make it compute our Δ by appending columns (head_dim d → d + 8, the kernels
 want multiples of 8): q, k, v get zero columns (scores and dP = dO·v unchanged), grad_out two
 columns of ones, and out −dlse split into two 16-bit parts, so rowsum(dO'∘O') = rowsum(dO∘O) − dlse.
-The extra columns of the gradients are dropped. `backward_reference` below states the contract
+The extra columns of the gradients are dropped; when no gradient reaches lse, flash's own backward
+runs on the unwidened tensors. `backward_reference` below states the contract
 of the kernel in PyTorch so the tests can check this on CPU.
 """
 
@@ -94,13 +95,18 @@ class _SdpaWithLse(torch.autograd.Function):
         out, lse, state = _flash_forward(q, k, v, causal, scale)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.causal, ctx.scale, ctx.state = causal, scale, state
+        ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not as zeros
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_with_lse(dout.contiguous(), dlse, q, k, v, out, lse, ctx.causal, ctx.scale,
-                                       ctx.state)
+        dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype).contiguous()
+        if dlse is None:   # the loss reaches out only: flash's own backward, no widened copies
+            dq, dk, dv = _flash_backward(dout, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state)
+        else:
+            dq, dk, dv = backward_with_lse(dout, dlse, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state,
+                                           kernel=_flash_backward)
         return dq, dk, dv, None, None
 
 

@@ -175,7 +175,12 @@ def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
     ref_grads = torch.autograd.grad((ref_out * gout).sum(), ref_xs, retain_graph=True)
     errs = {"out": rel(out, ref_out), "lse": rel(lse, ref_lse)}
     errs.update({f"d{c} (out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
-    if forward == "flash":   # the widened backward: gradients through out and lse
+    if forward == "flash":   # through out only (flash's own backward), then the widened backward
+        xs = [x.detach().clone().requires_grad_(True) for x in xs0]
+        poison()
+        o, _ = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
+        grads = torch.autograd.grad((o.float() * gout).sum(), xs)
+        errs.update({f"d{c} (flash, out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
         xs = [x.detach().clone().requires_grad_(True) for x in xs0]
         poison()
         o, l = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)

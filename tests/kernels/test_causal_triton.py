@@ -35,7 +35,7 @@ def _both_backends(n, params, *, with_lse, seed=0):
 # n = 150 with min_seq_len 40: 150 -> 75 (odd, padded to 76) -> leaves of 38, and the 38-row
 # lower-left pieces are exact (below min_seq_len) while the top level's is HyperAttention.
 @pytest.mark.parametrize("with_lse", [False, True])
-@pytest.mark.parametrize("n,tile", [(150, 32), (97, 0), (301, 32)])
+@pytest.mark.parametrize("n,tile", [(150, 32), (97, 0), (301, 32), (33, 32)])   # 33: one exact leaf
 def test_triton_recursion_matches_torch_backend(n, tile, with_lse):
     params = HyperParams(block_size=16, sample_size=12, sample_tile=tile, min_seq_len=40)
     errs = _both_backends(n, params, with_lse=with_lse)

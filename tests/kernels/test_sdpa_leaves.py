@@ -44,3 +44,34 @@ def test_without_the_dlse_columns_the_gradient_is_wrong():
 
 def test_only_cuda_16bit_inputs_take_the_fused_kernels():
     assert not sdpa_leaves.supported(torch.zeros(1, 1, 8, 64, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_attention_with_lse_widens_only_when_a_gradient_reaches_lse(monkeypatch, with_lse):
+    """Loss through out alone: flash's own backward on the head_dim-wide tensors. Through lse too:
+    the widened call. Both give the exact gradient (the kernels stood in for by the reference)."""
+    calls = []
+
+    def forward(q, k, v, causal, scale):
+        out, lse = exact_attention(q, k, v, causal=causal, scale=scale)
+        return out.to(q.dtype), lse, ("reference",)
+
+    def backward(dout, q, k, v, out, lse, causal, scale, state):
+        calls.append(q.shape[-1])
+        return sdpa_leaves.backward_reference(dout, q, k, v, out, lse, causal, scale)
+    monkeypatch.setattr(sdpa_leaves, "_flash_forward", forward)
+    monkeypatch.setattr(sdpa_leaves, "_flash_backward", backward)
+    g = torch.Generator().manual_seed(5)
+    base = [torch.randn(1, 2, 45, 16, generator=g, dtype=torch.float64) for _ in range(3)]
+    dout, dlse = torch.randn(1, 2, 45, 16, generator=g, dtype=torch.float64), torch.randn(1, 2, 45, generator=g,
+                                                                                          dtype=torch.float64)
+    results = []
+    for fn in (lambda *x: sdpa_leaves.attention_with_lse(*x, causal=True, scale=0.3),
+               lambda *x: exact_attention(*x, causal=True, scale=0.3)):
+        xs = [x.clone().requires_grad_(True) for x in base]
+        out, lse = fn(*xs)
+        loss = (out * dout).sum() + ((lse * dlse).sum() if with_lse else 0)
+        results.append(torch.autograd.grad(loss, xs))
+    for a, b in zip(*results):
+        assert ((a - b).norm() / b.norm()).item() < 1e-6   # dlse passes through fp32
+    assert calls == [16 + 8 if with_lse else 16]
