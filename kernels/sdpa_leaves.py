@@ -89,20 +89,10 @@ def backward_with_lse(dout, dlse, q, k, v, out, lse, causal, scale, state, kerne
     return dq[..., :d], dk[..., :d], dv[..., :d]
 
 
-def _backward_by_state(dout, q, k, v, out, lse, causal, scale, state):
-    """backward_from_state with backward_with_lse's kernel signature."""
-    return backward_from_state(dout, q, k, v, out, lse, causal=causal, scale=scale, state=state)
-
-
 class _SdpaWithLse(torch.autograd.Function):
-    """LEAF_FORWARD's kernel and its own backward. With a gradient on lse, the same backward on the
-    widened tensors: it needs only the forward's lse, which widening leaves unchanged. cuDNN takes
-    head_dim up to 128, so wider heads (d + 8 > 128) use flash."""
-
     @staticmethod
     def forward(ctx, q, k, v, causal, scale):
-        kernel = "flash" if LEAF_FORWARD == "cudnn" and q.shape[-1] + _PAD > 128 else LEAF_FORWARD
-        out, lse, state = forward_with_state(q, k, v, causal=causal, scale=scale, kernel=kernel)
+        out, lse, state = _flash_forward(q, k, v, causal, scale)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.causal, ctx.scale, ctx.state = causal, scale, state
         ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not as zeros
@@ -112,24 +102,23 @@ class _SdpaWithLse(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
         dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype).contiguous()
-        if dlse is None:   # the loss reaches out only: no widened copies
-            dq, dk, dv = _backward_by_state(dout, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state)
+        if dlse is None:   # the loss reaches out only: flash's own backward, no widened copies
+            dq, dk, dv = _flash_backward(dout, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state)
         else:
             dq, dk, dv = backward_with_lse(dout, dlse, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state,
-                                           kernel=_backward_by_state)
+                                           kernel=_flash_backward)
         return dq, dk, dv, None, None
 
 
-def forward_with_state(q, k, v, *, causal: bool, scale: float, kernel: str | None = None):
-    """(out, lse, state): LEAF_FORWARD's kernel (or `kernel`), plus what `backward_from_state` needs
-    of it. "reference" is the PyTorch statement of both kernels (CPU tests of the code around them)."""
-    kernel = kernel or LEAF_FORWARD
+def forward_with_state(q, k, v, *, causal: bool, scale: float):
+    """(out, lse, state): LEAF_FORWARD's kernel, plus what `backward_from_state` needs of it.
+    "reference" is the PyTorch statement of both kernels (CPU tests of the code around them)."""
     q, k, v = (x.contiguous() for x in (q, k, v))
-    if kernel == "reference":
+    if LEAF_FORWARD == "reference":
         from .reference import exact_attention
         out, lse = exact_attention(q, k, v, causal=causal, scale=scale)
         return out.to(q.dtype), lse, ("reference",)
-    if kernel == "cudnn":
+    if LEAF_FORWARD == "cudnn":
         res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
                                                                  scale=scale)
         B, H, n, _ = q.shape
