@@ -152,6 +152,12 @@ class _CausalHyperAttention(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
         dout = torch.zeros_like(out) if dout is None else dout.to(out.dtype)
+        if ctx.tree[0] == "sdpa" and dlse is None:
+            # n <= min_seq_len: one exact leaf, whose kernel's own backward gives the gradient in
+            # q's dtype; no Δ pass, no fp32 accumulators, no casts
+            dq, dk, dv = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=True, scale=ctx.scale,
+                                                         state=ctx.tree[2])
+            return dq, dk, dv, None, None, None
         delta = row_delta(dout, out, dlse)
         grads = tuple(torch.empty(q.shape, device=q.device, dtype=torch.float32) for _ in range(3))
         _backward(ctx.tree, q, k, v, out, lse, dout, delta, grads, ctx.p, ctx.scale, dlse is not None)
@@ -161,9 +167,6 @@ class _CausalHyperAttention(torch.autograd.Function):
 
 def causal_hyper_attention(q, k, v, p, scale, generator):
     """hyper_attention(..., causal=True, backend="triton"): (out, lse), differentiable in q, k, v."""
-    if q.shape[2] <= p.min_seq_len:
-        # one exact leaf: its own kernel's autograd, without the recursion's fp32 accumulators
-        return driver._exact(q, k, v, True, scale, "triton")
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         return _CausalHyperAttention.apply(q, k, v, p, scale, generator)
     out, lse, _ = _forward(q, k, v, p, scale, generator)

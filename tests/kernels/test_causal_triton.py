@@ -72,6 +72,21 @@ def test_fused_leaf_backward_from_the_final_rows(monkeypatch, with_lse):
     assert bool(calls) != with_lse   # the fused backward runs exactly when lse has no gradient
 
 
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_one_leaf_takes_its_kernels_own_backward(monkeypatch, with_lse):
+    """n <= min_seq_len: the leaf kernel's backward returns the gradient itself (no accumulators),
+    unless lse has a gradient; either way it is the torch backend's."""
+    monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    copies = []
+    real = causal_triton.copy_into
+    monkeypatch.setattr(causal_triton, "copy_into", lambda *a: copies.append(1) or real(*a))
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+    errs = _both_backends(37, params, with_lse=with_lse, seed=30)
+    assert all(e < 3e-4 for e in errs.values()), errs
+    assert not copies
+
+
 def test_a_stale_leaf_lse_gives_a_wrong_gradient(monkeypatch):
     """The backward must use the merged rows' lse: with a leaf's own lse the gradient is off."""
     monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
