@@ -10,7 +10,8 @@ gather   the forward and the backward of the primitive with random orders agains
          orders (the cost of reading rows through the sort permutation), and without samples
          (half the key list: the fixed cost per program).
 copies   the causal forward+backward under torch.profiler with each copy or cast op's input
-         shapes and Python stack, to attribute the copies the kernel profile shows.
+         shapes, to attribute the copies the kernel profile shows (and the Python stack where
+         the profiler records one; on the H200 with torch 2.11 it recorded none).
 Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
