@@ -95,6 +95,13 @@ def _gather_rows(ptr, rows, stride_n, offs_d, mask):
 
 
 @triton.jit
+def _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh):
+    """Q, K, V moved to head bh = b·H + h of their [B, H, ...] layouts."""
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    return Q + b * sqb + h * sqh, K + b * skb + h * skh, V + b * svb + h * svh
+
+
+@triton.jit
 def _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D: tl.constexpr):
     """dO, lse (exp2 domain) and Δ of query rows q_idx, each read by its own head stride."""
     bh = bh.to(tl.int64)
@@ -202,10 +209,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
     """GRAD=False: out, lse of the tile.  GRAD=True: dQ of the tile (Out holds dQ; Lse, DO, Delta
     are the forward's lse and the incoming gradients)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * sqb + h * sqh
-    K += b * skb + h * skh
-    V += b * svb + h * svh
+    Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
     out_base = bh.to(tl.int64) * so_h         # Out (or dQ): head stride so_h, rows of D
@@ -275,6 +279,28 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
+def _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM: tl.constexpr, D: tl.constexpr):
+    """Query tile pid of head bh: where its key list starts, its rows' validity, the column
+    offsets, the rows' original indices and their gathered queries."""
+    rows = pid * BM + tl.arange(0, BM)
+    row_ok = rows < n
+    offs_d = tl.arange(0, D)
+    q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
+    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
+    return lists, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+
+
+@triton.jit
+def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
+    """List entries js: the keys' original rows, their biases, and their key and value rows."""
+    k_idx = tl.load(KR + js)
+    bias = tl.load(KB + js)
+    k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
+    v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
+    return k_idx, bias, k, v
+
+
+@triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, n, L, qk_scale, so_h, sdo_h, sl_h, sdl_h,
@@ -287,19 +313,10 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     sdl_h (rows contiguous);
     MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * sqb + h * sqh
-    K += b * skb + h * skh
-    V += b * svb + h * svh
-    row_base = bh.to(tl.int64) * n
+    Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
-    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
-    rows = pid * BM + tl.arange(0, BM)
-    row_ok = rows < n
-    offs_d = tl.arange(0, D)
-    q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
-    q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM, D)
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
@@ -308,11 +325,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         l_i = tl.zeros([BM], dtype=tl.float32)
         acc = tl.zeros([BM, D], dtype=tl.float32)
     for j0 in range(0, L, BN):
-        js = lists + j0 + tl.arange(0, BN)
-        k_idx = tl.load(KR + js)
-        bias = tl.load(KB + js)
-        k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
-        v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
         if GRAD:
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
@@ -338,27 +351,14 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
     original rows, since a key is in the lists of several tiles (its block's, its sample set's)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * sqb + h * sqh
-    K += b * skb + h * skh
-    V += b * svb + h * svh
-    row_base = bh.to(tl.int64) * n
+    Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
-    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
-    rows = pid * BM + tl.arange(0, BM)
-    row_ok = rows < n
-    offs_d = tl.arange(0, D)
-    q_idx = tl.load(QO + row_base + rows, mask=row_ok, other=0)
-    q = _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM, D)
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
-        js = lists + j0 + tl.arange(0, BN)
-        k_idx = tl.load(KR + js)
-        bias = tl.load(KB + js)
-        k = tl.load(K + k_idx[:, None].to(tl.int64) * skn + offs_d[None, :])
-        v = tl.load(V + k_idx[:, None].to(tl.int64) * svn + offs_d[None, :])
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         # rows past n: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
         p = tl.exp2(qk - lse2[:, None])
@@ -433,10 +433,7 @@ def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
     (fp32) to the keys' original rows.  SAMPLED=True: keys = samples [pid*BN, pid*BN+BN) of the set
     of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); added atomically into DK/DV."""
     pid, vt, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
-    Q += b * sqb + h * sqh
-    K += b * skb + h * skh
-    V += b * svb + h * svh
+    Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
     offs_d = tl.arange(0, D)
