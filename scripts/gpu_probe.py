@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 from kernels import triton_attention  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
+from gpu_kernel_check import problem  # noqa: E402  (this script's folder is on sys.path)
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
@@ -51,16 +52,6 @@ def note(key, value):
     print(f"{key:60s} {value:9.3f} ms" if isinstance(value, float) else f"{key}: {value}", flush=True)
 
 
-def primitive_inputs(n, H=32, d=64, block=256, m=256, tile=256, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q, k, v = (torch.randn(1, H, n, d, generator=g, device="cuda").to(torch.bfloat16) for _ in range(3))
-    qo = torch.argsort(torch.rand(1, H, n, generator=g, device="cuda"), dim=-1)
-    ko = torch.argsort(torch.rand(1, H, n, generator=g, device="cuda"), dim=-1)
-    smp = torch.randint(n, (1, H, n // tile, m), generator=g, device="cuda")
-    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=d ** -0.5)
-    return (q, k, v, qo, ko, smp), kw
-
-
 def backward_call(args, kw):
     q, k, v, qo, ko, smp = args
     out, lse = triton_attention.block_sample_forward(*args, **kw)
@@ -70,7 +61,7 @@ def backward_call(args, kw):
 
 
 def atomics(n):
-    args, kw = primitive_inputs(n)
+    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
     bwd = backward_call(args, kw)
     for stores in ((False, False), (True, False), (False, True), (True, True)):
         with mock.patch.object(triton_attention, "_DIAGNOSTIC_DKDV_STORES", stores):
@@ -90,7 +81,7 @@ def atomics(n):
 
 
 def gather(n):
-    args, kw = primitive_inputs(n)
+    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
     q, k, v, qo, ko, smp = args
     ident = torch.arange(n, device="cuda").expand(1, q.shape[1], n).contiguous()
     fwd = lambda a: (lambda: triton_attention.block_sample_forward(*a, **kw))  # noqa: E731
