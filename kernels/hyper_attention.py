@@ -32,16 +32,22 @@ class HyperParams:
     min_seq_len: int = 4096
 
 
-# Triton backend: sort the LSH keys by kernels/triton_sort.py (a counting sort) instead of
-# torch.sort. Off until it is timed against torch.sort on the GPU (scripts/gpu_kernel_check.py).
-COUNTING_SORT = False
+# Triton backend: how the LSH keys are sorted; every choice gives torch.sort(stable=True)'s
+# permutation. "segmented": torch.sort over the batch of rows; "flat": lsh.flat_sort_orders (one
+# radix sort of all rows, int16 composite keys); "flat32": the same with int32 keys (one sort, four
+# passes); "counting": kernels/triton_sort.py. Module-level so scripts/gpu_kernel_check.py can time
+# them against each other in one run.
+SORT = "flat"
 
 
 def _sort_orders(backend: str, keys, num_projs: int):
-    if backend == "triton" and COUNTING_SORT and num_projs <= 8:
+    if backend != "triton" or SORT == "segmented":
+        return lsh.sort_orders(keys, num_projs)
+    if SORT == "counting" and num_projs <= 8:
         from .triton_sort import counting_sort_orders
         return lsh.sort_orders(keys, num_projs, sort=counting_sort_orders)
-    return lsh.sort_orders(keys, num_projs)
+    key_dtype = torch.int32 if SORT == "flat32" else torch.int16
+    return lsh.sort_orders(keys, num_projs, sort=lambda k, p: lsh.flat_sort_orders(k, p, key_dtype))
 
 
 def _bucket_rank(backend: str):

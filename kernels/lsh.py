@@ -71,6 +71,33 @@ def stable_sort_orders(keys: torch.Tensor, num_projs: int) -> torch.Tensor:
     return torch.sort(keys.to(key_dtype(num_projs)), dim=-1, stable=True).indices
 
 
+def flat_sort_orders(keys: torch.Tensor, num_projs: int, key_dtype: torch.dtype = torch.int16) -> torch.Tensor:
+    """stable_sort_orders by one radix sort over many rows at once: the same permutation, faster.
+
+    torch.sort sorts a batch of rows as segments; below 128 segments it does so by two full sorts
+    (values, then segment), and above by a segmented sort. Here row r's keys become r·2^p + key, so
+    one stable sort of all rows as a single flat vector keeps every row in its own range of
+    positions, in key order, ties in original order; subtracting r·n gives the row's permutation.
+    key_dtype int16 makes the radix sort two byte passes, so a group holds 2^15 / 2^p rows (256 for
+    the default 7 projections) and larger batches take a few groups; int32 puts every row in one sort
+    of four passes."""
+    *lead, n = keys.shape
+    rows = keys.reshape(-1, n)
+    buckets = 2 ** num_projs
+    per_group = (torch.iinfo(key_dtype).max + 1) // buckets
+    if per_group < 2 or n == 0:
+        return stable_sort_orders(keys, num_projs)
+    order = torch.empty(rows.shape, dtype=torch.int64, device=keys.device)
+    for g0 in range(0, rows.shape[0], per_group):
+        group = rows[g0:g0 + per_group]
+        r = group.shape[0]
+        offsets = torch.arange(r, device=keys.device, dtype=key_dtype)[:, None] * buckets
+        flat = torch.sort((group.to(key_dtype) + offsets).view(-1), stable=True).indices.view(r, n)
+        row_start = torch.arange(r, device=keys.device, dtype=torch.int64)[:, None] * n
+        torch.sub(flat, row_start, out=order[g0:g0 + r])
+    return order.view(*lead, n)
+
+
 def sort_orders(keys: list[torch.Tensor], num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
     """Stable sort permutation of each key tensor [..., n]: order[..., r] = original index of the
     row at sorted position r; ties keep their original order. Keys of equal shape share one sort.

@@ -7,7 +7,7 @@ general radix sort over 16-bit keys (torch.sort) does more than is needed. Here,
      chunks (PyTorch, on a [rows, chunks, buckets] tensor of a few hundred thousand counts);
   3. each chunk sorts its (key, position) pairs in registers, so equal keys keep their order, and
      writes every position to its run's start plus its rank in the chunk's run.
-Off by default (kernels/hyper_attention.py, COUNTING_SORT) until it is timed against torch.sort
+Off by default (kernels/hyper_attention.py, SORT): slower than torch.sort
 on the GPU (scripts/gpu_kernel_check.py).
 """
 

@@ -44,6 +44,8 @@ START = time.time()
 DEADLINE_S = float(os.environ.get("DEADLINE_S", 500))   # leave margin under the 600 s call limit
 RESULTS = {"checks": [], "timings": [], "sweep": [], "skipped": []}
 CAUSALS = (False, True)   # --causal=true|false: time one of them only
+# the LSH sort variants timed against each other (kernels/hyper_attention.py, SORT)
+SORTS = ("segmented", "flat", "flat32", "counting")
 
 
 def log(*a):
@@ -392,8 +394,10 @@ def time_all(ns, H=32, d=64):
 
             with torch.no_grad():
                 add_timing("hyper triton", n, causal, "fwd", bench(lambda: hyper(*xs), n))
-                with mock.patch.object(driver, "COUNTING_SORT", True):   # the candidate, same run
-                    add_timing("hyper triton, counting sort", n, causal, "fwd", bench(lambda: hyper(*xs), n))
+                for sort in SORTS:      # the LSH sort's alternatives, same run
+                    if sort != driver.SORT:
+                        with mock.patch.object(driver, "SORT", sort):
+                            add_timing(f"hyper triton, {sort} sort", n, causal, "fwd", bench(lambda: hyper(*xs), n))
             add_timing("hyper triton", n, causal, "fwd+bwd", bench(fwd_bwd(hyper, xs, gout), n, xs))
             if n >= 65536:
                 profile(f"hyper triton n={n} causal={causal} fwd+bwd", fwd_bwd(hyper, xs, gout))
@@ -426,7 +430,7 @@ def breakdown(n, xs, gout, params, gen):
     q, k, v = xs
     d = q.shape[-1]
 
-    from kernels import triton_lsh, triton_sort
+    from kernels import triton_lsh
 
     def draw():
         gen.manual_seed(0)
@@ -445,15 +449,14 @@ def breakdown(n, xs, gout, params, gen):
         keys = [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)]
         add_timing("  lsh keys (q and k)", n, False, "fwd",
                    bench(lambda: [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)], n))
-        add_timing("  stable sort (q and k)", n, False, "fwd",
-                   bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs), n))
         want = lsh.sort_orders(keys, params.lsh_num_projs)
-        got = lsh.sort_orders(keys, params.lsh_num_projs, sort=triton_sort.counting_sort_orders)
-        record_check(f"counting sort n={n}", {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))},
-                     0.5)
-        add_timing("  counting sort (q and k)", n, False, "fwd",
-                   bench(lambda: lsh.sort_orders(keys, params.lsh_num_projs,
-                                                 sort=triton_sort.counting_sort_orders), n))
+        for sort in SORTS:
+            with mock.patch.object(driver, "SORT", sort):
+                got = driver._sort_orders("triton", keys, params.lsh_num_projs)
+                record_check(f"{sort} sort n={n}",
+                             {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))}, 0.5)
+                add_timing(f"  {sort} sort (q and k)", n, False, "fwd",
+                           bench(lambda: driver._sort_orders("triton", keys, params.lsh_num_projs), n))
         add_timing("  lsh+sort+sampling", n, False, "fwd", bench(prep, n))
         qo, ko, smp = prep()
     kw = dict(block_size=params.block_size, sample_tile=params.sample_tile,

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from hyperbench_kernels import lsh
@@ -39,3 +40,24 @@ def test_close_rows_share_a_bucket_more_often_than_random_rows():
     same_near = (lsh.bucket_rank(x, proj) == lsh.bucket_rank(near, proj)).float().mean()
     same_far = (lsh.bucket_rank(x, proj) == lsh.bucket_rank(far, proj)).float().mean()
     assert same_near > 0.7 and same_far < 0.05
+
+
+@pytest.mark.parametrize("key_dtype", [torch.int16, torch.int32])
+@pytest.mark.parametrize("shape,num_projs", [((2, 3, 1), 7), ((2, 3, 257), 7), ((1, 600, 33), 7),
+                                             ((4, 5, 101), 3), ((2, 9), 14), ((3, 40), 15)])
+def test_flat_sort_is_the_stable_sort(shape, num_projs, key_dtype):
+    # (1, 600, 33) at 7 projections is three int16 groups (256 rows each, the last one short);
+    # 15 projections leave room for one row per int16 group, so that falls back to torch.sort
+    g = torch.Generator().manual_seed(sum(shape) + num_projs)
+    keys = torch.randint(2 ** num_projs, shape, generator=g).to(lsh.key_dtype(num_projs))
+    keys[..., : shape[-1] // 2] = keys[..., :1]        # long runs of ties
+    got = lsh.flat_sort_orders(keys, num_projs, key_dtype)
+    assert got.dtype == torch.int64 and got.shape == keys.shape
+    assert torch.equal(got, lsh.stable_sort_orders(keys, num_projs))
+
+
+def test_flat_sort_of_a_strided_slice():
+    # the causal levels sort slices of the ranks (non-contiguous views)
+    keys = torch.randint(128, (1, 4, 64), generator=torch.Generator().manual_seed(3)).to(torch.int16)
+    part = keys[:, :, 32:]
+    assert torch.equal(lsh.flat_sort_orders(part, 7), lsh.stable_sort_orders(part, 7))

@@ -43,7 +43,7 @@ def test_too_many_projections_is_refused():
 
 def test_driver_with_counting_sort_matches_torch_backend(monkeypatch):
     from hyperbench_kernels import hyper_attention as driver
-    monkeypatch.setattr(driver, "COUNTING_SORT", True)
+    monkeypatch.setattr(driver, "SORT", "counting")
     monkeypatch.setattr(triton_sort, "CHUNK", CH)
     calls = []
     real = triton_sort.counting_sort_orders
