@@ -33,11 +33,11 @@ class HyperParams:
 
 
 # Triton backend: how the LSH keys are sorted; every choice gives torch.sort(stable=True)'s
-# permutation. "segmented": torch.sort over the batch of rows; "flat": lsh.flat_sort_orders (one
-# radix sort of all rows, int16 composite keys); "flat32": the same with int32 keys (one sort, four
-# passes); "counting": kernels/triton_sort.py. Module-level so scripts/gpu_kernel_check.py can time
-# them against each other in one run.
-SORT = "flat"
+# permutation. "counting": kernels/triton_sort.py (up to 8 projections, else "flat"); "flat":
+# lsh.flat_sort_orders (one radix sort of all rows, int16 composite keys); "flat32": the same with
+# int32 keys (one sort, four passes); "segmented": torch.sort over the batch of rows. Module-level
+# so scripts/gpu_kernel_check.py can time them against each other in one run.
+SORT = "counting"
 
 
 def _sort_orders(backend: str, keys, num_projs: int):

@@ -9,29 +9,32 @@ import torch
 from hyperbench_kernels import lsh, triton_sort
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Small chunks so a few hundred keys cross several chunk boundaries (the interpreter sorts slowly);
-# the GPU uses triton_sort.CHUNK, which scripts/gpu_kernel_check.py checks at full size.
-CH = 32
+# Small chunks so a few hundred keys cross several chunk boundaries (the interpreter is slow); the
+# GPU uses triton_sort.CHUNK, which scripts/gpu_kernel_check.py checks at full size. A chunk of
+# 4 * SUB keys takes four steps of the in-chunk walk.
+CH = triton_sort.SUB
 
 
-@pytest.mark.parametrize("n", [1, 7, CH, 5 * CH + 9])
+@pytest.mark.parametrize("n", [1, 7, CH, 5 * CH + 9, 41 * CH + 3])
 @pytest.mark.parametrize("num_projs", [3, 7, 8])
-def test_same_permutation_as_a_stable_sort(n, num_projs):
+@pytest.mark.parametrize("chunk", [CH, 4 * CH])
+def test_same_permutation_as_a_stable_sort(n, num_projs, chunk):
     g = torch.Generator().manual_seed(n * 10 + num_projs)
     keys = torch.randint(2 ** num_projs, (2, 3, n), generator=g).to(torch.int16).to(DEVICE)
+    keys[..., n // 3: n // 2] = 1           # a long run of ties
     want = torch.sort(keys, dim=-1, stable=True).indices
-    got = triton_sort.counting_sort_orders(keys, num_projs, CH)
+    got = triton_sort.counting_sort_orders(keys, num_projs, chunk)
     assert got.dtype == torch.int64 and torch.equal(got, want)
 
 
 def test_skewed_keys_and_joint_sort_match_lsh_sort_orders():
     # most rows in one bucket: long runs that cross chunks
     g = torch.Generator().manual_seed(1)
-    n = 4 * CH + 13
+    n = 12 * CH + 13
     q = torch.where(torch.rand(1, 2, n, generator=g) < 0.9, 5, torch.randint(128, (1, 2, n), generator=g))
     k = torch.randint(128, (1, 2, n), generator=g)
     keys = [x.to(torch.int16).to(DEVICE) for x in (q, k)]
-    counting = functools.partial(triton_sort.counting_sort_orders, chunk=CH)
+    counting = functools.partial(triton_sort.counting_sort_orders, chunk=2 * CH)
     for a, b in zip(lsh.sort_orders(keys, 7, sort=counting), lsh.sort_orders(keys, 7)):
         assert torch.equal(a, b)
 
