@@ -1,6 +1,6 @@
 """Diagnostics of the Triton kernels on a GPU: where the time goes, not results for results/.
 
-    python3 scripts/gpu_probe.py [--n=131072] [--parts=atomics,gather,copies]
+    python3 scripts/gpu_probe.py [--n=131072] [--parts=atomics,gather,copies,sort]
 
 atomics  the fused key-list backward (B=1, H=32, d=64, bf16, block 256, samples 256 per 256 rows)
          timed with its dK/dV adds as atomics (the real kernel) and with plain stores for the
@@ -12,6 +12,9 @@ gather   the forward and the backward of the primitive with random orders agains
 copies   the causal forward+backward under torch.profiler with each copy or cast op's input
          shapes, to attribute the copies the kernel profile shows (and the Python stack where
          the profiler records one; on the H200 with torch 2.11 it recorded none).
+sort     the counting sort's passes (kernels/triton_sort.py) on the LSH keys of q and k, and
+         variants of its in-chunk walk: keys per step, chunk length, and the slot lookup and
+         update by tl.gather / tl.histogram or by one-hot sums; each checked against torch.sort.
 Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
@@ -26,11 +29,13 @@ import sys
 from unittest import mock
 
 import torch
+import triton
+import triton.language as tl
 from triton.testing import do_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from kernels import triton_attention  # noqa: E402
+from kernels import lsh, triton_attention, triton_lsh, triton_sort  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_kernel_check import problem  # noqa: E402  (this script's folder is on sys.path)
@@ -132,11 +137,71 @@ def copies(n):
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=70))
 
 
+@triton.jit
+def _walk_variant(KEYS, START, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr,
+                  GATHER: tl.constexpr, HIST: tl.constexpr):
+    """triton_sort._scatter_kernel with its slot lookup (GATHER) and update (HIST) switchable
+    between the tl primitives and one-hot sums."""
+    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    bins = tl.arange(0, NB)
+    slot = tl.load(START + (row * chunks + c) * NB + bins)
+    local = tl.arange(0, S)
+    before = local[None, :] < local[:, None]
+    for s0 in range(0, CH, S):
+        pos = c * CH + s0 + local
+        ok = pos < n
+        keys = tl.load(KEYS + row * n + pos, mask=ok, other=0).to(tl.int32)
+        same = (keys[:, None] == keys[None, :]) & before & ok[None, :]
+        hit = keys[:, None] == bins[None, :]
+        if GATHER:
+            base = tl.gather(slot, keys, axis=0)
+        else:
+            base = tl.sum(tl.where(hit, slot[None, :], 0), axis=1)
+        tl.store(ORDER + row * n + base + tl.sum(same.to(tl.int32), axis=1), pos.to(tl.int64), mask=ok)
+        if HIST:
+            slot += tl.histogram(keys, NB)
+        else:
+            slot += tl.sum(hit.to(tl.int32), axis=0)
+
+
+def sort(n):
+    """The counting sort's passes and walk variants on the q and k keys of the benchmark shape."""
+    q, k, _ = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    proj = lsh.draw_projections(64, 7, generator=None, device=q.device)
+    keys = torch.stack([triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)]).reshape(-1, n)
+    want = torch.sort(keys, dim=-1, stable=True).indices
+    rows, nb = keys.shape[0], 128
+    note("sort: torch.sort (segmented)", ms(lambda: torch.sort(keys, dim=-1, stable=True)))
+    note("sort: counting sort, whole", ms(lambda: triton_sort.counting_sort_orders(keys, 7)))
+    for ch in (256, 1024, 4096):
+        chunks = triton.cdiv(n, ch)
+        counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=q.device)
+        start = torch.empty_like(counts)
+        hist = lambda: triton_sort._histogram_kernel[(chunks, rows)](keys, counts, n, chunks, NB=nb, CH=ch)  # noqa: E731
+        scan = lambda: triton_sort._run_start_kernel[(rows,)](counts, start, chunks, NB=nb,  # noqa: E731
+                                                              CR=triton_sort.SCAN_ROWS)
+        note(f"sort: chunk {ch} histogram", ms(hist))
+        note(f"sort: chunk {ch} run starts", ms(scan))
+        hist(), scan()
+        order = torch.empty_like(want)
+        for s_, gather, hist_ in ((32, True, True), (32, False, True), (32, True, False), (32, False, False),
+                                  (64, True, True), (128, True, True), (128, False, False)):
+            if s_ > ch:
+                continue
+            walk = lambda: _walk_variant[(chunks, rows)](keys, start, order, n, chunks, NB=nb, CH=ch, S=s_,  # noqa: E731
+                                                         GATHER=gather, HIST=hist_, num_warps=s_ // 32)
+            order.fill_(-1)
+            walk()
+            bad = int((order != want).sum())
+            note(f"sort: chunk {ch} walk S={s_} gather={gather} histogram={hist_} (mismatches {bad})", ms(walk))
+    note("sort: copy of the orders (floor of the write)", ms(lambda: order.copy_(want)))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies}[part](n)
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
