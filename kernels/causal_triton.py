@@ -63,6 +63,8 @@ def _lower_left_forward(q, k, v, p, scale, generator, into, ranks):
     q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton", ranks=ranks)
     kw = dict(block_size=p.block_size, sample_tile=p.sample_tile, sample_weight=weight, scale=scale,
               causal=False)
+    # one build of the key lists for this piece's forward and backward
+    kw["lists"] = triton_attention.prepared_lists(q, k, v, q_order, k_order, samples, **kw)
     triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw, into=into)
     return ("triton", q_order, k_order, samples, kw)
 

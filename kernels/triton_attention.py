@@ -279,14 +279,14 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM: tl.constexpr, D: tl.constexpr):
-    """Query tile pid of head bh: where its key list starts, its rows' validity, the column
-    offsets, the rows' original indices and their gathered queries."""
+def _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM: tl.constexpr, D: tl.constexpr):
+    """Query tile pid of head bh: where its key list starts (one list per U rows, NL a head), its
+    rows' validity, the column offsets, the rows' original indices and their gathered queries."""
     rows = pid * BM + tl.arange(0, BM)
     row_ok = rows < n
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
-    lists = (bh.to(tl.int64) * tl.num_programs(0) + pid) * L
+    lists = (bh.to(tl.int64) * NL + (pid * BM) // U) * L
     return lists, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
 
 
@@ -303,7 +303,7 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 @triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, qk_scale, so_h, sdo_h, sl_h, sdl_h,
+                 H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
@@ -316,7 +316,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM, D)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM, D)
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
@@ -342,7 +342,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
 @triton.jit
 def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
+                     H, n, L, NL, U, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
                      STORE_SAMPLES: tl.constexpr):
@@ -353,7 +353,7 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, sqn, BM, D)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM, D)
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
@@ -386,14 +386,15 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
 
 
 @triton.jit
-def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w,
-                      BM: tl.constexpr, SHARED_SET: tl.constexpr, CH: tl.constexpr):
-    """Key list of query tile pid (see key_lists): block keys, then samples, then padding."""
+def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w, U,
+                      SHARED_SET: tl.constexpr, CH: tl.constexpr):
+    """Key list of the U sorted query rows from pid·U (see key_lists): block keys, then samples,
+    then padding."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     bh64 = bh.to(tl.int64)
     KO += bh64 * n
     base = (bh64 * tl.num_programs(0) + pid) * L
-    r0 = pid * BM
+    r0 = pid * U
     blk = r0 // block
     for j0 in range(0, block, CH):
         j = j0 + tl.arange(0, CH)
@@ -608,19 +609,35 @@ def _lists_apply(g: _Geometry, causal: bool, bm: int) -> bool:
             and (g.T == 1 or g.tile % bm == 0))
 
 
-def key_lists(g: _Geometry, k_order, samples, bm: int, bn: int):
-    """Per query tile of bm sorted rows: the original rows of the keys it sees (its block's keys,
-    then its sample set) and each key's exp2-domain bias (0, log2 w, or -inf for padding and for
-    samples inside the tile's own block).  Lengths padded to a multiple of bn with masked keys.
+def _list_unit(g: _Geometry) -> int:
+    """Sorted query rows that see the same keys: one block and one sample set."""
+    return g.block if g.T == 1 else math.gcd(g.block, g.tile)
+
+
+def key_lists(g: _Geometry, k_order, samples, bn: int):
+    """Per unit of sorted query rows that see the same keys (_list_unit: a block, or the part of
+    one inside a sample set): the original rows of those keys (the block's keys, then the sample
+    set) and each key's exp2-domain bias (0, log2 w, or -inf for padding and for samples inside the
+    rows' own block).  Lengths padded to a multiple of bn with masked keys.  Every query tile
+    (_lists_apply) lies in one unit, so the forward's and the backward's tiles share one build.
     Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
-    nqt = triton.cdiv(g.n, bm)
+    U = _list_unit(g)
+    nl = triton.cdiv(g.n, U)
     L = triton.cdiv(g.block + g.m, bn) * bn
-    rows = torch.empty(g.B, g.H, nqt, L, dtype=torch.int32, device=k_order.device)
-    bias = torch.empty(g.B, g.H, nqt, L, dtype=torch.float32, device=k_order.device)
-    _key_lists_kernel[(nqt, g.B * g.H)](
-        k_order, _or(samples, k_order), rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
-        BM=bm, SHARED_SET=g.T == 1, CH=64, num_warps=4)
+    rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
+    bias = torch.empty(g.B, g.H, nl, L, dtype=torch.float32, device=k_order.device)
+    _key_lists_kernel[(nl, g.B * g.H)](
+        k_order, _or(samples, k_order), rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w, U,
+        SHARED_SET=g.T == 1, CH=64, num_warps=4)
     return rows, bias
+
+
+def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
+    """`lists` (a caller's key_lists of these orders and samples) where their padding suits key
+    steps of bn, else a new build."""
+    if lists is not None and lists[0].shape[-1] % bn == 0:
+        return lists
+    return key_lists(g, k_order, samples, bn)
 
 
 def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
@@ -629,9 +646,10 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
     rows, bias = lists
     dummy = lse
-    _list_kernel[(rows.shape[2], g.B * g.H)](
+    _list_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
-        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.qk_scale, _head_stride(out, g.H),
+        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
+        g.qk_scale, _head_stride(out, g.H),
         *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
         ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
@@ -643,11 +661,11 @@ def _grad_strides(lse, do, delta, H: int):
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
-                  accumulate=False):
+                  accumulate=False, lists=None):
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel."""
     bm, bn = _config("dq" if do is not None else "fwd", g.d)[:2]
     if _lists_apply(g, causal, bm):
-        lists = key_lists(g, k_order, samples, bm, bn)
+        lists = _lists_for(g, k_order, samples, bn, lists)
         _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate)
     else:
         _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta, accumulate)
@@ -662,13 +680,24 @@ def _prepare(q, k, v, q_order, k_order, samples):
     return q, k, v, q_order.contiguous(), k_order.contiguous(), None if samples is None else samples.contiguous()
 
 
+def prepared_lists(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
+                   sample_weight: float, scale: float, causal: bool = False):
+    """The key lists that block_sample_forward and block_sample_backward would each build for these
+    arguments, built once for both (their `lists`); None where the key-list kernels do not apply."""
+    q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
+    g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+    bm, bn = _config("fwd", g.d)[:2]
+    return key_lists(g, k_order, samples, bn) if _lists_apply(g, causal, bm) else None
+
+
 def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
-                         sample_weight: float, scale: float, causal: bool = False, into=None):
+                         sample_weight: float, scale: float, causal: bool = False, into=None, lists=None):
     """(out, lse) without autograd: for callers that run their own backward
     (kernels/causal_triton.py).  into=(out, lse): an attention of the same rows over other keys
     ([B, H, n, d] in q's dtype with contiguous rows, [B, H, n] fp32), merged with this one in place
     (log-sum-exp) and returned; by the key-list kernel's epilogue where it applies, else through
-    temporaries and triton_merge."""
+    temporaries and triton_merge.  lists: prepared_lists(...) of these arguments, to share one
+    build of the key lists with the backward."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     if into is not None:
@@ -678,22 +707,23 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
                              f"match q {tuple(q.shape)} {q.dtype}")
         bm, bn = _config("fwd", g.d)[:2]
         if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
-            _list_launch(g, q, k, v, q_order, key_lists(g, k_order, samples, bm, bn), out, lse, merge=True)
+            _list_launch(g, q, k, v, q_order, _lists_for(g, k_order, samples, bn, lists), out, lse, merge=True)
             return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
-    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, lists=lists)
     return (out, lse) if into is None else merge_into(*into, out, lse)
 
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
-                          grads=None, accumulate: bool = False):
+                          grads=None, accumulate: bool = False, lists=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
     dtype, dk and dv fp32), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
     row slices of larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
-    passes the merged rows' values): then the gradients are this part's share of that one's."""
+    passes the merged rows' values): then the gradients are this part's share of that one's.
+    lists: the forward's key lists (prepared_lists), reused where they fit."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     # Row slices of longer heads (the causal recursion's pieces) are read in place, no copy.
@@ -711,15 +741,16 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         elif not accumulate:
             dk.zero_()
             dv.zero_()
-        rows, bias = key_lists(g, k_order, samples, bm, bn)
-        _list_bwd_kernel[(rows.shape[2], g.B * g.H)](
+        rows, bias = _lists_for(g, k_order, samples, bn, lists)
+        _list_bwd_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
-            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], g.block, g.qk_scale,
+            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
+            g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
         return dq, dk, dv
-    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)
     return dq, dk, dv
 
@@ -727,9 +758,10 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
 class _BlockSampleAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, q_order, k_order, samples, kw):
-        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
+        lists = prepared_lists(q, k, v, q_order, k_order, samples, **kw)
+        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw, lists=lists)
         ctx.save_for_backward(q, k, v, q_order, k_order, samples, out, lse)
-        ctx.kw = kw
+        ctx.kw, ctx.lists = kw, lists
         ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not a tensor of zeros
         return out, lse
 
@@ -740,7 +772,8 @@ class _BlockSampleAttention(torch.autograd.Function):
             dout = torch.zeros_like(out)
         dout = dout.contiguous()
         delta = row_delta(dout, out, dlse)   # dS = P (dP - delta)
-        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw)
+        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw,
+                                           lists=ctx.lists)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

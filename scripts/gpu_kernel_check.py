@@ -466,8 +466,8 @@ def breakdown(n, xs, gout, params, gen):
         ms = bench(lambda: prim(q, k, v), n)
     add_timing("  primitive", n, False, "fwd", ms)
     g = triton_attention._Geometry(q, smp, params.block_size, params.sample_tile, n / params.sample_size, d ** -0.5)
-    bm, bn = triton_attention._config("fwd", d)[:2]
-    add_timing("  key lists", n, False, "fwd", bench(lambda: triton_attention.key_lists(g, ko, smp, bm, bn), n))
+    bn = triton_attention._config("fwd", d)[1]
+    add_timing("  key lists", n, False, "fwd", bench(lambda: triton_attention.key_lists(g, ko, smp, bn), n))
     flops = 4 * q.shape[1] * n * (params.block_size + params.sample_size) * d
     log(f"  primitive fwd {flops / ms / 1e9:.0f} TFLOP/s (block + sample products, no masking)")
     add_timing("  primitive", n, False, "fwd+bwd", bench(fwd_bwd(prim, xs, gout), n, xs))

@@ -80,6 +80,8 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     (200, 128, 64, 24),   # key lists, two query tiles per block, own-block samples masked
     (96, 32, 0, 24),      # general kernel, one sample set shared by the head
     (130, 64, 64, 0),     # key lists without samples, ragged tail
+    (300, 128, 256, 24),  # key lists, one list per block shared by two query tiles, ragged tail
+    (200, 128, 0, 16),    # key lists shared by two query tiles, one sample set for the head
 ])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
 def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
@@ -106,6 +108,14 @@ def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monk
     monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, launches))
     _check(77, 1, 2, 192, 32, block=64, tile=64, m=16)
     assert [grid[0] for grid in launches] == [192 // 64]
+
+
+def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
+    from hyperbench_kernels import triton_attention
+    builds = []
+    monkeypatch.setattr(triton_attention, "_key_lists_kernel", _Spy(triton_attention._key_lists_kernel, builds))
+    _check(78, 1, 2, 256, 32, block=128, tile=128, m=16)
+    assert builds == [(2, 2)]      # one list per 128-row block, for each of the two heads
 
 
 class _Spy:

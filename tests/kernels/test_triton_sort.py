@@ -61,3 +61,11 @@ def test_driver_with_counting_sort_matches_torch_backend(monkeypatch):
     assert calls    # the recursion's non-causal levels sorted by counting sort
     for a, b in zip(res["triton"], res["torch"]):
         assert ((a - b).norm() / b.norm()).item() < 3e-4
+
+
+def test_rows_longer_than_one_scan_step():
+    # more chunks than the run-start scan takes per step (SCAN_ROWS), so its carry crosses steps
+    n = (triton_sort.SCAN_ROWS + 7) * CH + 5
+    keys = torch.randint(128, (1, 2, n), generator=torch.Generator().manual_seed(9)).to(torch.int16).to(DEVICE)
+    got = triton_sort.counting_sort_orders(keys, 7, CH)
+    assert torch.equal(got, torch.sort(keys, dim=-1, stable=True).indices)
