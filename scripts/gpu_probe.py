@@ -15,6 +15,9 @@ copies   the causal forward+backward under torch.profiler with each copy or cast
 sort     the counting sort's passes (kernels/triton_sort.py) on the LSH keys of q and k, and
          variants of its in-chunk walk: keys per step, chunk length, and the slot lookup and
          update by tl.gather / tl.histogram or by one-hot sums; each checked against torch.sort.
+sortn    the whole hyper forward, causal and not, n = 4096..131072, with each LSH sort
+         (kernels/hyper_attention.py, SORT), timed as hyperbench times a call: L2 flushed, the GPU
+         idle before each call, so CPU launch overhead counts where the GPU waits for it.
 Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
@@ -197,11 +200,43 @@ def sort(n):
     note("sort: copy of the orders (floor of the write)", ms(lambda: order.copy_(want)))
 
 
+def synced_ms(fn, reps=40):
+    """Median of CUDA-event times of calls that each start on an idle GPU after an L2 flush."""
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(reps):
+        flush.zero_()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[reps // 2]
+
+
+def sortn(_n):
+    from kernels import hyper_attention as driver
+    for n in (4096, 8192, 16384, 32768, 65536, 131072):
+        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+        gen = torch.Generator(device="cuda")
+        for causal in (False, True):
+            def call():
+                gen.manual_seed(0)
+                return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+            for sort in ("segmented", "flat", "counting"):
+                with mock.patch.object(driver, "SORT", sort), torch.no_grad():
+                    note(f"sortn: n={n} causal={causal} fwd, {sort} sort", synced_ms(call))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort}[part](n)
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
