@@ -438,8 +438,8 @@ def breakdown(n, xs, gout, params, gen):
 
     def prep():
         proj = draw()
-        qo, ko = lsh.sort_orders([triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)],
-                                 params.lsh_num_projs)
+        qo, ko = driver._sort_orders("triton", [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)],
+                                     params.lsh_num_projs)
         smp = torch.randint(n, (1, q.shape[1], -(-n // params.sample_tile), params.sample_size),
                             generator=gen, device=q.device)
         return qo, ko, smp
