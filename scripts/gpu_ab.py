@@ -1,0 +1,93 @@
+"""Time `hyper` (the triton backend) in two checkouts of this repository against each other, on one GPU.
+
+    python3 scripts/gpu_ab.py --trees=OLD,NEW [--ns=8192,16384,131072] [--rounds=3]
+
+Each tree runs in its own process (both name their package `kernels`), in rounds A, B, A, B, ...,
+so drift of the machine through the call hits both. A call is timed as hyperbench times it: L2
+flushed, the GPU idle before the call, CUDA events around it, so CPU launch overhead counts where
+the GPU waits for it. Rows are causal and not × forward and forward+backward, B=1, H=32, d=64,
+bf16, the default HyperParams. Prints each tree's median of its rounds' medians and NEW / OLD.
+For a tree at an old commit: `git worktree add .ab_old COMMIT` (untracked folders travel to the GPU
+machine with the working tree). Diagnostics, not results for results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+
+def arg(name, default):
+    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
+
+
+def worker(tree: str, ns: list[int]) -> dict:
+    sys.path.insert(0, os.path.abspath(tree))
+    import torch
+    from kernels.hyper_attention import HyperParams, hyper_attention
+
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+
+    def synced_ms(fn, reps=30):
+        for _ in range(5):
+            fn()
+        times = []
+        for _ in range(reps):
+            flush.zero_()
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return sorted(times)[reps // 2]
+
+    found = {}
+    for n in ns:
+        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+        gout = torch.randn_like(xs[0])
+        gen = torch.Generator(device="cuda")
+        for causal in (False, True):
+            def fwd():
+                gen.manual_seed(0)
+                return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+
+            def fwd_bwd():
+                out, _ = fwd()
+                torch.autograd.grad(out, xs, gout)
+
+            with torch.no_grad():
+                found[f"n={n} causal={causal} fwd"] = synced_ms(fwd)
+            found[f"n={n} causal={causal} fwd+bwd"] = synced_ms(fwd_bwd)
+        torch.cuda.empty_cache()
+    return found
+
+
+def main():
+    ns = [int(x) for x in arg("ns", "8192,16384,131072").split(",")]
+    if arg("worker", None):
+        print(json.dumps(worker(arg("worker", None), ns)))
+        return
+    trees = arg("trees", "").split(",")
+    if len(trees) != 2:
+        sys.exit("error: --trees must name two checkouts, OLD,NEW")
+    runs = {t: [] for t in trees}
+    for _ in range(int(arg("rounds", 3))):
+        for t in trees:
+            out = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}"],
+                                 capture_output=True, text=True, check=True).stdout
+            runs[t].append(json.loads(out.strip().splitlines()[-1]))
+    old, new = trees
+    print(f"{'row':34s} {old:>14s} {new:>14s}  new/old")
+    for key in runs[old][0]:
+        a = statistics.median(r[key] for r in runs[old])
+        b = statistics.median(r[key] for r in runs[new])
+        print(f"{key:34s} {a:12.3f}ms {b:12.3f}ms  {b / a:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
