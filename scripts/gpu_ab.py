@@ -7,8 +7,8 @@ so drift of the machine through the call hits both. A call is timed as hyperbenc
 flushed, the GPU idle before the call, CUDA events around it, so CPU launch overhead counts where
 the GPU waits for it. Rows are causal and not × forward and forward+backward, B=1, H=32, d=64,
 bf16, the default HyperParams. Prints each tree's median of its rounds' medians and NEW / OLD.
-For a tree at an old commit: `git worktree add .ab_old COMMIT` (untracked folders travel to the GPU
-machine with the working tree). Diagnostics, not results for results/.
+For a tree at an old commit: `git worktree add .ab_old COMMIT`; a worktree is a nested git checkout,
+so the device tool carries its files only when named in `carry`. Diagnostics, not results for results/.
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ def main():
     runs = {t: [] for t in trees}
     for _ in range(int(arg("rounds", 3))):
         for t in trees:
-            out = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}"],
-                                 capture_output=True, text=True, check=True).stdout
-            runs[t].append(json.loads(out.strip().splitlines()[-1]))
+            done = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}"],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"error: the worker for {t} failed:\n{done.stderr[-3000:]}")
+            runs[t].append(json.loads(done.stdout.strip().splitlines()[-1]))
     old, new = trees
     print(f"{'row':34s} {old:>14s} {new:>14s}  new/old")
     for key in runs[old][0]:
