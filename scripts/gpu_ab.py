@@ -24,27 +24,30 @@ def arg(name, default):
     return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
 
 
+def synced_ms(fn, reps=30):
+    """Median of CUDA-event times of calls that each start on an idle GPU after an L2 flush, as
+    hyperbench times a call (after 5 untimed calls)."""
+    import torch
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(reps):
+        flush.zero_()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[reps // 2]
+
+
 def worker(tree: str, ns: list[int]) -> dict:
     sys.path.insert(0, os.path.abspath(tree))
     import torch
     from kernels.hyper_attention import HyperParams, hyper_attention
-
-    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
-
-    def synced_ms(fn, reps=30):
-        for _ in range(5):
-            fn()
-        times = []
-        for _ in range(reps):
-            flush.zero_()
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return sorted(times)[reps // 2]
 
     found = {}
     for n in ns:

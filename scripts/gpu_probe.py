@@ -33,7 +33,6 @@ from unittest import mock
 
 import torch
 import triton
-import triton.language as tl
 from triton.testing import do_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +40,8 @@ sys.path.insert(0, REPO)
 from kernels import lsh, triton_attention, triton_lsh, triton_sort  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
-from gpu_kernel_check import problem  # noqa: E402  (this script's folder is on sys.path)
+from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
+from gpu_kernel_check import problem  # noqa: E402
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
@@ -140,33 +140,6 @@ def copies(n):
     print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=70))
 
 
-@triton.jit
-def _walk_variant(KEYS, START, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr,
-                  GATHER: tl.constexpr, HIST: tl.constexpr):
-    """triton_sort._scatter_kernel with its slot lookup (GATHER) and update (HIST) switchable
-    between the tl primitives and one-hot sums."""
-    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    bins = tl.arange(0, NB)
-    slot = tl.load(START + (row * chunks + c) * NB + bins)
-    local = tl.arange(0, S)
-    before = local[None, :] < local[:, None]
-    for s0 in range(0, CH, S):
-        pos = c * CH + s0 + local
-        ok = pos < n
-        keys = tl.load(KEYS + row * n + pos, mask=ok, other=0).to(tl.int32)
-        same = (keys[:, None] == keys[None, :]) & before & ok[None, :]
-        hit = keys[:, None] == bins[None, :]
-        if GATHER:
-            base = tl.gather(slot, keys, axis=0)
-        else:
-            base = tl.sum(tl.where(hit, slot[None, :], 0), axis=1)
-        tl.store(ORDER + row * n + base + tl.sum(same.to(tl.int32), axis=1), pos.to(tl.int64), mask=ok)
-        if HIST:
-            slot += tl.histogram(keys, NB)
-        else:
-            slot += tl.sum(hit.to(tl.int32), axis=0)
-
-
 def sort(n):
     """The counting sort's passes and walk variants on the q and k keys of the benchmark shape."""
     q, k, _ = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -191,31 +164,14 @@ def sort(n):
                                   (64, True, True), (128, True, True), (128, False, False)):
             if s_ > ch:
                 continue
-            walk = lambda: _walk_variant[(chunks, rows)](keys, start, order, n, chunks, NB=nb, CH=ch, S=s_,  # noqa: E731
-                                                         GATHER=gather, HIST=hist_, num_warps=s_ // 32)
+            walk = lambda: triton_sort._scatter_kernel[(chunks, rows)](  # noqa: E731
+                keys, start, order, n, chunks, NB=nb, CH=ch, S=s_, ONE_HOT_LOOKUP=not gather, ONE_HOT_COUNT=not hist_,
+                num_warps=s_ // 32)
             order.fill_(-1)
             walk()
             bad = int((order != want).sum())
             note(f"sort: chunk {ch} walk S={s_} gather={gather} histogram={hist_} (mismatches {bad})", ms(walk))
     note("sort: copy of the orders (floor of the write)", ms(lambda: order.copy_(want)))
-
-
-def synced_ms(fn, reps=40):
-    """Median of CUDA-event times of calls that each start on an idle GPU after an L2 flush."""
-    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[reps // 2]
 
 
 def sortn(_n):
