@@ -3,9 +3,9 @@
     python3 scripts/gpu_ab.py --trees=OLD,NEW [--ns=8192,16384,131072] [--rounds=3]
 
 Each tree runs in its own process (both name their package `kernels`), in rounds A, B, A, B, ...,
-so drift of the machine through the call hits both. A call is timed as hyperbench times it: L2
-flushed, the GPU idle before the call, CUDA events around it, so CPU launch overhead counts where
-the GPU waits for it. Rows are causal and not × forward and forward+backward, B=1, H=32, d=64,
+so drift of the machine through the call hits both. A call is timed by hyperbench's own timer
+(src/hyperbench/timing.py, this checkout's): L2 flushed, CUDA events around the call, each call
+waited for, so CPU launch overhead counts where the GPU waits for it. Rows are causal and not × forward and forward+backward, B=1, H=32, d=64,
 bf16, the default HyperParams. Prints each tree's median of its rounds' medians and NEW / OLD.
 For a tree at an old commit: `git worktree add .ab_old COMMIT`; a worktree is a nested git checkout,
 so the device tool carries its files only when named in `carry`. Diagnostics, not results for results/.
@@ -19,29 +19,20 @@ import statistics
 import subprocess
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def arg(name, default):
     return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
 
 
 def synced_ms(fn, reps=30):
-    """Median of CUDA-event times of calls that each start on an idle GPU after an L2 flush, as
-    hyperbench times a call (after 5 untimed calls)."""
-    import torch
-    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[reps // 2]
+    """Median time of fn as hyperbench times a call (src/hyperbench/timing.py: L2 flushed, CUDA
+    events, each call waited for), after 5 untimed calls."""
+    sys.path.insert(0, os.path.join(REPO, "src"))
+    from hyperbench.timing import measure
+    return measure(lambda: None, fn, device="cuda", warmup=5, target_ms=0.0, min_reps=reps, max_reps=reps,
+                   flush_l2=True).median_ms
 
 
 def worker(tree: str, ns: list[int]) -> dict:

@@ -16,9 +16,10 @@ sort     the counting sort's passes (kernels/triton_sort.py) on the LSH keys of 
          variants of its in-chunk walk: keys per step, chunk length, and the slot lookup and
          update by tl.gather / tl.histogram or by one-hot sums; each checked against torch.sort.
 sortn    the whole hyper forward, causal and not, n = 4096..131072, with each LSH sort
-         (kernels/hyper_attention.py, SORT), timed as hyperbench times a call: L2 flushed, the GPU
-         idle before each call, so CPU launch overhead counts where the GPU waits for it.
-Imports only torch, triton and the kernels package; prints everything, and writes probe.json to
+         (kernels/hyper_attention.py, SORT), timed by hyperbench's timer (gpu_ab.synced_ms): L2
+         flushed, each call waited for, so CPU launch overhead counts where the GPU waits for it.
+         (The log at 81a1f5e came from an earlier timer that also waited for the flush.)
+Imports only torch, triton, the kernels package and hyperbench's timer; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
 
