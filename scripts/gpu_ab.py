@@ -67,8 +67,9 @@ def main():
         print(json.dumps(worker(arg("worker", None), ns)))
         return
     trees = arg("trees", "").split(",")
-    if len(trees) != 2:
-        sys.exit("error: --trees must name two checkouts, OLD,NEW")
+    if len(trees) != 2 or os.path.realpath(trees[0]) == os.path.realpath(trees[1]):
+        print("error: --trees must name two different checkouts, OLD,NEW", file=sys.stderr)
+        sys.exit(2)
     runs = {t: [] for t in trees}
     for _ in range(int(arg("rounds", 3))):
         for t in trees:
