@@ -252,17 +252,19 @@ def test_orthonormal_columns_span_x_also_when_ill_conditioned(dtype, monkeypatch
         assert resid.norm() / block.norm() < 100 * torch.finfo(dtype).eps
 
 
-@pytest.mark.parametrize("n,causal", [(131, False), (100003, True), (300, True)])
-def test_warm_up_compiles_on_a_slice_with_the_same_specialisation(monkeypatch, n, causal):
-    """The warm-up runs both metric computations on one head of at most ~528 rows whose length
-    has the same residue mod 16 (Triton specialises on it), and only where Triton is used."""
+@pytest.mark.parametrize("n,causal,heads,warm_heads", [(131, False, 3, 3), (100003, True, 32, 16),
+                                                      (300, True, 1, 1), (515, False, 20, 17)])
+def test_warm_up_compiles_on_a_slice_with_the_same_specialisation(monkeypatch, n, causal, heads, warm_heads):
+    """The warm-up runs both metric computations on at most ~528 rows whose length has the same
+    residue mod 16, and on a head count of the same class (1, a multiple of 16, or another: Triton
+    specialises on both), and only where Triton is used."""
     calls = []
     monkeypatch.setattr(metrics, "exact_reference",
                         lambda q, k, v, **kw: calls.append(("exact", q.shape, k.shape, kw["causal"]))
                         or (None, torch.zeros(q.shape[:-1])))
     monkeypatch.setattr(metrics, "attention_matrix_norm",
                         lambda q, k, lse, **kw: calls.append(("norm", q.shape, k.shape, kw["causal"])))
-    q = torch.zeros(2, 3, n, 16).expand(2, 3, n, 16)     # no memory for the large n
+    q = torch.zeros(1, 1, 1, 16).expand(2, heads, n, 16)     # no memory for the large n
     monkeypatch.setattr(metrics, "uses_triton", lambda *a: False)
     metrics.warm_up(q, q, q, causal=causal, scale=0.25)
     assert calls == []
@@ -271,4 +273,4 @@ def test_warm_up_compiles_on_a_slice_with_the_same_specialisation(monkeypatch, n
     rows = min(n, 512 + n % 16)
     assert [c[0] for c in calls] == ["exact", "norm"]
     for _, qs, ks, c in calls:
-        assert qs == ks == (1, 1, rows, 16) and rows % 16 == n % 16 and c == causal
+        assert qs == ks == (1, warm_heads, rows, 16) and rows % 16 == n % 16 and c == causal
