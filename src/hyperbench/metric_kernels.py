@@ -194,7 +194,10 @@ def _fwd_step(q, K, V, skn, svn, c0, rows, n_q, n_k, offset, qk_scale, m_i, l_i,
     return m_new, l_i, acc
 
 
-@triton.jit
+# H (heads) only splits the program id: left unspecialised, so metrics.warm_up's one-head slice
+# compiles the kernel every head count runs (Triton otherwise compiles apart for 1 and for
+# multiples of 16).
+@triton.jit(do_not_specialize=["H"])
 def _exact_fwd_kernel(Q, K, V, Out, Lse,
                       sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                       H, n_q, n_k, offset, qk_scale,

@@ -348,26 +348,21 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
 
 def warm_up(q, k, v, *, causal: bool, scale: float) -> None:
     """Compile the Triton metric kernels for these inputs (dtype, head_dim, causality, strides,
-    the lengths' residues mod 16, the head count's class: what Triton specialises on) on a slice
-    of the heads and rows, so that a
-    timed metric (metric_ms) does not include JIT compilation. Nothing to do on the torch path."""
+    the lengths' residues mod 16: what Triton specialises on; the head count it does not) on a
+    slice of one head, so that a timed metric (metric_ms) does not include JIT compilation.
+    Nothing to do on the torch path."""
     if not uses_triton(q, k, v):
         return
     def short(n):                                   # same n % 16, at most ~512 rows
         return n if n <= 528 else 512 + n % 16
     n_q = short(q.shape[-2])
     n_k = min(k.shape[-2], max(n_q, short(k.shape[-2])))
-    # The head count is a kernel argument: Triton compiles apart for 1, for multiples of 16 and
-    # for the rest, so the slice keeps as many heads as that takes (a 1-head slice of 32 heads
-    # left ~1.5 s of compiling to the first timed metric).
-    H = q.shape[1]
-    h = H if H < 16 else (16 if H % 16 == 0 else 17)
-    qs, ks, vs = q[:1, :h, :n_q], k[:1, :h, :n_k], v[:1, :h, :n_k]
+    qs, ks, vs = q[:1, :1, :n_q], k[:1, :1, :n_k], v[:1, :1, :n_k]
     _, lse = exact_reference(qs, ks, vs, causal=causal, scale=scale)
     attention_matrix_norm(qs, ks, lse, causal=causal, scale=scale, max_iters=2)
-    # The Gram norms' batched fp64 eigvalsh (one d×d matrix per head, as head_errors calls it):
-    # the solver library loads and sets up on its first call.
-    gram_spectral_norm(qs[0].to(_acc_dtype(q, k, v, v)))
+    # The Gram norms' fp64 eigvalsh (head_errors batches one d×d matrix per head): the solver
+    # library loads and sets up on its first call.
+    gram_spectral_norm(q[0, :, :n_q].to(_acc_dtype(q, k, v, v)))
 
 
 # ------------------------------------------------------------------------------ Gram norms --
