@@ -42,7 +42,7 @@ from kernels import lsh, triton_attention, triton_lsh, triton_sort  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
-from gpu_kernel_check import problem  # noqa: E402
+from gpu_kernel_check import SORTS, problem  # noqa: E402
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
@@ -176,6 +176,7 @@ def sort(n):
 
 
 def sortn(_n):
+    """The whole forward under each LSH sort (gpu_kernel_check.SORTS), n = 4096..131072."""
     from kernels import hyper_attention as driver
     for n in (4096, 8192, 16384, 32768, 65536, 131072):
         xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
@@ -184,9 +185,9 @@ def sortn(_n):
             def call():
                 gen.manual_seed(0)
                 return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
-            for sort in ("segmented", "flat", "counting"):
-                with mock.patch.object(driver, "SORT", sort), torch.no_grad():
-                    note(f"sortn: n={n} causal={causal} fwd, {sort} sort", synced_ms(call))
+            for variant in SORTS:
+                with mock.patch.object(driver, "SORT", variant), torch.no_grad():
+                    note(f"sortn: n={n} causal={causal} fwd, {variant} sort", synced_ms(call))
 
 
 def main():
