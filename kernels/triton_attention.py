@@ -62,16 +62,6 @@ USE_KEY_LISTS = True
 # fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
 # scripts/gpu_kernel_check.py can time both.
 FUSED_LIST_BACKWARD = True
-# Key-list launches, under trial (scripts/gpu_probe.py --parts=listfwd): LIST_PERSISTENT > 0 runs
-# the forward as that many programs per SM, each walking tiles in one flattened loop; LIST_WS and
-# LIST_BWD_WS ask Triton to warp-specialise the forward's and the fused backward's key loop.
-# Module-level so the probe can time them against the plain launch.
-LIST_PERSISTENT = 0
-LIST_WS = False
-LIST_BWD_WS = False
-# ... and a register cap for the forward (None: ptxas's choice, 246 at d = 64, so 2 programs per
-# SM; 168 lets 3 fit, at the price of spills).
-LIST_MAXNREG = None
 # Timing diagnostics for scripts/gpu_probe.py only, never for results: (block keys, samples) of the
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
@@ -313,39 +303,16 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 @triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, NL, U, BH, qk_scale, so_h, sdo_h, sl_h, sdl_h,
+                 H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 PERSISTENT: tl.constexpr, WS: tl.constexpr):
+                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
     masks become a single pipelined loop over L keys.  DO, Lse, Delta have head strides sdo_h, sl_h,
     sdl_h (rows contiguous);
-    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them.
-    PERSISTENT: a fixed grid of programs, each walking tiles (head-major, so a head's samples stay
-    in L2) in one loop that Triton flattens with the key loop, so the next tile's keys load while
-    this one finishes.  WS: ask Triton to warp-specialise the key loop."""
-    if PERSISTENT:
-        tiles = tl.cdiv(n, BM)
-        for t in tl.range(tl.program_id(0), tiles * BH, tl.num_programs(0), flatten=True,
-                          warp_specialize=WS):
-            _list_tile(t % tiles, t // tiles, Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
-                       sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, H, n, L, NL, U, qk_scale,
-                       so_h, sdo_h, sl_h, sdl_h, D, BM, BN, GRAD, PREC, ACCUM, MERGE, False)
-    else:
-        _list_tile(tl.program_id(0), tl.program_id(1), Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
-                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, H, n, L, NL, U, qk_scale,
-                   so_h, sdo_h, sl_h, sdl_h, D, BM, BN, GRAD, PREC, ACCUM, MERGE, WS)
-
-
-@triton.jit
-def _list_tile(pid, bh, Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
-               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, H, n, L, NL, U, qk_scale,
-               so_h, sdo_h, sl_h, sdl_h, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-               GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-               WS: tl.constexpr):
-    """Query tile pid of head bh over its key list (see _list_kernel)."""
+    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
@@ -357,7 +324,7 @@ def _list_tile(pid, bh, Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
         l_i = tl.zeros([BM], dtype=tl.float32)
         acc = tl.zeros([BM, D], dtype=tl.float32)
-    for j0 in tl.range(0, L, BN, warp_specialize=WS):
+    for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
         if GRAD:
@@ -378,7 +345,7 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      H, n, L, NL, U, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr, WS: tl.constexpr):
+                     STORE_SAMPLES: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
@@ -390,7 +357,7 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
-    for j0 in tl.range(0, L, BN, warp_specialize=WS):
+    for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         # rows past n: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
@@ -673,29 +640,18 @@ def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
     return key_lists(g, k_order, samples, bn)
 
 
-def _programs_per_sm_grid(tiles: int, per_sm: int, device) -> int:
-    """A persistent launch's program count: per_sm programs on each SM, never more than tiles."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 2
-    return max(1, min(tiles, per_sm * sms))
-
-
 def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
                  merge=False):
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
     rows, bias = lists
     dummy = lse
-    tiles = triton.cdiv(g.n, bm)
-    persistent = LIST_PERSISTENT > 0 and not grad
-    grid = ((_programs_per_sm_grid(tiles * g.B * g.H, LIST_PERSISTENT, q.device),) if persistent
-            else (tiles, g.B * g.H))
-    _list_kernel[grid](
+    _list_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
-        g.B * g.H, g.qk_scale, _head_stride(out, g.H),
+        g.qk_scale, _head_stride(out, g.H),
         *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
-        ACCUM=_accum_code(accumulate), MERGE=merge, PERSISTENT=persistent, WS=LIST_WS and not grad,
-        num_warps=warps, num_stages=stages, **({} if grad or LIST_MAXNREG is None else {"maxnreg": LIST_MAXNREG}))
+        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -792,7 +748,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
-            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], WS=LIST_BWD_WS, num_warps=warps, num_stages=stages)
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)

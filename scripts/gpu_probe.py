@@ -19,12 +19,11 @@ sortn    the whole hyper forward, causal and not, n = 4096..131072, with each LS
          (kernels/hyper_attention.py, SORT), timed by hyperbench's timer (gpu_ab.synced_ms): L2
          flushed, each call waited for, so CPU launch overhead counts where the GPU waits for it.
          (The log at 81a1f5e came from an earlier timer that also waited for the flush.)
-listfwd  the key-list forward as one program per tile against persistent programs
-         (triton_attention.LIST_PERSISTENT, a few per SM, tiles walked in one flattened loop), a
-         warp-specialised key loop (LIST_WS; LIST_BWD_WS for the fused backward) and other tiles;
-         each checked against the plain launch; also the causal forward under the same settings.
 warmup   the first timed metric of a process against the next two (metrics.warm_up before them),
          one process per line, with a fresh Triton cache and with the warm one (n = 16384).
+once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
+         256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
+         ncu --clock-control none --kernel-name regex:_list --launch-skip 2 --launch-count 2 ...
 Imports only torch, triton, the kernels package and hyperbench's timer; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
@@ -201,77 +200,15 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-LIST_VARIANTS = [   # (programs per SM (0: one per tile), warp-specialised loop, forward tiles or None,
-    #                    register cap or None)
-    (0, False, None, None), (1, False, None, None), (2, False, None, None), (3, False, None, None),
-    (4, False, None, None), (0, True, None, None), (0, False, None, 168), (0, False, None, 200),
-    (3, False, None, 168), (2, False, (128, 64, 4, 4), None), (3, False, (128, 64, 4, 2), None),
-    (3, False, (128, 64, 4, 2), 168), (2, False, (128, 128, 8, 3), None), (2, False, (256, 64, 8, 3), None),
-]
-
-
-def _list_variant(per_sm, ws, cfg, maxnreg):
-    patches = [mock.patch.object(triton_attention, "LIST_PERSISTENT", per_sm),
-               mock.patch.object(triton_attention, "LIST_WS", ws),
-               mock.patch.object(triton_attention, "LIST_MAXNREG", maxnreg)]
-    if cfg is not None:
-        patches.append(mock.patch.dict(triton_attention.CONFIGS["fwd"], {64: cfg}))
-    return patches
-
-
-def listfwd(n):
-    """The key-list forward as one program per tile against persistent programs (LIST_PERSISTENT)
-    and a warp-specialised key loop (LIST_WS, LIST_BWD_WS); each checked against the plain launch."""
-    from contextlib import ExitStack
+def once(n):
+    """Two forwards and two backwards of the primitive, no timing loop (see the docstring)."""
     args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
-    fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-    want = fwd()
-    for per_sm, ws, cfg, maxnreg in LIST_VARIANTS:
-        name = f"listfwd n={n} per_sm={per_sm} ws={ws} tiles={cfg or 'default'} maxnreg={maxnreg}"
-        try:
-            with ExitStack() as stack:
-                for p in _list_variant(per_sm, ws, cfg, maxnreg):
-                    stack.enter_context(p)
-                got = fwd()
-                torch.cuda.synchronize()
-                note(f"{name} rel.diff out, lse", (_rel(got[0], want[0]), _rel(got[1], want[1]),
-                                                  bool(torch.isfinite(got[0]).all())))
-                note(name, ms(fwd))
-        except Exception as e:  # noqa: BLE001  a variant that does not compile is a finding
-            note(f"{name} FAILED", repr(e)[:300])
-    q, k, v, qo, ko, smp = args
-    out, lse = want
-    do = torch.randn_like(out)
-    delta = row_delta(do, out, None)
-    bwd = lambda: triton_attention.block_sample_backward(q, k, v, qo, ko, smp, do, lse, delta, **kw)  # noqa: E731
-    ref = bwd()
-    for ws in (False, True):
-        try:
-            with mock.patch.object(triton_attention, "LIST_BWD_WS", ws):
-                got = bwd()
-                torch.cuda.synchronize()
-                note(f"listbwd n={n} ws={ws} rel.diff dq, dk, dv", tuple(_rel(a, b) for a, b in zip(got, ref)))
-                note(f"listbwd n={n} ws={ws}", ms(bwd))
-        except Exception as e:  # noqa: BLE001
-            note(f"listbwd n={n} ws={ws} FAILED", repr(e)[:300])
-    xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
-    gen = torch.Generator(device="cuda")
-
-    def causal_fwd():
-        gen.manual_seed(0)
-        return hyper_attention(*xs, HyperParams(), causal=True, generator=gen, backend="triton")
-    with torch.no_grad():
-        want = causal_fwd()
-        for per_sm, maxnreg in ((0, None), (2, None), (3, None), (0, 168), (3, 168)):
-            name = f"causal fwd n={n} per_sm={per_sm} maxnreg={maxnreg}"
-            try:
-                with mock.patch.object(triton_attention, "LIST_PERSISTENT", per_sm), \
-                        mock.patch.object(triton_attention, "LIST_MAXNREG", maxnreg):
-                    got = causal_fwd()
-                    note(f"{name} rel.diff out", _rel(got[0], want[0]))
-                    note(name, ms(causal_fwd))
-            except Exception as e:  # noqa: BLE001
-                note(f"{name} FAILED", repr(e)[:300])
+    bwd = backward_call(args, kw)            # runs the forward once
+    bwd()
+    triton_attention.block_sample_forward(*args, **kw)
+    bwd()
+    torch.cuda.synchronize()
+    note(f"once n={n}", "forward, backward, forward, backward")
 
 
 WARMUP_CHILD = """
@@ -310,7 +247,7 @@ def main():
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
-         "listfwd": listfwd, "warmup": warmup}[part](n)
+         "warmup": warmup, "once": once}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

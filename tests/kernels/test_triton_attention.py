@@ -118,29 +118,6 @@ def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     assert builds == [(2, 2)]      # one list per 128-row block, for each of the two heads
 
 
-@pytest.mark.parametrize("n,block,tile,m", [(300, 128, 256, 24), (150, 64, 0, 20)])
-@pytest.mark.parametrize("per_sm", [1, 3])
-def test_persistent_list_forward_walks_every_tile(monkeypatch, n, block, tile, m, per_sm):
-    """LIST_PERSISTENT: a few programs (2 "SMs" off the GPU) each walk several tiles of several
-    heads, the last one ragged, in one flattened loop; it must give what one program per tile
-    gives, in the plain forward and in the merge into rows that hold a partial result."""
-    from hyperbench_kernels import triton_attention
-    from hyperbench_kernels.triton_attention import block_sample_forward
-    (q, k, v, qo, ko, smp), g = _inputs(9, 2, 3, n, 32, torch.float32, T=1 if tile == 0 else -(-n // tile), m=m)
-    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / m, scale=32 ** -0.5)
-    start = torch.randn(2, 3, n, 32, generator=g).to(DEVICE), torch.randn(2, 3, n, generator=g).to(DEVICE)
-    want = block_sample_forward(q, k, v, qo, ko, smp, **kw)
-    want_merged = block_sample_forward(q, k, v, qo, ko, smp, **kw, into=tuple(x.clone() for x in start))
-    launches = []
-    monkeypatch.setattr(triton_attention, "LIST_PERSISTENT", per_sm)
-    monkeypatch.setattr(triton_attention, "_list_kernel", _Spy(triton_attention._list_kernel, launches))
-    got = block_sample_forward(q, k, v, qo, ko, smp, **kw)
-    got_merged = block_sample_forward(q, k, v, qo, ko, smp, **kw, into=tuple(x.clone() for x in start))
-    assert launches == [(2 * per_sm,)] * 2          # fewer programs than the 2·3·ceil(n/64) tiles
-    for a, b in zip(got + got_merged, want + want_merged):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
 class _Spy:
     """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it."""
 
