@@ -21,6 +21,10 @@ sortn    the whole hyper forward, causal and not, n = 4096..131072, with each LS
          (The log at 81a1f5e came from an earlier timer that also waited for the flush.)
 warmup   the first timed metric of a process against the next two (metrics.warm_up before them),
          one process per line, with a fresh Triton cache and with the warm one (n = 16384).
+stages   tile configs with 5 pipeline stages (the key loop's copies then run a step ahead; with
+         fewer, Triton 3.6 waits for all of them at the top of every step), forward and fused
+         backward, head_dim 64 and 128, each checked against the default's outputs; then the
+         driver, causal and not, fwd and fwd+bwd, with the default and the fastest tiles.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:_list --launch-skip 2 --launch-count 2 ...
@@ -211,6 +215,74 @@ def once(n):
     note(f"once n={n}", "forward, backward, forward, backward")
 
 
+STAGE_TRIALS = {   # (head_dim, kind): tile configs (BM, BN, warps, stages) to time; the first is the default
+    (64, "fwd"): [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 4, 6), (256, 64, 8, 5), (128, 64, 8, 5),
+                  (128, 32, 4, 5)],
+    (64, "bwd"): [(256, 64, 8, 3), (256, 64, 8, 4), (256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5)],
+    (128, "fwd"): [(256, 64, 8, 3), (128, 64, 8, 5), (128, 64, 4, 5), (256, 32, 8, 5), (128, 32, 4, 5)],
+    (128, "bwd"): [(256, 64, 8, 2), (128, 64, 8, 5), (128, 64, 8, 3), (128, 32, 8, 5)],
+}
+
+
+def _driver_call(n, d, causal, grad):
+    xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(grad) for _ in range(3)]
+    gout = torch.randn_like(xs[0])
+    gen = torch.Generator(device="cuda")
+
+    def call():
+        gen.manual_seed(0)
+        out, _ = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+        if grad:
+            torch.autograd.grad(out, xs, gout)
+        return out
+    return call
+
+
+def stages(n):
+    """Tile configs with more pipeline stages: Triton 3.6 waits for every outstanding copy at the
+    top of the key loop unless num_stages >= 5 (SASS: DEPBAR.LE SB0, 0x0), so the gathered key and
+    value rows of a step are loaded only one step ahead with nothing in between.  Each config is
+    checked against the default's outputs, then the driver is timed with the fastest."""
+    best = {}
+    for (d, kind), configs in STAGE_TRIALS.items():
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+        q, k, v, qo, ko, smp = args
+        out, lse = triton_attention.block_sample_forward(*args, **kw)
+        do = torch.randn_like(out)
+        delta = row_delta(do, out, None)
+        if kind == "fwd":
+            fn = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+        else:
+            fn = lambda: triton_attention.block_sample_backward(q, k, v, qo, ko, smp, do, lse, delta, **kw)  # noqa: E731
+        want, times = fn(), {}
+        for cfg in configs:
+            name = f"stages {kind} d={d} n={n} tiles {cfg}"
+            try:
+                with mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}):
+                    got = fn()
+                    torch.cuda.synchronize()
+                    diff = max(_rel(a, b) for a, b in zip(got, want))
+                    note(f"{name} max rel.diff", diff)
+                    times[cfg] = ms(fn)
+                    note(name, times[cfg])
+                    if diff > 1e-2 or not all(bool(torch.isfinite(g).all()) for g in got):
+                        times.pop(cfg)
+            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
+                note(f"{name} FAILED", repr(e)[:300])
+        best[(d, kind)] = min(times, key=times.get)
+        note(f"stages {kind} d={d} fastest", best[(d, kind)])
+    for d in (64, 128):
+        for causal in (False, True):
+            for grad in (False, True):
+                call = _driver_call(n, d, causal, grad)
+                for label, cfgs in (("default", {}), ("fastest", {k: best[(d, k)] for k in ("fwd", "bwd")})):
+                    with mock.patch.dict(triton_attention.CONFIGS["fwd"], {d: cfgs.get("fwd", triton_attention.CONFIGS["fwd"][d])}), \
+                            mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfgs.get("bwd", triton_attention.CONFIGS["bwd"][d])}):
+                        ctx = torch.enable_grad() if grad else torch.no_grad()
+                        with ctx:
+                            note(f"driver d={d} n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'} {label} {cfgs}", ms(call))
+
+
 WARMUP_CHILD = """
 import json, sys, time, torch
 from hyperbench import metrics
@@ -247,7 +319,7 @@ def main():
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
-         "warmup": warmup, "once": once}[part](n)
+         "warmup": warmup, "once": once, "stages": stages}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
