@@ -272,15 +272,35 @@ def stages(n):
         best[(d, kind)] = min(times, key=times.get)
         note(f"stages {kind} d={d} fastest", best[(d, kind)])
     for d in (64, 128):
-        for causal in (False, True):
-            for grad in (False, True):
-                call = _driver_call(n, d, causal, grad)
-                for label, cfgs in (("default", {}), ("fastest", {k: best[(d, k)] for k in ("fwd", "bwd")})):
-                    with mock.patch.dict(triton_attention.CONFIGS["fwd"], {d: cfgs.get("fwd", triton_attention.CONFIGS["fwd"][d])}), \
-                            mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfgs.get("bwd", triton_attention.CONFIGS["bwd"][d])}):
-                        ctx = torch.enable_grad() if grad else torch.no_grad()
-                        with ctx:
-                            note(f"driver d={d} n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'} {label} {cfgs}", ms(call))
+        _driver_configs(n, d, (False, True), [{}, {k: best[(d, k)] for k in ("fwd", "bwd")}])
+
+
+def _driver_configs(n, d, causals, sets):
+    """The driver (fwd, fwd+bwd) at head_dim d with each set of tile configs ({kind: config})."""
+    for causal in causals:
+        for grad in (False, True):
+            call = _driver_call(n, d, causal, grad)
+            for cfgs in sets:
+                with mock.patch.dict(triton_attention.CONFIGS["fwd"], {d: cfgs.get("fwd", triton_attention.CONFIGS["fwd"][d])}), \
+                        mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfgs.get("bwd", triton_attention.CONFIGS["bwd"][d])}):
+                    with torch.enable_grad() if grad else torch.no_grad():
+                        note(f"driver d={d} n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'} {cfgs or 'default'}",
+                             ms(call))
+
+
+CAUSAL_SETS = {   # head_dim: tile sets for the causal recursion, whose forward merges into rows in place
+    64: [{}, {"fwd": (128, 64, 4, 5)}, {"fwd": (128, 64, 4, 6)}, {"fwd": (128, 64, 8, 5)},
+         {"fwd": (128, 64, 4, 5), "bwd": (256, 64, 8, 5)}],
+    128: [{}, {"fwd": (256, 32, 8, 5)}, {"fwd": (128, 32, 4, 5)}, {"fwd": (128, 64, 8, 5)},
+          {"fwd": (128, 32, 4, 5), "bwd": (128, 64, 8, 5)}],
+}
+
+
+def stages_causal(n):
+    """The causal recursion under the tile sets of CAUSAL_SETS (its merging forward is where the
+    8-warp tiles lost in `stages`)."""
+    for d, sets in CAUSAL_SETS.items():
+        _driver_configs(n, d, (True,), sets)
 
 
 WARMUP_CHILD = """
@@ -319,7 +339,8 @@ def main():
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
-         "warmup": warmup, "once": once, "stages": stages}[part](n)
+         "warmup": warmup, "once": once, "stages": stages,
+         "stages_causal": stages_causal}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
