@@ -37,14 +37,22 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Tile shapes and launch settings per head_dim; module-level so scripts/gpu_kernel_check.py can
 # try others.  fwd/dq: (BLOCK_M query rows, BLOCK_N keys); dkdv: (BLOCK_N keys, BLOCK_M queries).
 CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --sweep=64,128; d3d9881)
-    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
+    # Key-list forward and fused backward: 5 stages (gpu_probe.py --parts=stages,stages_causal at
+    # 0b364ca/e6afd33).  Below 5, Triton 3.6 waits for every outstanding copy at the top of the key
+    # loop (SASS: DEPBAR.LE SB0, 0x0), so a step's gathered key and value rows were fetched with
+    # nothing to hide their latency; from 5 on they are one step ahead.  d = 64: forward 2.31 ->
+    # 2.05 ms, backward 6.57 -> 5.93 ms; 8 warps were 2% faster still on the plain forward but 14%
+    # slower in the causal recursion, whose merging epilogue then has no second program per SM to
+    # hide its loads behind.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93 ms.
+    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); 256
-    # rows were the fastest at d = 64 and 128, on the plain call (--sweep at 128ff1e: fwd+bwd 9.95
-    # against 10.70 ms at d = 64, 19.96 against 21.85 at d = 128) and in the causal recursion
-    # (gpu_probe.py at 3b30c8b: 46.1 against 46.8 ms)
-    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 3), 128: (256, 64, 8, 2)},
+    # rows were the fastest at d = 64 on the plain call (--sweep at 128ff1e: fwd+bwd 9.95 against
+    # 10.70 ms) and in the causal recursion (gpu_probe.py at 3b30c8b: 46.1 against 46.8 ms); at
+    # d = 128, 256 rows and 5 stages need more shared memory than an SM has, and 128 rows with 5
+    # stages beat 256 with 2 (above)
+    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
 }
