@@ -70,10 +70,6 @@ USE_KEY_LISTS = True
 # fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
 # scripts/gpu_kernel_check.py can time both.
 FUSED_LIST_BACKWARD = True
-# The key-list forward's softmax row sums on the tensor cores (_softmax_step_mma_sum); module-level
-# so scripts/gpu_probe.py can time both.  (Adding the list's bias there as well, by a K = 16 product
-# with (hi, lo) rows, made ptxas serialise every wgmma of the loop (C7515); not kept.)
-ROW_SUMS_BY_MMA = True
 # Timing diagnostics for scripts/gpu_probe.py only, never for results: (block keys, samples) of the
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
@@ -199,20 +195,6 @@ def _softmax_step(qk, v, m_i, l_i, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _softmax_step_mma_sum(qk, v, ones, m_i, l16, acc, PREC: tl.constexpr):
-    """_softmax_step with the row sums of P on the tensor cores: l16 [BM, 16] += P · ones [BN, 16]
-    (every column holds the sum), from the same low-precision P that the PV product uses.  A narrow
-    MMA instead of BN dependent adds and a reduction across threads per row: 54 of 637
-    instructions per step fewer at d = 64 (SASS of (128, 64, 4, 5))."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(qk - m_new[:, None]).to(v.dtype)
-    l16 = tl.dot(p, ones, l16 * alpha[:, None], input_precision=PREC)
-    acc = tl.dot(p, v, acc * alpha[:, None], input_precision=PREC)
-    return m_new, l16, acc
-
-
-@triton.jit
 def _dq_step(qk, lse2, do, delta, k, v, dq, PREC: tl.constexpr):
     """dQ += dS K for one key tile; qk is exp2-domain and already masked with -inf."""
     p = tl.exp2(qk - lse2[:, None])
@@ -331,15 +313,13 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 SUM_MMA: tl.constexpr):
+                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
     masks become a single pipelined loop over L keys.  DO, Lse, Delta have head strides sdo_h, sl_h,
     sdl_h (rows contiguous);
-    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them.
-    SUM_MMA: the forward's row sums by _softmax_step_mma_sum."""
+    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -350,23 +330,15 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         dq = tl.zeros([BM, D], dtype=tl.float32)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
+        l_i = tl.zeros([BM], dtype=tl.float32)
         acc = tl.zeros([BM, D], dtype=tl.float32)
-        if SUM_MMA:
-            ones = tl.full([BN, 16], 1.0, dtype=V.dtype.element_ty)
-            l_i = tl.zeros([BM, 16], dtype=tl.float32)
-        else:
-            l_i = tl.zeros([BM], dtype=tl.float32)
     for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
         if GRAD:
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
-        elif SUM_MMA:
-            m_i, l_i, acc = _softmax_step_mma_sum(qk, v, ones, m_i, l_i, acc, PREC)
         else:
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
-    if not GRAD and SUM_MMA:
-        l_i = tl.max(l_i, 1)        # every column holds the row sum
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     elif MERGE:
@@ -687,7 +659,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
         g.qk_scale, _head_stride(out, g.H),
         *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
-        ACCUM=_accum_code(accumulate), MERGE=merge, SUM_MMA=ROW_SUMS_BY_MMA, num_warps=warps, num_stages=stages)
+        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):

@@ -25,8 +25,6 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
          fewer, Triton 3.6 waits for all of them at the top of every step), forward and fused
          backward, head_dim 64 and 128, each checked against the default's outputs; then the
          driver, causal and not, fwd and fwd+bwd, with the default and the fastest tiles.
-rowsums  the key-list forward's row sums by adds against the tensor cores (ROW_SUMS_BY_MMA),
-         head_dim 64 and 128, the primitive and the driver's forward, causal and not.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:_list --launch-skip 2 --launch-count 2 ...
@@ -305,28 +303,6 @@ def stages_causal(n):
         _driver_configs(n, d, (True,), sets)
 
 
-def rowsums(n):
-    """The key-list forward with its softmax row sums by adds or on the tensor cores
-    (triton_attention.ROW_SUMS_BY_MMA): the primitive at head_dim 64 and 128, checked against
-    each other, then the driver's forward, causal and not."""
-    for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        got = {}
-        for sums in (False, True):
-            with mock.patch.object(triton_attention, "ROW_SUMS_BY_MMA", sums):
-                got[sums] = fwd()
-                note(f"rowsums d={d} n={n} by_mma={sums} primitive fwd", ms(fwd))
-        note(f"rowsums d={d} rel.diff out, lse (mma vs adds)",
-             (_rel(got[True][0], got[False][0]), _rel(got[True][1], got[False][1]),
-              bool(torch.isfinite(got[True][0]).all())))
-        for causal in (False, True):
-            call = _driver_call(n, d, causal, False)
-            for sums in (False, True):
-                with mock.patch.object(triton_attention, "ROW_SUMS_BY_MMA", sums), torch.no_grad():
-                    note(f"rowsums d={d} n={n} by_mma={sums} driver causal={causal} fwd", ms(call))
-
-
 WARMUP_CHILD = """
 import json, sys, time, torch
 from hyperbench import metrics
@@ -364,7 +340,7 @@ def main():
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
-         "stages_causal": stages_causal, "rowsums": rowsums}[part](n)
+         "stages_causal": stages_causal}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

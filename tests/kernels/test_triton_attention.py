@@ -118,17 +118,6 @@ def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     assert builds == [(2, 2)]      # one list per 128-row block, for each of the two heads
 
 
-@pytest.mark.parametrize("sums", [False, True], ids=["sums-by-adds", "sums-by-mma"])
-@pytest.mark.parametrize("n,block,tile,m", [(200, 128, 64, 24), (150, 64, 0, 20)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_key_list_forward_row_sums(monkeypatch, sums, n, block, tile, m, dtype):
-    """The key-list forward with its softmax row sums by adds or on the tensor cores
-    (ROW_SUMS_BY_MMA): own-block samples masked, a ragged tail."""
-    from hyperbench_kernels import triton_attention
-    monkeypatch.setattr(triton_attention, "ROW_SUMS_BY_MMA", sums)
-    _check(500 + n, 1, 2, n, 32, block=block, tile=tile, m=m, dtype=dtype, grad=False)
-
-
 class _Spy:
     """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it."""
 
