@@ -45,6 +45,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # slower in the causal recursion, whose merging epilogue then has no second program per SM to
     # hide its loads behind.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93 ms.
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
+    # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
+    # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
+    "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
     "dq": {16: (64, 32, 4, 3), 32: (64, 32, 4, 3), 64: (64, 64, 4, 3), 128: (64, 32, 4, 3)},
     "dkdv": {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 64, 4, 2)},
     # the fused key-list backward: (BLOCK_M query rows, BLOCK_N keys of the list per step); 256
@@ -565,7 +568,7 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
                      do=None, delta=None, accumulate=False):
     """Forward (do None) or dQ.  q_order/k_order None: rows are already in sorted order."""
     grad = do is not None
-    bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
+    bm, bn, warps, stages = _config("dq" if grad else "fwd_general", g.d)
     dummy = lse   # stands in for pointers the chosen variant never reads
     grid = (triton.cdiv(g.n, bm), g.B * g.H)
     _row_tile_kernel[grid](
