@@ -59,10 +59,6 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
 }
-# Register caps (ptxas .maxnreg) for the key-list forward per head_dim, where a cap lets one more
-# program fit on an SM without spilling; none by default.  Module-level so scripts/gpu_probe.py
-# can try them.
-FWD_MAXNREG: dict = {}
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
 SHARED_SET_CHUNK = 2048
@@ -666,8 +662,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
         g.qk_scale, _head_stride(out, g.H),
         *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
-        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages,
-        **({"maxnreg": FWD_MAXNREG[g.d]} if not grad and g.d in FWD_MAXNREG and not _INTERPRET else {}))
+        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):

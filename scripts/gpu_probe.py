@@ -25,8 +25,6 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
          fewer, Triton 3.6 waits for all of them at the top of every step), forward and fused
          backward, head_dim 64 and 128, each checked against the default's outputs; then the
          driver, causal and not, fwd and fwd+bwd, with the default and the fastest tiles.
-regcap   32-key forward steps under a 168-register cap (3 programs per SM, no spills) and 32-key
-         backward steps, against the defaults: primitive and driver.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:_list --launch-skip 2 --launch-count 2 ...
@@ -305,43 +303,6 @@ def stages_causal(n):
         _driver_configs(n, d, (True,), sets)
 
 
-CAP_TRIALS = [   # (forward tiles, register cap or None, backward tiles) at head_dim 64
-    ((128, 64, 4, 5), None, (256, 64, 8, 5)), ((128, 32, 4, 5), 168, (256, 64, 8, 5)),
-    ((128, 32, 4, 6), 168, (256, 64, 8, 5)), ((128, 32, 4, 5), None, (256, 64, 8, 5)),
-    ((128, 64, 4, 5), None, (256, 32, 8, 5)),
-]
-
-
-def regcap(n):
-    """The key-list forward with 32-key steps under a 168-register cap: 3 programs per SM without
-    spills (SASS), against 2 for the default tiles; and the backward with 32-key steps (185
-    registers, no spills).  Primitive and driver, checked against the default's outputs."""
-    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
-    q, k, v, qo, ko, smp = args
-    fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-    out, lse = want_f = fwd()
-    do = torch.randn_like(out)
-    delta = row_delta(do, out, None)
-    bwd = lambda: triton_attention.block_sample_backward(q, k, v, qo, ko, smp, do, lse, delta, **kw)  # noqa: E731
-    want_b = bwd()
-    calls = {(c, g): _driver_call(n, 64, c, g) for c in (False, True) for g in (False, True)}
-    for f_cfg, cap, b_cfg in CAP_TRIALS:
-        name = f"regcap fwd {f_cfg} cap={cap} bwd {b_cfg}"
-        try:
-            with mock.patch.dict(triton_attention.CONFIGS["fwd"], {64: f_cfg}), \
-                    mock.patch.dict(triton_attention.CONFIGS["bwd"], {64: b_cfg}), \
-                    mock.patch.dict(triton_attention.FWD_MAXNREG, {64: cap} if cap else {}, clear=True):
-                diff = (max(_rel(a, b) for a, b in zip(fwd(), want_f)), max(_rel(a, b) for a, b in zip(bwd(), want_b)))
-                note(f"{name} max rel.diff fwd, bwd", diff)
-                note(f"{name} primitive fwd", ms(fwd))
-                note(f"{name} primitive bwd", ms(bwd))
-                for (causal, grad), call in calls.items():
-                    with torch.enable_grad() if grad else torch.no_grad():
-                        note(f"{name} driver causal={causal} {'fwd+bwd' if grad else 'fwd'}", ms(call))
-        except Exception as e:  # noqa: BLE001
-            note(f"{name} FAILED", repr(e)[:300])
-
-
 WARMUP_CHILD = """
 import json, sys, time, torch
 from hyperbench import metrics
@@ -379,7 +340,7 @@ def main():
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
-         "stages_causal": stages_causal, "regcap": regcap}[part](n)
+         "stages_causal": stages_causal}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
