@@ -27,7 +27,7 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
          driver, causal and not, fwd and fwd+bwd, with the default and the fastest tiles.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
-         ncu --clock-control none --kernel-name regex:_list --launch-skip 2 --launch-count 2 ...
+         ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
 Imports only torch, triton, the kernels package and hyperbench's timer; prints everything, and writes probe.json to
 $OUT (or ./gpu_out).
 """
@@ -51,7 +51,7 @@ from kernels import lsh, triton_attention, triton_lsh, triton_sort  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
-from gpu_kernel_check import SORTS, problem  # noqa: E402
+from gpu_kernel_check import SORTS, problem, rel  # noqa: E402
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
@@ -111,18 +111,20 @@ def gather(n):
     note(f"bwd n={n} no samples", ms(backward_call((q, k, v, qo, ko, None), kw)))
 
 
-def causal_problem(n):
-    g = torch.Generator(device="cuda").manual_seed(1)
-    xs = [torch.randn(1, 32, n, 64, generator=g, device="cuda").to(torch.bfloat16).requires_grad_(True)
-          for _ in range(3)]
+def _driver_call(n, d, causal, grad):
+    """One call of the driver (the triton backend, default HyperParams) on fresh [1, 32, n, d]
+    bf16 inputs, with the backward of a random output gradient when grad."""
+    xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(grad) for _ in range(3)]
     gout = torch.randn_like(xs[0])
     gen = torch.Generator(device="cuda")
 
-    def run():
+    def call():
         gen.manual_seed(0)
-        out, _ = hyper_attention(*xs, HyperParams(), causal=True, generator=gen, backend="triton")
-        torch.autograd.grad(out, xs, gout)
-    return xs, gout, run
+        out, _ = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+        if grad:
+            torch.autograd.grad(out, xs, gout)
+        return out
+    return call
 
 
 COPY_OPS = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone", "aten::reshape",
@@ -130,7 +132,7 @@ COPY_OPS = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "at
 
 
 def copies(n):
-    _, _, run = causal_problem(n)
+    run = _driver_call(n, 64, True, True)
     note(f"causal fwd+bwd n={n}", ms(run))
     run()
     torch.cuda.synchronize()
@@ -188,20 +190,11 @@ def sortn(_n):
     """The whole forward under each LSH sort (gpu_kernel_check.SORTS), n = 4096..131072."""
     from kernels import hyper_attention as driver
     for n in (4096, 8192, 16384, 32768, 65536, 131072):
-        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
-        gen = torch.Generator(device="cuda")
         for causal in (False, True):
-            def call():
-                gen.manual_seed(0)
-                return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+            call = _driver_call(n, 64, causal, False)
             for variant in SORTS:
                 with mock.patch.object(driver, "SORT", variant), torch.no_grad():
                     note(f"sortn: n={n} causal={causal} fwd, {variant} sort", synced_ms(call))
-
-
-def _rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def once(n):
@@ -224,20 +217,6 @@ STAGE_TRIALS = {   # (head_dim, kind): tile configs (BM, BN, warps, stages) to t
 }
 
 
-def _driver_call(n, d, causal, grad):
-    xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(grad) for _ in range(3)]
-    gout = torch.randn_like(xs[0])
-    gen = torch.Generator(device="cuda")
-
-    def call():
-        gen.manual_seed(0)
-        out, _ = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
-        if grad:
-            torch.autograd.grad(out, xs, gout)
-        return out
-    return call
-
-
 def stages(n):
     """Tile configs with more pipeline stages: Triton 3.6 waits for every outstanding copy at the
     top of the key loop unless num_stages >= 5 (SASS: DEPBAR.LE SB0, 0x0), so the gathered key and
@@ -246,14 +225,8 @@ def stages(n):
     best = {}
     for (d, kind), configs in STAGE_TRIALS.items():
         args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        q, k, v, qo, ko, smp = args
-        out, lse = triton_attention.block_sample_forward(*args, **kw)
-        do = torch.randn_like(out)
-        delta = row_delta(do, out, None)
-        if kind == "fwd":
-            fn = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        else:
-            fn = lambda: triton_attention.block_sample_backward(q, k, v, qo, ko, smp, do, lse, delta, **kw)  # noqa: E731
+        fn = (backward_call(args, kw) if kind == "bwd" else
+              lambda: triton_attention.block_sample_forward(*args, **kw))  # noqa: E731
         want, times = fn(), {}
         for cfg in configs:
             name = f"stages {kind} d={d} n={n} tiles {cfg}"
@@ -261,7 +234,7 @@ def stages(n):
                 with mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}):
                     got = fn()
                     torch.cuda.synchronize()
-                    diff = max(_rel(a, b) for a, b in zip(got, want))
+                    diff = max(rel(a, b) for a, b in zip(got, want))
                     note(f"{name} max rel.diff", diff)
                     times[cfg] = ms(fn)
                     note(name, times[cfg])
