@@ -44,7 +44,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 2.05 ms, backward 6.57 -> 5.93 ms; 8 warps were 2% faster still on the plain forward but 14%
     # slower in the causal recursion, whose merging epilogue then has no second program per SM to
     # hide its loads behind.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93 ms.
-    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
+    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
+    # ... and where it merges into the rows' (out, lse) in place (the causal recursion's levels):
+    # the merging epilogue's loads need a second program per SM to hide behind, so 4 warps at d = 64
+    "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -77,6 +80,14 @@ FUSED_LIST_BACKWARD = True
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
 _DIAGNOSTIC_DKDV_STORES = (False, False)
+
+
+# A backward with no caller buffers to add into (the plain non-causal call) adds dK and dV up in
+# the inputs' 16-bit dtype, instead of fp32 buffers that must be zero-filled and then cast, where
+# few programs add into any one key row: the programs of its block's query tiles plus those of
+# each sample set it is drawn into.  At most this many for a block and one set, else fp32 (a set
+# shared by a whole head has n / BLOCK_M programs adding into each of its keys).  0: always fp32.
+DKDV_16BIT_ADDS = 4
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -360,7 +371,8 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
-    original rows, since a key is in the lists of several tiles (its block's, its sample set's)."""
+    original rows (fp32, or 16-bit: DKDV_16BIT_ADDS), since a key is in the lists of several tiles
+    (its block's, its sample set's)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -391,8 +403,8 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
             tl.store(DK + dst, dk, mask=live & plain)
             tl.store(DV + dst, dv, mask=live & plain)
             live = live & (~plain)
-        tl.atomic_add(DK + dst, dk, mask=live, sem="relaxed")
-        tl.atomic_add(DV + dst, dv, mask=live, sem="relaxed")
+        tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
+        tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
     _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
 
@@ -610,6 +622,12 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     return dk, dv
 
 
+def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
+    """Whether a fresh fused backward adds dK/dV up in `dtype` (see DKDV_16BIT_ADDS)."""
+    per_set = 0 if not g.has_samples else triton.cdiv(g.tile if g.T > 1 else g.n, bm)
+    return dtype != torch.float32 and triton.cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
+
+
 def _or(x, default):
     return default if x is None else x
 
@@ -654,7 +672,7 @@ def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
 def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
                  merge=False):
     grad = do is not None
-    bm, bn, warps, stages = _config("dq" if grad else "fwd", g.d)
+    bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
     rows, bias = lists
     dummy = lse
     _list_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
@@ -716,7 +734,7 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
         if out.shape != q.shape or lse.shape != q.shape[:-1] or out.dtype != q.dtype or lse.dtype != torch.float32:
             raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
                              f"match q {tuple(q.shape)} {q.dtype}")
-        bm, bn = _config("fwd", g.d)[:2]
+        bm, bn = _config("fwd_merge", g.d)[:2]
         if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
             _list_launch(g, q, k, v, q_order, _lists_for(g, k_order, samples, bn, lists), out, lse, merge=True)
             return out, lse
@@ -730,7 +748,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
                           grads=None, accumulate: bool = False, lists=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
-    dtype, dk and dv fp32), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
+    dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
     row slices of larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
@@ -747,7 +765,8 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     if FUSED_LIST_BACKWARD and fitting:
         bm, bn, warps, stages = fitting[0]
         if dk is None:       # the fused kernel only adds into dK, dV
-            dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=torch.float32)
+            acc = q.dtype if _adds_in_16_bits(g, q.dtype, bm) else torch.float32
+            dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=acc)
             dv = torch.zeros_like(dk)
         elif not accumulate:
             dk.zero_()

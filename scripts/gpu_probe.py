@@ -25,6 +25,9 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
          fewer, Triton 3.6 waits for all of them at the top of every step), forward and fused
          backward, head_dim 64 and 128, each checked against the default's outputs; then the
          driver, causal and not, fwd and fwd+bwd, with the default and the fastest tiles.
+adds16   dK/dV added up in bf16 (DKDV_16BIT_ADDS) against fp32 buffers: gradient errors against
+         the fp32 reference, and the primitive's and driver's non-causal fwd+bwd, d = 64 and 128.
+fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -47,7 +50,7 @@ from triton.testing import do_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from kernels import lsh, triton_attention, triton_lsh, triton_sort  # noqa: E402
+from kernels import lsh, reference, triton_attention, triton_lsh, triton_sort  # noqa: E402
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
@@ -307,13 +310,63 @@ def warmup(_n):
         note(f"warmup ({cache} Triton cache), n=16384 H=32 bf16", line)
 
 
+def _grad_errors(args, kw):
+    """Relative errors of the primitive's dq, dk, dv (bf16, autograd) against the fp32 reference,
+    for one loss through out and lse."""
+    q, k, v, qo, ko, smp = args
+    xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    ref = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    g = torch.Generator(device="cuda").manual_seed(77)
+    gout = torch.randn(q.shape, generator=g, device="cuda")
+    glse = torch.randn(q.shape[:-1], generator=g, device="cuda")
+    for fn, ins in ((triton_attention.block_sample_attention, xs), (reference.block_sample_attention, ref)):
+        out, lse = fn(*ins, qo, ko, smp, **kw)
+        ((out.float() * gout).sum() + (lse * glse).sum()).backward()
+    return {f"d{c}": rel(a.grad, b.grad) for c, a, b in zip("qkv", xs, ref)}
+
+
+def adds16(n):
+    """dK/dV added up in the inputs' 16-bit dtype (DKDV_16BIT_ADDS, the default) against fp32
+    buffers: gradient errors against the fp32 reference (sets per 256 rows and one per head), then
+    the primitive's and the driver's non-causal forward+backward at n, d = 64 and 128."""
+    for n_chk, H in ((16384, 4), (65536, 2)):
+        for tile in (256, 0):
+            args, kw = problem(1, H, n_chk, 64, torch.bfloat16, 5, tile=tile)
+            for adds in (4, 0):
+                with mock.patch.object(triton_attention, "DKDV_16BIT_ADDS", adds):
+                    errs = _grad_errors(args, kw)
+                note(f"adds16 errors n={n_chk} tile={tile} DKDV_16BIT_ADDS={adds}",
+                     " ".join(f"{k}={v:.3e}" for k, v in errs.items()))
+    for d in (64, 128):
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+        xs = [x.detach().requires_grad_() for x in args[:3]]
+        gout = torch.randn_like(args[0])
+
+        def prim():
+            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+            return torch.autograd.grad(out, xs, gout)
+        drv = _driver_call(n, d, False, True)
+        for _ in range(2):      # twice, interleaved: the second round says how much is drift
+            for adds in (4, 0):
+                with mock.patch.object(triton_attention, "DKDV_16BIT_ADDS", adds):
+                    note(f"adds16 primitive fwd+bwd d={d} n={n} DKDV_16BIT_ADDS={adds}", ms(prim))
+                    note(f"adds16 driver fwd+bwd d={d} n={n} DKDV_16BIT_ADDS={adds}", ms(drv))
+
+
+def fwdsplit(n):
+    """The plain forward on 8 warps (CONFIGS "fwd") against 4 (the merging one's, "fwd_merge"); the
+    causal rows do not use "fwd" and show the drift between the two."""
+    for _ in range(2):
+        _driver_configs(n, 64, (False, True), [{}, {"fwd": (128, 64, 4, 5)}])
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
-         "stages_causal": stages_causal}[part](n)
+         "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -264,3 +264,23 @@ def test_backward_reads_row_slices_of_longer_heads(monkeypatch, n, block, tile, 
     assert not dout.is_contiguous()
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tile,adds_in", [(64, torch.float16), (0, torch.float32)],
+                         ids=["set-per-block", "set-per-head"])
+def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_key(tile, adds_in):
+    """With one 64-row program per block and per sample set, each key row gets two adds and dK/dV
+    add up in fp16; a set shared by the head gets n / 64 = 4 more per sampled key (over
+    DKDV_16BIT_ADDS), so fp32.  The gradients match the reference either way."""
+    from hyperbench_kernels import triton_attention
+    from hyperbench_kernels.triton_delta import delta as row_delta
+    n, m = 256, 32
+    T = 1 if tile == 0 else n // tile
+    (q, k, v, qo, ko, smp), _ = _inputs(90, 1, 2, n, 32, torch.float16, T=T, m=m)
+    kw = dict(block_size=64, sample_tile=tile, sample_weight=n / m, scale=32 ** -0.5)
+    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw)
+    dout = torch.randn_like(out)
+    _, dk, dv = triton_attention.block_sample_backward(q, k, v, qo, ko, smp, dout, lse,
+                                                       row_delta(dout, out, None), **kw)
+    assert dk.dtype == dv.dtype == adds_in
+    _check(91, 1, 2, n, 32, block=64, tile=tile, m=m, dtype=torch.float16)
