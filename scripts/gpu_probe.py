@@ -28,6 +28,8 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
 adds16   dK/dV added up in bf16 (DKDV_16BIT_ADDS) against fp32 buffers: gradient errors against
          the fp32 reference, and the primitive's and driver's non-causal fwd+bwd, d = 64 and 128.
 fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
+overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
+         cProfile of the non-causal forward+backward (where the CPU time goes).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -360,13 +362,45 @@ def fwdsplit(n):
         _driver_configs(n, 64, (False, True), [{}, {"fwd": (128, 64, 4, 5)}])
 
 
+def overhead(n):
+    """Where hyperbench's timer (each call waited for) and do_bench (calls back to back) differ: the
+    CPU time of one call's launches, then cProfile of the non-causal forward+backward."""
+    import cProfile
+    import pstats
+    import time
+    for causal in (False, True):
+        for grad in (False, True):
+            call = _driver_call(n, 64, causal, grad)
+            with torch.enable_grad() if grad else torch.no_grad():
+                name = f"overhead causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+                note(f"{name} do_bench", ms(call))
+                note(f"{name} hyperbench timer", synced_ms(call))
+                cpu = []
+                for _ in range(10):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    call()
+                    cpu.append((time.perf_counter() - t0) * 1e3)
+                note(f"{name} CPU time of the call (launches)", sorted(cpu)[5])
+    call = _driver_call(n, 64, False, True)
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(10):
+        call()
+    prof.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
-         "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit}[part](n)
+         "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
+         "overhead": overhead}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
