@@ -28,6 +28,8 @@ stages   tile configs with 5 pipeline stages (the key loop's copies then run a s
 adds16   dK/dV added up in bf16 (DKDV_16BIT_ADDS) against fp32 buffers: gradient errors against
          the fp32 reference, and the primitive's and driver's non-causal fwd+bwd, d = 64 and 128.
 fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
+timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), and the driver under
+         hyperbench's timer with one generator, a new one per call, and as a job runs it.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
@@ -393,6 +395,60 @@ def overhead(n):
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def _gpu_gaps(call, label, top=12):
+    """One call after a sync, under torch.profiler: the GPU's busy time against the span from the
+    call's start to its last kernel's end, and the longest idle gaps with the kernels around them."""
+    import time
+    act = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=act) as prof:
+        t0 = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) * 1e3
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    busy = sum(b - a for a, b, _ in kernels) / 1e3
+    span = (kernels[-1][1] - kernels[0][0]) / 1e3
+    gaps = sorted(((kernels[i + 1][0] - kernels[i][1], kernels[i][2][:50], kernels[i + 1][2][:50])
+                   for i in range(len(kernels) - 1)), reverse=True)
+    note(f"timeline {label}: kernels", len(kernels))
+    note(f"timeline {label}: wall (profiled)", wall)
+    note(f"timeline {label}: first to last kernel", span)
+    note(f"timeline {label}: GPU busy", busy)
+    for gap, before, after in gaps[:top]:
+        print(f"    gap {gap:8.1f} us after {before} before {after}", flush=True)
+
+
+def timeline(n):
+    """Where a call waits: GPU idle gaps in one profiled call (non-causal and causal fwd+bwd), and
+    the driver timed by hyperbench's timer three ways: one generator reused, a new generator per
+    call (as the hyper method does), and through the method and make_call exactly as a job."""
+    sys.path.insert(0, os.path.join(REPO, "src"))
+    from types import SimpleNamespace
+    from hyperbench import inputs, methods, timing
+    for causal in (False, True):
+        call = _driver_call(n, 64, causal, True)
+        for _ in range(3):
+            call()
+        _gpu_gaps(call, f"causal={causal} fwd+bwd n={n}")
+        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_() for _ in range(3)]
+        gout = torch.randn_like(xs[0])
+
+        def new_gen():
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            out, _ = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+            torch.autograd.grad(out, xs, gout)
+        p = HyperParams()
+        job = SimpleNamespace(block_size=p.block_size, sample_size=p.sample_size, sample_tile=p.sample_tile,
+                              lsh_num_projs=p.lsh_num_projs, min_seq_len=p.min_seq_len, seed=0)
+        q, k, v = inputs.make_inputs({"name": "gaussian"}, batch=1, heads=32, seq_len=n, head_dim=64,
+                                     dtype=torch.bfloat16, device="cuda", seed=0)
+        setup, timed = timing.make_call(methods.get("hyper").build(job), q, k, v, causal, "fwd+bwd")
+        for name, fn in (("one generator", call), ("new generator per call", new_gen), ("as a job", timed)):
+            note(f"timeline causal={causal} fwd+bwd n={n} hyperbench timer, {name}", synced_ms(fn))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -400,7 +456,7 @@ def main():
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
-         "overhead": overhead}[part](n)
+         "overhead": overhead, "timeline": timeline}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
