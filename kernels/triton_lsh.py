@@ -20,7 +20,7 @@ BLOCK_ROWS = 128
 
 
 @triton.jit
-def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n,
+def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n, NP,
                         D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
                         EXACT_FP32: tl.constexpr):
     pid, bh = tl.program_id(0), tl.program_id(1)
@@ -31,7 +31,8 @@ def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n,
     offs_r = tl.arange(0, R)
     x = tl.load(X + b * sxb + h * sxh + rows[:, None].to(tl.int64) * sxn + offs_d[None, :],
                 mask=ok[:, None], other=0.0)
-    p = tl.load(P + offs_d[:, None] * R + offs_r[None, :])          # zero-padded columns
+    # the NP normals [D, NP], zero-padded to R columns here (one launch less than padding a copy)
+    p = tl.load(P + offs_d[:, None] * NP + offs_r[None, :], mask=offs_r[None, :] < NP, other=0.0)
     if EXACT_FP32:
         proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BM, R]
     else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
@@ -56,12 +57,11 @@ def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     width = max(16, triton.next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
     if x.stride(-1) != 1:
         x = x.contiguous()
-    p = torch.zeros(d, width, dtype=torch.float32, device=x.device)
-    p[:, :num_projs] = projections
+    p = projections.to(torch.float32).contiguous()
     weights, rank = _weights(num_projs, width, x.device)
     keys = torch.empty(B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
     grid = (triton.cdiv(n, BLOCK_ROWS), B * H)
-    _bucket_rank_kernel[grid](x, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2), H, n,
+    _bucket_rank_kernel[grid](x, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2), H, n, num_projs,
                               D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,
                               num_warps=4)
     return keys
