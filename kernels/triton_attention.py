@@ -124,17 +124,12 @@ def _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh):
 
 
 @triton.jit
-def _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D: tl.constexpr,
-               LOAD_DELTA: tl.constexpr = True):
-    """dO, lse (exp2 domain) and Δ of query rows q_idx, each read by its own head stride (Δ zeros
-    unless LOAD_DELTA)."""
+def _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D: tl.constexpr):
+    """dO, lse (exp2 domain) and Δ of query rows q_idx, each read by its own head stride."""
     bh = bh.to(tl.int64)
     do = _gather_rows(DO + bh * sdo_h, q_idx, D, offs_d, row_ok)
     lse2 = tl.load(Lse + bh * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-    if LOAD_DELTA:
-        delta = tl.load(Delta + bh * sdl_h + q_idx, mask=row_ok, other=0.0)
-    else:
-        delta = tl.zeros_like(lse2)
+    delta = tl.load(Delta + bh * sdl_h + q_idx, mask=row_ok, other=0.0)
     return do, lse2, delta
 
 
@@ -367,30 +362,22 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
 
 
 @triton.jit
-def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, O, DLse, DQ, DK, DV,
+def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                      H, n, L, NL, U, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                     PREC: tl.constexpr, ACCUM: tl.constexpr, DELTA: tl.constexpr,
-                     STORE_BLOCK: tl.constexpr, STORE_SAMPLES: tl.constexpr):
+                     PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
+                     STORE_SAMPLES: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
     original rows (fp32, or 16-bit: DKDV_16BIT_ADDS), since a key is in the lists of several tiles
-    (its block's, its sample set's).
-    DELTA: 0 reads Δ; 1 computes Δ = rowsum(dO ∘ O) of the tile's rows here (O with dO's head
-    stride), 2 also subtracts dlse (DLse with lse's head stride): every query row belongs to one
-    program, so this replaces a pass over dO and O before the kernel."""
+    (its block's, its sample set's)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM, D)
-    do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D, DELTA == 0)
-    if DELTA > 0:
-        o = _gather_rows(O + bh.to(tl.int64) * sdo_h, q_idx, D, offs_d, row_ok)
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
-        if DELTA == 2:
-            delta -= tl.load(DLse + bh.to(tl.int64) * sl_h + q_idx, mask=row_ok, other=0.0)
+    do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
@@ -759,33 +746,23 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
-                          grads=None, accumulate: bool = False, lists=None, out=None, dlse=None):
+                          grads=None, accumulate: bool = False, lists=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
-    dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`,
-    three fp32 [B, H, n, d] tensors that may be row slices of larger ones (accumulate: added to
-    what they hold).
+    dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
+    row slices of larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
-    delta None: Δ from out (and dlse, None for no lse gradient), inside the fused kernel where it
-    runs and out has dout's strides, else by one pass first.
     lists: the forward's key lists (prepared_lists), reused where they fit."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     # Row slices of longer heads (the causal recursion's pieces) are read in place, no copy.
-    dout, lse = (x if _by_head_stride(x, g.H) else x.contiguous() for x in (dout, lse))
+    dout, lse, delta = (x if _by_head_stride(x, g.H) else x.contiguous() for x in (dout, lse, delta))
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
     if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
         raise ValueError("dk and dv must be fp32 with the same strides")
     fitting = [c for c in (_config("bwd", g.d), _config("bwd_narrow", g.d)) if _lists_apply(g, causal, c[0])]
-    fused = FUSED_LIST_BACKWARD and bool(fitting)
-    if delta is None:
-        dlse = None if dlse is None else dlse.float().contiguous()
-        if not (fused and out.stride() == dout.stride() and (dlse is None or dlse.stride() == lse.stride())):
-            delta = row_delta(dout, out, dlse)
-    if delta is not None and not _by_head_stride(delta, g.H):
-        delta = delta.contiguous()
-    if fused:
+    if FUSED_LIST_BACKWARD and fitting:
         bm, bn, warps, stages = fitting[0]
         if dk is None:       # the fused kernel only adds into dK, dV
             acc = q.dtype if _adds_in_16_bits(g, q.dtype, bm) else torch.float32
@@ -795,15 +772,13 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             dk.zero_()
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
-        delta_code = 0 if delta is not None else 1 if dlse is None else 2
         _list_bwd_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
-            q, k, v, q_order, rows, bias, lse, dout, _or(delta, lse), _or(out, dout), _or(dlse, lse), dq, dk, dv,
+            q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
             g.block, g.qk_scale,
-            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, _or(delta, lse), g.H), D=g.d,
-            BM=bm, BN=bn, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), DELTA=delta_code,
-            STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0], STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps,
-            num_stages=stages)
+            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
+            PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)
@@ -826,9 +801,9 @@ class _BlockSampleAttention(torch.autograd.Function):
         if dout is None:
             dout = torch.zeros_like(out)
         dout = dout.contiguous()
-        # Δ = rowsum(dO ∘ O) − dlse (dS = P (dP − Δ)): in the fused kernel where it runs
-        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, None, **ctx.kw,
-                                           lists=ctx.lists, out=out, dlse=dlse)
+        delta = row_delta(dout, out, dlse)   # dS = P (dP - delta)
+        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw,
+                                           lists=ctx.lists)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

@@ -30,6 +30,7 @@ adds16   dK/dV added up in bf16 (DKDV_16BIT_ADDS) against fp32 buffers: gradient
 fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
 timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), and the driver under
          hyperbench's timer with one generator, a new one per call, and as a job runs it.
+bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
@@ -449,6 +450,40 @@ def timeline(n):
             note(f"timeline causal={causal} fwd+bwd n={n} hyperbench timer, {name}", synced_ms(fn))
 
 
+BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
+             128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
+
+
+def bwdtiles(n):
+    """The fused backward's tiles again now that dK/dV add up in 16 bits (DKDV_16BIT_ADDS): the
+    primitive's forward+backward through autograd (zero-fill included), then the driver with the
+    fastest; each config checked against the default's gradients."""
+    for d, configs in BWD_TILES.items():
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+        xs = [x.detach().requires_grad_() for x in args[:3]]
+        gout = torch.randn_like(args[0])
+
+        def prim():
+            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+            return torch.autograd.grad(out, xs, gout)
+        want, times = prim(), {}
+        for cfg in configs:
+            name = f"bwdtiles d={d} n={n} tiles {cfg}"
+            try:
+                with mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
+                    got = prim()
+                    diff = max(rel(a, b) for a, b in zip(got, want))
+                    times[cfg] = ms(prim)
+                note(name, f"{times[cfg]:.3f} ms (max rel.diff of the gradients {diff:.1e})")
+                if diff > 2e-2:
+                    times.pop(cfg)
+            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
+                note(f"{name} FAILED", repr(e)[:300])
+        best = min(times, key=times.get)
+        note(f"bwdtiles d={d} fastest", best)
+        _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -456,7 +491,8 @@ def main():
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
-         "overhead": overhead, "timeline": timeline}[part](n)
+         "overhead": overhead, "timeline": timeline,
+         "bwdtiles": bwdtiles}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
