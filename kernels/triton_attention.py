@@ -87,7 +87,8 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 # few programs add into any one key row: the programs of its block's query tiles plus those of
 # each sample set it is drawn into.  At most this many for a block and one set, else fp32 (a set
 # shared by a whole head has n / BLOCK_M programs adding into each of its keys).  0: always fp32.
-DKDV_16BIT_ADDS = 4
+# HYPERBENCH_DKDV_16BIT_ADDS=0 keeps fp32 everywhere (e.g. to compare gradient errors).
+DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):

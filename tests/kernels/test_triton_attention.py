@@ -284,3 +284,19 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
                                                        row_delta(dout, out, None), **kw)
     assert dk.dtype == dv.dtype == adds_in
     _check(91, 1, 2, n, 32, block=64, tile=tile, m=m, dtype=torch.float16)
+
+
+def test_merging_forward_takes_its_own_tiles(monkeypatch):
+    """The plain key-list forward runs on the "fwd" tiles, the one that merges into rows in place
+    (the causal levels) on "fwd_merge" (fewer warps, so that two programs share an SM)."""
+    from hyperbench_kernels import triton_attention
+    kinds = []
+    real = triton_attention._config
+    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: kinds.append(kind) or real(kind, d))
+    (q, k, v, qo, ko, smp), g = _inputs(9, 1, 2, 128, 16, torch.float32, T=2, m=8)
+    kw = dict(block_size=64, sample_tile=64, sample_weight=16.0, scale=0.25)
+    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw)
+    assert "fwd" in kinds and "fwd_merge" not in kinds
+    kinds.clear()
+    triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=(out.clone(), lse.clone()))
+    assert "fwd_merge" in kinds
