@@ -78,8 +78,7 @@ def _forward(q, k, v, p, scale, generator, ranks=None):
         return _exact_forward(q, k, v, True, scale)
     if ranks is None:
         proj = driver.draw_projections(q, p, generator)
-        rank = driver._bucket_rank("triton")
-        ranks = (rank(q, proj), rank(k, proj))
+        ranks = tuple(driver.bucket_ranks("triton", q, k, proj))
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
         # the zero row is on the negative side of every hyperplane: bucket 0, Gray rank 0

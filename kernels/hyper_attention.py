@@ -57,6 +57,16 @@ def _bucket_rank(backend: str):
     return lsh.bucket_rank
 
 
+def bucket_ranks(backend: str, q, k, proj):
+    """The bucket ranks of q's and k's rows: one [2, B, H, n] tensor from one launch (triton, equal
+    shapes), else a pair."""
+    if backend == "triton" and q.shape == k.shape and q.dtype == k.dtype:
+        from .triton_lsh import bucket_ranks as both
+        return both([q, k], proj)
+    rank = _bucket_rank(backend)
+    return rank(q, proj), rank(k, proj)
+
+
 def _primitive(backend: str):
     if backend == "torch":
         from .reference import block_sample_attention
@@ -107,9 +117,9 @@ def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
     n = q.shape[2]
     if ranks is None:
         proj = draw_projections(q, p, generator) if proj is None else proj
-        rank = _bucket_rank(backend)
-        ranks = (rank(q, proj), rank(k, proj))
-    q_order, k_order = _sort_orders(backend, list(ranks), p.lsh_num_projs)
+        ranks = bucket_ranks(backend, q, k, proj)
+    q_order, k_order = _sort_orders(backend, ranks if isinstance(ranks, torch.Tensor) else list(ranks),
+                                    p.lsh_num_projs)
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)

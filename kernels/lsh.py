@@ -100,10 +100,13 @@ def flat_sort_orders(keys: torch.Tensor, num_projs: int, key_dtype: torch.dtype 
     return order.view(*lead, n)
 
 
-def sort_orders(keys: list[torch.Tensor], num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
+def sort_orders(keys: list[torch.Tensor] | torch.Tensor, num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
     """Stable sort permutation of each key tensor [..., n]: order[..., r] = original index of the
-    row at sorted position r; ties keep their original order. Keys of equal shape share one sort.
+    row at sorted position r; ties keep their original order. Keys of equal shape share one sort
+    (keys stacked already, [k, ..., n], are sorted as they are).
     `sort(keys, num_projs)` does the sorting (kernels/triton_sort.py has a counting sort)."""
+    if isinstance(keys, torch.Tensor):
+        return list(sort(keys, num_projs).unbind(0))
     if len({tuple(k.shape) for k in keys}) != 1:
         return [sort(k, num_projs) for k in keys]
     return list(sort(torch.stack(keys), num_projs).unbind(0))

@@ -20,17 +20,25 @@ BLOCK_ROWS = 128
 
 
 @triton.jit
-def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n, NP,
+def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
                         D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
                         EXACT_FP32: tl.constexpr):
-    pid, bh = tl.program_id(0), tl.program_id(1)
-    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    """Keys of rows pid·BM.. of head g: of X for g < BH (= B·H), of X2 for the next BH heads, so
+    that q and k are hashed in one launch into one [2, B, H, n] tensor."""
+    pid, g = tl.program_id(0), tl.program_id(1)
+    if g < BH:
+        b, h = (g // H).to(tl.int64), (g % H).to(tl.int64)
+        base = X + b * sxb + h * sxh
+        stride_n = sxn
+    else:
+        b, h = ((g - BH) // H).to(tl.int64), ((g - BH) % H).to(tl.int64)
+        base = X2 + b * s2b + h * s2h
+        stride_n = s2n
     rows = pid * BM + tl.arange(0, BM)
     ok = rows < n
     offs_d = tl.arange(0, D)
     offs_r = tl.arange(0, R)
-    x = tl.load(X + b * sxb + h * sxh + rows[:, None].to(tl.int64) * sxn + offs_d[None, :],
-                mask=ok[:, None], other=0.0)
+    x = tl.load(base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :], mask=ok[:, None], other=0.0)
     # the NP normals [D, NP], zero-padded to R columns here (one launch less than padding a copy)
     p = tl.load(P + offs_d[:, None] * NP + offs_r[None, :], mask=offs_r[None, :] < NP, other=0.0)
     if EXACT_FP32:
@@ -40,7 +48,7 @@ def _bucket_rank_kernel(X, P, W, RANK, KEY, sxb, sxh, sxn, H, n, NP,
     w = tl.load(W + offs_r)                                            # 2^i, 0 on padded columns
     bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
     key = tl.load(RANK + bucket)
-    tl.store(KEY + bh.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
+    tl.store(KEY + g.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,18 +58,27 @@ def _weights(num_projs: int, width: int, device: torch.device) -> tuple[torch.Te
     return w.to(device), lsh.gray_rank(num_projs).to(torch.int32).to(device)
 
 
-def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
-    """x [B, H, n, d] (any strides along n, unit stride along d) -> keys [B, H, n] in lsh.key_dtype."""
-    B, H, n, d = x.shape
+def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor) -> torch.Tensor:
+    """Keys of one or two tensors [B, H, n, d] of one shape and dtype (any strides along n, unit
+    stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch."""
+    B, H, n, d = xs[0].shape
+    if len(xs) not in (1, 2) or any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
+        raise ValueError("bucket_ranks takes one or two tensors of one shape and dtype")
     num_projs = projections.shape[1]
     width = max(16, triton.next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+    xs = [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
+    x, x2 = xs[0], xs[-1]
     p = projections.to(torch.float32).contiguous()
     weights, rank = _weights(num_projs, width, x.device)
-    keys = torch.empty(B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
-    grid = (triton.cdiv(n, BLOCK_ROWS), B * H)
-    _bucket_rank_kernel[grid](x, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2), H, n, num_projs,
+    keys = torch.empty(len(xs), B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
+    grid = (triton.cdiv(n, BLOCK_ROWS), len(xs) * B * H)
+    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2),
+                              x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
                               D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,
                               num_warps=4)
     return keys
+
+
+def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+    """x [B, H, n, d] (any strides along n, unit stride along d) -> keys [B, H, n] in lsh.key_dtype."""
+    return bucket_ranks([x], projections)[0]

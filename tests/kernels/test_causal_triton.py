@@ -44,16 +44,17 @@ def test_triton_recursion_matches_torch_backend(n, tile, with_lse):
 
 def test_every_row_is_hashed_once(monkeypatch):
     """n = 301: two HyperAttention levels (151 and 76 rows, the first padded), yet q and k are
-    hashed once each, at the top; the levels sort slices of those ranks."""
+    hashed once, together in one launch, at the top; the levels sort slices of those ranks."""
     from hyperbench_kernels import triton_lsh
     calls = []
-    real = triton_lsh.bucket_rank
-    monkeypatch.setattr(triton_lsh, "bucket_rank", lambda x, proj: calls.append(x.shape) or real(x, proj))
+    real = triton_lsh.bucket_ranks
+    monkeypatch.setattr(triton_lsh, "bucket_ranks",
+                        lambda xs, proj: calls.append([x.shape for x in xs]) or real(xs, proj))
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
     x = torch.randn(1, 2, 301, 16, device=DEVICE)
     hyper_attention(x, x, x, params, causal=True, generator=torch.Generator(device=DEVICE).manual_seed(1),
                     backend="triton")
-    assert calls == [(1, 2, 301, 16)] * 2
+    assert calls == [[(1, 2, 301, 16)] * 2]
 
 
 @pytest.mark.parametrize("with_lse", [False, True])

@@ -19,3 +19,19 @@ def test_keys_match_reference(n, d, num_projs, dtype):
     assert keys.dtype == lsh.key_dtype(num_projs)
     assert torch.equal(keys.long(), lsh.bucket_rank(x, proj))
     assert keys.max() >= 2 ** (num_projs - 1) - 1 or num_projs > 10   # keys span the range
+
+
+def test_q_and_k_in_one_launch_match_each_alone():
+    """bucket_ranks hashes two tensors (here one strided, one contiguous) in one launch, as the two
+    single calls would; tensors of different shapes are refused."""
+    from hyperbench_kernels.triton_lsh import bucket_ranks
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 3, 90, 32, generator=g)[:, :, 3:83].to(DEVICE)
+    k = torch.randn(2, 3, 80, 32, generator=g).to(DEVICE)
+    proj = torch.randn(32, 7, generator=g).to(DEVICE)
+    both = bucket_ranks([q, k], proj)
+    assert both.shape == (2, 2, 3, 80)
+    assert torch.equal(both[0].long(), lsh.bucket_rank(q, proj))
+    assert torch.equal(both[1].long(), lsh.bucket_rank(k, proj))
+    with pytest.raises(ValueError, match="one shape"):
+        bucket_ranks([q, k[:, :, :40]], proj)
