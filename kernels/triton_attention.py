@@ -324,17 +324,21 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 
 
 @triton.jit
-def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
+def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h,
+                 H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr):
+                 GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
     masks become a single pipelined loop over L keys.  DO, Lse, Delta have head strides sdo_h, sl_h,
     sdl_h (rows contiguous);
-    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them."""
+    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them.
+    ZERO_DKDV: the forward also zeroes the backward's dK and dV (DKV: both, sz_kv apart, head
+    stride sz_h) in the key rows at its own sorted positions (KO: the key order), so that every row
+    is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -360,6 +364,13 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta,
         _merge_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+    if ZERO_DKDV:
+        rows = pid * BM + tl.arange(0, BM)
+        k_rows = tl.load(KO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
+        dst = DKV + bh.to(tl.int64) * sz_h + k_rows[:, None] * D + offs_d[None, :]
+        zero = tl.zeros([BM, D], dtype=DKV.dtype.element_ty)
+        tl.store(dst, zero, mask=row_ok[:, None])
+        tl.store(dst + sz_kv, zero, mask=row_ok[:, None])
 
 
 @triton.jit
@@ -629,6 +640,24 @@ def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
     return dtype != torch.float32 and triton.cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
 
 
+def _fused_backward_tiles(g: _Geometry, causal: bool):
+    """The fused key-list backward's tiles for this geometry ("bwd", else "bwd_narrow"), or None
+    where it does not run."""
+    fitting = [c for c in (_config("bwd", g.d), _config("bwd_narrow", g.d)) if _lists_apply(g, causal, c[0])]
+    return fitting[0] if FUSED_LIST_BACKWARD and fitting else None
+
+
+def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
+                causal: bool = False):
+    """An uninitialised [2, B, H, n, d] buffer in q's dtype for the forward to clear and the
+    backward to add dK, dV into, where the fused backward adds them up in 16 bits; else None."""
+    g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
+    tiles = _fused_backward_tiles(g, causal)
+    if tiles is None or not _adds_in_16_bits(g, q.dtype, tiles[0]):
+        return None
+    return torch.empty(2, *q.shape, device=q.device, dtype=q.dtype)
+
+
 def _or(x, default):
     return default if x is None else x
 
@@ -671,17 +700,20 @@ def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
 
 
 def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
-                 merge=False):
+                 merge=False, k_order=None, zero=None):
+    """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
+    of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
     rows, bias = lists
     dummy = lse
     _list_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
-        q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
-        *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
-        g.qk_scale, _head_stride(out, g.H),
-        *_grad_strides(lse, do, delta, g.H), D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype),
-        ACCUM=_accum_code(accumulate), MERGE=merge, num_warps=warps, num_stages=stages)
+        q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy), _or(k_order, q_order),
+        _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2],
+        _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
+        g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
+        PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
+        num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -691,13 +723,16 @@ def _grad_strides(lse, do, delta, H: int):
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
-                  accumulate=False, lists=None):
-    """Forward (do None) or dQ, by key lists where they apply, else by the general kernel."""
+                  accumulate=False, lists=None, zero=None):
+    """Forward (do None) or dQ, by key lists where they apply, else by the general kernel.  zero:
+    a buffer the forward clears as well (see _list_launch)."""
     bm, bn = _config("dq" if do is not None else "fwd", g.d)[:2]
     if _lists_apply(g, causal, bm):
         lists = _lists_for(g, k_order, samples, bn, lists)
-        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate)
+        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
     else:
+        if zero is not None:
+            zero.zero_()
         _row_tile_launch(g, q, k, v, q_order, k_order, samples, causal, out, lse, do, delta, accumulate)
 
 
@@ -721,13 +756,15 @@ def prepared_lists(q, k, v, q_order, k_order, samples, *, block_size: int, sampl
 
 
 def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
-                         sample_weight: float, scale: float, causal: bool = False, into=None, lists=None):
+                         sample_weight: float, scale: float, causal: bool = False, into=None, lists=None,
+                         zero=None):
     """(out, lse) without autograd: for callers that run their own backward
     (kernels/causal_triton.py).  into=(out, lse): an attention of the same rows over other keys
     ([B, H, n, d] in q's dtype with contiguous rows, [B, H, n] fp32), merged with this one in place
     (log-sum-exp) and returned; by the key-list kernel's epilogue where it applies, else through
     temporaries and triton_merge.  lists: prepared_lists(...) of these arguments, to share one
-    build of the key lists with the backward."""
+    build of the key lists with the backward.  zero: a contiguous [2, B, H, n, d] buffer (the
+    backward's dK, dV) to clear as well, by the kernel's spare stores where key lists apply."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     if into is not None:
@@ -737,23 +774,26 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
                              f"match q {tuple(q.shape)} {q.dtype}")
         bm, bn = _config("fwd_merge", g.d)[:2]
         if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
+            if zero is not None:
+                zero.zero_()
             _list_launch(g, q, k, v, q_order, _lists_for(g, k_order, samples, bn, lists), out, lse, merge=True)
             return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
-    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, lists=lists)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, lists=lists, zero=zero)
     return (out, lse) if into is None else merge_into(*into, out, lse)
 
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
-                          grads=None, accumulate: bool = False, lists=None):
+                          grads=None, accumulate: bool = False, lists=None, zeroed=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
     dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`, three fp32 [B, H, n, d] tensors that may be
     row slices of larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
-    lists: the forward's key lists (prepared_lists), reused where they fit."""
+    lists: the forward's key lists (prepared_lists), reused where they fit.  zeroed: the [2, B, H,
+    n, d] dK, dV buffer a forward cleared (zeroed_dkdv), added into where its dtype fits."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     # Row slices of longer heads (the causal recursion's pieces) are read in place, no copy.
@@ -762,13 +802,16 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                                                   None, None)
     if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
         raise ValueError("dk and dv must be fp32 with the same strides")
-    fitting = [c for c in (_config("bwd", g.d), _config("bwd_narrow", g.d)) if _lists_apply(g, causal, c[0])]
-    if FUSED_LIST_BACKWARD and fitting:
-        bm, bn, warps, stages = fitting[0]
+    tiles = _fused_backward_tiles(g, causal)
+    if tiles:
+        bm, bn, warps, stages = tiles
         if dk is None:       # the fused kernel only adds into dK, dV
             acc = q.dtype if _adds_in_16_bits(g, q.dtype, bm) else torch.float32
-            dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=acc)
-            dv = torch.zeros_like(dk)
+            if zeroed is not None and zeroed.dtype == acc and zeroed.shape[1:] == q.shape:
+                dk, dv = zeroed.unbind(0)
+            else:
+                dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=acc)
+                dv = torch.zeros_like(dk)
         elif not accumulate:
             dk.zero_()
             dv.zero_()
@@ -790,9 +833,11 @@ class _BlockSampleAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, q_order, k_order, samples, kw):
         lists = prepared_lists(q, k, v, q_order, k_order, samples, **kw)
-        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw, lists=lists)
+        # dK, dV cleared by the forward's own spare stores rather than a fill in the backward
+        zeroed = zeroed_dkdv(q, samples, **kw) if any(ctx.needs_input_grad[1:3]) else None
+        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw, lists=lists, zero=zeroed)
         ctx.save_for_backward(q, k, v, q_order, k_order, samples, out, lse)
-        ctx.kw, ctx.lists = kw, lists
+        ctx.kw, ctx.lists, ctx.zeroed = kw, lists, zeroed
         ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not a tensor of zeros
         return out, lse
 
@@ -803,8 +848,10 @@ class _BlockSampleAttention(torch.autograd.Function):
             dout = torch.zeros_like(out)
         dout = dout.contiguous()
         delta = row_delta(dout, out, dlse)   # dS = P (dP - delta)
+        # the forward's cleared buffer serves one backward; another (retain_graph) starts from zeros
+        zeroed, ctx.zeroed = ctx.zeroed, None
         dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw,
-                                           lists=ctx.lists)
+                                           lists=ctx.lists, zeroed=zeroed)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

@@ -300,3 +300,46 @@ def test_merging_forward_takes_its_own_tiles(monkeypatch):
     kinds.clear()
     triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=(out.clone(), lse.clone()))
     assert "fwd_merge" in kinds
+
+
+@pytest.mark.parametrize("n", [256, 200], ids=["aligned", "ragged"])
+def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n):
+    """Where dK/dV add up in 16 bits, the forward's kernel clears the backward's buffer (here
+    handed over full of NaN, so a row it missed shows): the gradients match the reference, and a
+    second backward of the same graph (which cannot reuse the buffer) gives them again."""
+    from hyperbench_kernels import triton_attention
+    handed = []
+    real = triton_attention.zeroed_dkdv
+
+    def poisoned(*a, **kw):
+        buf = real(*a, **kw)
+        handed.append(buf)
+        return None if buf is None else buf.fill_(float("nan"))
+    monkeypatch.setattr(triton_attention, "zeroed_dkdv", poisoned)
+    m = 32
+    (q, k, v, qo, ko, smp), g = _inputs(97, 1, 2, n, 32, torch.float16, T=-(-n // 64), m=m)
+    kw = dict(block_size=64, sample_tile=64, sample_weight=n / m, scale=32 ** -0.5)
+    gout = torch.randn(1, 2, n, 32, generator=g).to(DEVICE)
+    xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    out, lse = block_sample_attention(*xs, qo, ko, smp, **kw)
+    first = torch.autograd.grad((out.float() * gout).sum(), xs, retain_graph=True)
+    again = torch.autograd.grad((out.float() * gout).sum(), xs)
+    assert len(handed) == 1 and handed[0] is not None and first[1].data_ptr() == handed[0].data_ptr()
+    ref_xs = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    ref_out, _ = reference.block_sample_attention(*ref_xs, qo, ko, smp, **kw)
+    want = torch.autograd.grad((ref_out * gout.double()).sum(), ref_xs)
+    for name, a, b, w in zip("qkv", first, again, want):
+        assert torch.isfinite(a).all() and _rel(a, w) < 6e-3, name
+        assert _rel(b, a) < 1e-3, name
+
+
+def test_no_buffer_for_the_backward_without_key_gradients(monkeypatch):
+    """Only q needs a gradient: the forward sets nothing aside for dK/dV."""
+    from hyperbench_kernels import triton_attention
+    handed = []
+    real = triton_attention.zeroed_dkdv
+    monkeypatch.setattr(triton_attention, "zeroed_dkdv", lambda *a, **kw: handed.append(1) or real(*a, **kw))
+    (q, k, v, qo, ko, smp), _ = _inputs(98, 1, 2, 128, 32, torch.float16, T=2, m=16)
+    kw = dict(block_size=64, sample_tile=64, sample_weight=8.0, scale=32 ** -0.5)
+    out, _ = block_sample_attention(q.clone().requires_grad_(), k, v, qo, ko, smp, **kw)
+    assert handed == []
