@@ -41,12 +41,12 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 0b364ca/e6afd33).  Below 5, Triton 3.6 waits for every outstanding copy at the top of the key
     # loop (SASS: DEPBAR.LE SB0, 0x0), so a step's gathered key and value rows were fetched with
     # nothing to hide their latency; from 5 on they are one step ahead.  d = 64: forward 2.31 ->
-    # 2.05 ms, backward 6.57 -> 5.93 ms; 8 warps were 2% faster still on the plain forward but 14%
-    # slower in the causal recursion, whose merging epilogue then has no second program per SM to
-    # hide its loads behind.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93 ms.
+    # 2.05 ms, backward 6.57 -> 5.93 ms.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93.
+    # The plain forward at d = 64 runs on 8 warps (v11: the driver's forward 2.53 against 2.58 ms
+    # with 4, gpu_probe.py --parts=fwdsplit) ...
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
-    # ... and where it merges into the rows' (out, lse) in place (the causal recursion's levels):
-    # the merging epilogue's loads need a second program per SM to hide behind, so 4 warps at d = 64
+    # ... but where it merges into the rows' (out, lse) in place (the causal recursion's levels) on
+    # 4: with 8 the causal forward was 14% slower (v10), its merging epilogue's loads exposed
     "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
@@ -87,6 +87,9 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 # few programs add into any one key row: the programs of its block's query tiles plus those of
 # each sample set it is drawn into.  At most this many for a block and one set, else fp32 (a set
 # shared by a whole head has n / BLOCK_M programs adding into each of its keys).  0: always fp32.
+# On the H200 at n = 131072 (v11, gpu_probe.py --parts=adds16): the driver's forward+backward
+# 9.35 -> 7.91 ms at d = 64, 18.36 -> 14.19 at d = 128; relative error of dK/dV against fp32
+# 2.9e-3 -> 3.6e-3 (d = 64, two programs per key row) and 4.0e-3 (d = 128, four).
 # HYPERBENCH_DKDV_16BIT_ADDS=0 keeps fp32 everywhere (e.g. to compare gradient errors).
 DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 
