@@ -330,6 +330,19 @@ def _grad_errors(args, kw):
     return {f"d{c}": rel(a.grad, b.grad) for c, a, b in zip("qkv", xs, ref)}
 
 
+def _primitive_fwd_bwd(n, d):
+    """The primitive's forward+backward through autograd (as a job times it) on the benchmark
+    problem at head_dim d: a call returning the gradients of q, k, v."""
+    args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+    xs = [x.detach().requires_grad_() for x in args[:3]]
+    gout = torch.randn_like(args[0])
+
+    def call():
+        out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+        return torch.autograd.grad(out, xs, gout)
+    return call
+
+
 def adds16(n):
     """dK/dV added up in the inputs' 16-bit dtype (DKDV_16BIT_ADDS, the default) against fp32
     buffers: gradient errors against the fp32 reference (sets per 256 rows and one per head), then
@@ -343,13 +356,7 @@ def adds16(n):
                 note(f"adds16 errors n={n_chk} tile={tile} DKDV_16BIT_ADDS={adds}",
                      " ".join(f"{k}={v:.3e}" for k, v in errs.items()))
     for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        xs = [x.detach().requires_grad_() for x in args[:3]]
-        gout = torch.randn_like(args[0])
-
-        def prim():
-            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
-            return torch.autograd.grad(out, xs, gout)
+        prim = _primitive_fwd_bwd(n, d)
         drv = _driver_call(n, d, False, True)
         for _ in range(2):      # twice, interleaved: the second round says how much is drift
             for adds in (4, 0):
@@ -459,13 +466,7 @@ def bwdtiles(n):
     primitive's forward+backward through autograd (zero-fill included), then the driver with the
     fastest; each config checked against the default's gradients."""
     for d, configs in BWD_TILES.items():
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        xs = [x.detach().requires_grad_() for x in args[:3]]
-        gout = torch.randn_like(args[0])
-
-        def prim():
-            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
-            return torch.autograd.grad(out, xs, gout)
+        prim = _primitive_fwd_bwd(n, d)
         want, times = prim(), {}
         for cfg in configs:
             name = f"bwdtiles d={d} n={n} tiles {cfg}"
