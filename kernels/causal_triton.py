@@ -77,7 +77,7 @@ def _forward(q, k, v, p, scale, generator, ranks=None):
     if n <= p.min_seq_len:
         return _exact_forward(q, k, v, True, scale)
     if ranks is None:
-        proj = driver.draw_projections(q, p, generator)
+        proj = driver.draw_projections(q, p, generator, "triton")
         ranks = tuple(driver.bucket_ranks("triton", q, k, proj))
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))

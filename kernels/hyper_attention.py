@@ -105,8 +105,10 @@ def _exact(q, k, v, causal, scale, backend):
                                sample_weight=1.0, scale=scale, causal=causal)
 
 
-def draw_projections(q, p: HyperParams, generator):
-    return lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device)
+def draw_projections(q, p: HyperParams, generator, backend: str = "torch"):
+    """The LSH normals (bf16 values; a bf16 tensor for the triton backend's hashing kernel)."""
+    return lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device,
+                                as_bf16=backend == "triton")
 
 
 def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
@@ -116,7 +118,7 @@ def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
     under them, computed already."""
     n = q.shape[2]
     if ranks is None:
-        proj = draw_projections(q, p, generator) if proj is None else proj
+        proj = draw_projections(q, p, generator, backend) if proj is None else proj
         ranks = bucket_ranks(backend, q, k, proj)
     q_order, k_order = _sort_orders(backend, ranks if isinstance(ranks, torch.Tensor) else list(ranks),
                                     p.lsh_num_projs)
@@ -151,7 +153,7 @@ def _causal(q, k, v, p: HyperParams, scale, generator, backend, proj=None):
     if n <= p.min_seq_len:
         return _exact(q, k, v, True, scale, backend)
     if proj is None:
-        proj = draw_projections(q, p, generator)
+        proj = draw_projections(q, p, generator, backend)
     if n % 2:
         # One zero row at the end: under the causal mask no real query ever sees it.
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))

@@ -39,8 +39,10 @@ def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, sxb, sxh, sxn, s2b, s2h, s2n, H,
     offs_d = tl.arange(0, D)
     offs_r = tl.arange(0, R)
     x = tl.load(base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :], mask=ok[:, None], other=0.0)
-    # the NP normals [D, NP], zero-padded to R columns here (one launch less than padding a copy)
+    # the NP normals [D, NP] (bf16 values, in a bf16 or fp32 tensor), zero-padded to R columns here
+    # (one launch less than padding a copy) and widened exactly to fp32
     p = tl.load(P + offs_d[:, None] * NP + offs_r[None, :], mask=offs_r[None, :] < NP, other=0.0)
+    p = p.to(tl.float32)
     if EXACT_FP32:
         proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BM, R]
     else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
@@ -60,7 +62,8 @@ def _weights(num_projs: int, width: int, device: torch.device) -> tuple[torch.Te
 
 def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor) -> torch.Tensor:
     """Keys of one or two tensors [B, H, n, d] of one shape and dtype (any strides along n, unit
-    stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch."""
+    stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch.  projections: bf16
+    values (lsh.draw_projections), in a bf16 tensor or an fp32 one."""
     B, H, n, d = xs[0].shape
     if len(xs) not in (1, 2) or any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError("bucket_ranks takes one or two tensors of one shape and dtype")
@@ -68,7 +71,7 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor) -> torch.Ten
     width = max(16, triton.next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
     xs = [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
     x, x2 = xs[0], xs[-1]
-    p = projections.to(torch.float32).contiguous()
+    p = projections.contiguous()
     weights, rank = _weights(num_projs, width, x.device)
     keys = torch.empty(len(xs), B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
     grid = (triton.cdiv(n, BLOCK_ROWS), len(xs) * B * H)

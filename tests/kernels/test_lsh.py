@@ -61,3 +61,11 @@ def test_flat_sort_of_a_strided_slice():
     keys = torch.randint(128, (1, 4, 64), generator=torch.Generator().manual_seed(3)).to(torch.int16)
     part = keys[:, :, 32:]
     assert torch.equal(lsh.flat_sort_orders(part, 7), lsh.stable_sort_orders(part, 7))
+
+
+def test_bf16_projections_are_the_same_draws():
+    """as_bf16 (for the Triton kernel, which widens them itself) gives the same values."""
+    cpu = torch.device("cpu")
+    a = lsh.draw_projections(16, 7, generator=torch.Generator().manual_seed(3), device=cpu)
+    b = lsh.draw_projections(16, 7, generator=torch.Generator().manual_seed(3), device=cpu, as_bf16=True)
+    assert a.dtype == torch.float32 and b.dtype == torch.bfloat16 and torch.equal(b.float(), a)
