@@ -120,8 +120,7 @@ def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
     if ranks is None:
         proj = draw_projections(q, p, generator, backend) if proj is None else proj
         ranks = bucket_ranks(backend, q, k, proj)
-    q_order, k_order = _sort_orders(backend, ranks if isinstance(ranks, torch.Tensor) else list(ranks),
-                                    p.lsh_num_projs)
+    q_order, k_order = _sort_orders(backend, ranks, p.lsh_num_projs)
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)

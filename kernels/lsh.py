@@ -12,6 +12,7 @@ sort key of bucket b must be g⁻¹(b), the position of b in that sequence. Usin
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -102,7 +103,7 @@ def flat_sort_orders(keys: torch.Tensor, num_projs: int, key_dtype: torch.dtype 
     return order.view(*lead, n)
 
 
-def sort_orders(keys: list[torch.Tensor] | torch.Tensor, num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
+def sort_orders(keys: Sequence[torch.Tensor] | torch.Tensor, num_projs: int, sort=stable_sort_orders) -> list[torch.Tensor]:
     """Stable sort permutation of each key tensor [..., n]: order[..., r] = original index of the
     row at sorted position r; ties keep their original order. Keys of equal shape share one sort
     (keys stacked already, [k, ..., n], are sorted as they are).

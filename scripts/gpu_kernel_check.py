@@ -432,25 +432,15 @@ def breakdown(n, xs, gout, params, gen):
     q, k, v = xs
     d = q.shape[-1]
 
-    from kernels import triton_lsh
-
-    def draw():
+    def prep():   # the driver's own planning: normals, hashing, sort, samples
         gen.manual_seed(0)
-        return lsh.draw_projections(d, params.lsh_num_projs, generator=gen, device=q.device)
-
-    def prep():
-        proj = draw()
-        qo, ko = driver._sort_orders("triton", [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)],
-                                     params.lsh_num_projs)
-        smp = torch.randint(n, (1, q.shape[1], -(-n // params.sample_tile), params.sample_size),
-                            generator=gen, device=q.device)
-        return qo, ko, smp
+        return driver.lsh_plan(q, k, params, gen, "triton")[:3]
 
     with torch.no_grad():
-        proj = draw()
-        keys = [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)]
-        add_timing("  lsh keys (q and k)", n, False, "fwd",
-                   bench(lambda: [triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)], n))
+        gen.manual_seed(0)
+        proj = driver.draw_projections(q, params, gen, "triton")
+        keys = driver.bucket_ranks("triton", q, k, proj)     # q's and k's, in one launch as the driver
+        add_timing("  lsh keys (q and k)", n, False, "fwd", bench(lambda: driver.bucket_ranks("triton", q, k, proj), n))
         want = lsh.sort_orders(keys, params.lsh_num_projs)     # torch.sort(stable=True), "segmented"
         for sort in SORTS:
             with mock.patch.object(driver, "SORT", sort):

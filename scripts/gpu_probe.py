@@ -164,7 +164,7 @@ def sort(n):
     """The counting sort's passes and walk variants on the q and k keys of the benchmark shape."""
     q, k, _ = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     proj = lsh.draw_projections(64, 7, generator=None, device=q.device)
-    keys = torch.stack([triton_lsh.bucket_rank(q, proj), triton_lsh.bucket_rank(k, proj)]).reshape(-1, n)
+    keys = triton_lsh.bucket_ranks([q, k], proj).reshape(-1, n)
     want = torch.sort(keys, dim=-1, stable=True).indices
     rows, nb = keys.shape[0], 128
     note("sort: torch.sort (segmented)", ms(lambda: torch.sort(keys, dim=-1, stable=True)))
