@@ -33,6 +33,8 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
+cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
+         planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -457,6 +459,66 @@ def timeline(n):
             note(f"timeline causal={causal} fwd+bwd n={n} hyperbench timer, {name}", synced_ms(fn))
 
 
+def cpuphases(n):
+    """The CPU time of each phase of one driver call (inclusive, per call, averaged over 30 calls
+    each after a sync): what the front of a call costs before its first long kernel is queued, and
+    each Triton launch's share (JITFunction.run by kernel)."""
+    import collections
+    import time
+    from kernels import hyper_attention as driver
+    spent = collections.defaultdict(float)
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return wrapper
+    patches = [mock.patch.object(driver, name, timed(f"driver.{name}", getattr(driver, name)))
+               for name in ("draw_projections", "bucket_ranks", "_sort_orders", "lsh_plan", "_primitive")]
+    patches += [mock.patch.object(triton_attention, name, timed(f"triton_attention.{name}",
+                                                                getattr(triton_attention, name)))
+                for name in ("prepared_lists", "zeroed_dkdv", "block_sample_forward", "block_sample_backward",
+                             "key_lists", "_list_launch", "row_delta")]
+    patches.append(mock.patch.object(torch, "randint", timed("torch.randint", torch.randint)))
+    run = triton.runtime.jit.JITFunction.run
+
+    def launch(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return run(self, *a, **k)
+        finally:
+            spent[f"launch {self.fn.__name__}"] += time.perf_counter() - t0
+            spent["launch (all Triton)"] += time.perf_counter() - t0
+    patches.append(mock.patch.object(triton.runtime.jit.JITFunction, "run", launch))
+    for causal in (False, True):
+        for grad in (False, True):
+            call = _driver_call(n, 64, causal, grad)
+            with torch.enable_grad() if grad else torch.no_grad():
+                for _ in range(3):
+                    call()
+                for p in patches:
+                    p.start()
+                spent.clear()
+                reps = 30
+                for _ in range(reps):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    call()
+                    spent["whole call"] += time.perf_counter() - t0
+                for p in patches:
+                    p.stop()
+            label = f"cpuphases causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+            for name, total in sorted(spent.items(), key=lambda kv: -kv[1]):
+                note(f"{label} {name}", total / reps * 1e3)
+    t0 = time.perf_counter()
+    for _ in range(100):
+        torch.Generator(device="cuda").manual_seed(0)
+    note("cpuphases new cuda Generator + manual_seed", (time.perf_counter() - t0) * 10)
+
+
 BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
              128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
 
@@ -493,7 +555,7 @@ def main():
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
-         "bwdtiles": bwdtiles}[part](n)
+         "bwdtiles": bwdtiles, "cpuphases": cpuphases}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
