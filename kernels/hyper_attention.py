@@ -106,9 +106,10 @@ def _exact(q, k, v, causal, scale, backend):
 
 
 def draw_projections(q, p: HyperParams, generator, backend: str = "torch"):
-    """The LSH normals (bf16 values; a bf16 tensor for the triton backend's hashing kernel)."""
+    """The LSH normals: bf16 values in fp32 (the triton backend's hashing kernel takes them as
+    drawn and rounds them itself)."""
     return lsh.draw_projections(q.shape[-1], p.lsh_num_projs, generator=generator, device=q.device,
-                                as_bf16=backend == "triton")
+                                rounded=backend != "triton")
 
 
 def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):

@@ -32,17 +32,16 @@ def gray_rank(num_bits: int) -> torch.Tensor:
 
 
 def draw_projections(head_dim: int, num_projs: int, *, generator: torch.Generator | None,
-                     device: torch.device, as_bf16: bool = False) -> torch.Tensor:
+                     device: torch.device, rounded: bool = True) -> torch.Tensor:
     """Random hyperplane normals [head_dim, num_projs], shared by all batches and heads (as published).
 
     Rounded to bfloat16 values (kept in fp32): a product with a bf16 or fp16 input is then exact in
     every precision, so the GPU kernel may project on the tensor cores and still agree with this
-    fp32 reference up to the order of summation.  as_bf16: the same values as a bf16 tensor, for a
-    consumer that widens them itself (kernels/triton_lsh.py, one launch less).
+    fp32 reference up to the order of summation.  rounded=False: the fp32 draws before rounding,
+    for a consumer that rounds them itself (kernels/triton_lsh.py, two launches less).
     """
     normals = torch.randn(head_dim, num_projs, generator=generator, device=device, dtype=torch.float32)
-    rounded = normals.to(torch.bfloat16)
-    return rounded if as_bf16 else rounded.to(torch.float32)
+    return normals.to(torch.bfloat16).to(torch.float32) if rounded else normals
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import cdiv
 from .triton_delta import delta as row_delta
 from .triton_merge import merge_into
 
@@ -597,7 +598,7 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
     grad = do is not None
     bm, bn, warps, stages = _config("dq" if grad else "fwd_general", g.d)
     dummy = lse   # stands in for pointers the chosen variant never reads
-    grid = (triton.cdiv(g.n, bm), g.B * g.H)
+    grid = (cdiv(g.n, bm), g.B * g.H)
     _row_tile_kernel[grid](
         q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
         _or(do, dummy), _or(delta, dummy),
@@ -623,14 +624,14 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     rs = _grad_strides(lse, do, delta, g.H)
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
     qo, ko = _or(q_order, lse), _or(k_order, lse)
-    _dkdv_kernel[(triton.cdiv(g.n, bn), 1, g.B * g.H)](
+    _dkdv_kernel[(cdiv(g.n, bn), 1, g.B * g.H)](
         q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
         MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
     if g.has_samples:
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
         vtile = g.tile if g.T > 1 else min(g.n, SHARED_SET_CHUNK)
-        VT = triton.cdiv(g.n, vtile)
-        _dkdv_kernel[(triton.cdiv(g.m, bn), VT, g.B * g.H)](
+        VT = cdiv(g.n, vtile)
+        _dkdv_kernel[(cdiv(g.m, bn), VT, g.B * g.H)](
             q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
             *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h, *rs,
             MASK_BLOCK=True, SAMPLED=True, **common)
@@ -639,8 +640,8 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
 
 def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
     """Whether a fresh fused backward adds dK/dV up in `dtype` (see DKDV_16BIT_ADDS)."""
-    per_set = 0 if not g.has_samples else triton.cdiv(g.tile if g.T > 1 else g.n, bm)
-    return dtype != torch.float32 and triton.cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
+    per_set = 0 if not g.has_samples else cdiv(g.tile if g.T > 1 else g.n, bm)
+    return dtype != torch.float32 and cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
 
 
 def _fused_backward_tiles(g: _Geometry, causal: bool):
@@ -684,8 +685,8 @@ def key_lists(g: _Geometry, k_order, samples, bn: int):
     (_lists_apply) lies in one unit, so the forward's and the backward's tiles share one build.
     Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
     U = _list_unit(g)
-    nl = triton.cdiv(g.n, U)
-    L = triton.cdiv(g.block + g.m, bn) * bn
+    nl = cdiv(g.n, U)
+    L = cdiv(g.block + g.m, bn) * bn
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
     bias = torch.empty(g.B, g.H, nl, L, dtype=torch.float32, device=k_order.device)
     _key_lists_kernel[(nl, g.B * g.H)](
@@ -710,7 +711,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
     rows, bias = lists
     dummy = lse
-    _list_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
+    _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy), _or(k_order, q_order),
         _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2],
         _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
@@ -820,7 +821,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             dk.zero_()
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
-        _list_bwd_kernel[(triton.cdiv(g.n, bm), g.B * g.H)](
+        _list_bwd_kernel[(cdiv(g.n, bm), g.B * g.H)](
             q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
             g.block, g.qk_scale,

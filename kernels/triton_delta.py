@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import cdiv
+
 
 def delta_reference(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None) -> torch.Tensor:
     delta = (dout.float() * out.float()).sum(-1)
@@ -40,6 +42,6 @@ def delta(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None = Non
     rows = res.numel()
     br = max(1, min(128, 8192 // d))
     dl = None if dlse is None else dlse.float().contiguous()
-    _delta_kernel[(triton.cdiv(rows, br),)](dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
+    _delta_kernel[(cdiv(rows, br),)](dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
                                             HAS_DLSE=dl is not None, num_warps=4)
     return res

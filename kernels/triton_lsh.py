@@ -15,8 +15,19 @@ import triton
 import triton.language as tl
 
 from . import lsh
+from .launch import cdiv, next_power_of_2
 
 BLOCK_ROWS = 128
+
+
+@triton.jit
+def _round_to_bf16(x):
+    """fp32 -> the nearest bf16 value (ties to even), still in fp32: what torch's .to(bfloat16)
+    gives for finite values. Integer arithmetic on the bits, because under TRITON_INTERPRET a float
+    cast to bf16 truncates where CUDA rounds, and the tests run there; bf16 values pass unchanged."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -39,10 +50,9 @@ def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, sxb, sxh, sxn, s2b, s2h, s2n, H,
     offs_d = tl.arange(0, D)
     offs_r = tl.arange(0, R)
     x = tl.load(base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :], mask=ok[:, None], other=0.0)
-    # the NP normals [D, NP] (bf16 values, in a bf16 or fp32 tensor), zero-padded to R columns here
-    # (one launch less than padding a copy) and widened exactly to fp32
+    # the NP normals [D, NP], zero-padded to R columns here (one launch less than padding a copy)
     p = tl.load(P + offs_d[:, None] * NP + offs_r[None, :], mask=offs_r[None, :] < NP, other=0.0)
-    p = p.to(tl.float32)
+    p = _round_to_bf16(p.to(tl.float32))
     if EXACT_FP32:
         proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BM, R]
     else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
@@ -62,19 +72,21 @@ def _weights(num_projs: int, width: int, device: torch.device) -> tuple[torch.Te
 
 def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor) -> torch.Tensor:
     """Keys of one or two tensors [B, H, n, d] of one shape and dtype (any strides along n, unit
-    stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch.  projections: bf16
-    values (lsh.draw_projections), in a bf16 tensor or an fp32 one."""
+    stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch.  projections [d, p]:
+    the normals as drawn (fp32, lsh.draw_projections(rounded=False)); the kernel rounds them to
+    bf16 values itself, so these are the keys lsh.bucket_rank gives under the rounded normals
+    (normals that are bf16 values already, in any float tensor, are used as they are)."""
     B, H, n, d = xs[0].shape
     if len(xs) not in (1, 2) or any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError("bucket_ranks takes one or two tensors of one shape and dtype")
     num_projs = projections.shape[1]
-    width = max(16, triton.next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
+    width = max(16, next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
     xs = [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
     x, x2 = xs[0], xs[-1]
     p = projections.contiguous()
     weights, rank = _weights(num_projs, width, x.device)
     keys = torch.empty(len(xs), B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
-    grid = (triton.cdiv(n, BLOCK_ROWS), len(xs) * B * H)
+    grid = (cdiv(n, BLOCK_ROWS), len(xs) * B * H)
     _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2),
                               x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
                               D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import cdiv
+
 CHUNK = 256          # chunk 256 walked in 0.169 ms, 1024 in 0.248, 4096 in 0.287 (gpu_probe.py --parts=sort)
 SUB = 32               # keys per step of the walk: one per thread of the program's single warp
 SCAN_ROWS = 64         # chunks per step of the scan (16 took 0.066 ms for 512 chunks a row)
@@ -102,7 +104,7 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     flat = keys.reshape(-1, n).contiguous()
     rows, nb = flat.shape[0], max(16, 2 ** num_projs)
     chunk = chunk or CHUNK
-    chunks = triton.cdiv(n, chunk)
+    chunks = cdiv(n, chunk)
     order = torch.empty(rows, n, dtype=torch.int64, device=keys.device)
     if order.numel() == 0:
         return order.view(*lead, n)

@@ -35,6 +35,8 @@ overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of
          cProfile of the non-causal forward+backward (where the CPU time goes).
 cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
          planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
+launchcost the CPU time of one Triton launch of each kernel of a driver call, three ways: through
+         the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -519,6 +521,53 @@ def cpuphases(n):
     note("cpuphases new cuda Generator + manual_seed", (time.perf_counter() - t0) * 10)
 
 
+def launchcost(_n):
+    """What one Triton launch costs the CPU, by the route it takes: `kernel[grid](...)` (binder,
+    cache key, launcher), the compiled kernel's own `[grid]` runner (no binder), and its launcher
+    called directly with the stream looked up once. Every launch of one small driver call
+    (fwd+bwd, n = 4096, 2 heads) is recorded and replayed 300 times each way."""
+    import time
+    from triton import knobs
+    recorded = []
+    run = triton.runtime.jit.JITFunction.run
+
+    def record(self, *a, grid, warmup, **k):
+        kernel = run(self, *a, grid=grid, warmup=warmup, **k)
+        recorded.append((self, a, dict(k), grid, kernel))
+        return kernel
+    xs_small = [torch.randn(1, 2, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                for _ in range(3)]
+    gen = torch.Generator(device="cuda")
+    with mock.patch.object(triton.runtime.jit.JITFunction, "run", record):
+        gen.manual_seed(0)
+        out, _ = hyper_attention(*xs_small, HyperParams(), generator=gen, backend="triton")
+        torch.autograd.grad(out, xs_small, torch.randn_like(out))
+    torch.cuda.synchronize()
+    stream = torch.cuda.current_stream().cuda_stream
+    for fn, a, k, grid, kernel in recorded:
+        device = triton.runtime.driver.active.get_current_device()
+        binder = fn.device_caches[device][4]
+        bound = list(binder(*a, **k)[0].values())
+        g = tuple(grid) + (1,) * (3 - len(grid))
+        ways = {
+            "kernel[grid](...)": lambda: fn[grid](*a, **k),
+            "compiled[grid](...)": lambda: kernel[g](*bound),
+            "launcher direct": lambda: kernel.run(g[0], g[1], g[2], stream, kernel.function, kernel.packed_metadata,
+                                                  None, knobs.runtime.launch_enter_hook,
+                                                  knobs.runtime.launch_exit_hook, *bound),
+        }
+        for way, launch in ways.items():
+            for _ in range(20):
+                launch()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(300):
+                launch()
+            cpu = (time.perf_counter() - t0) / 300 * 1e3
+            torch.cuda.synchronize()
+            note(f"launchcost {fn.fn.__name__} ({len(bound)} args) {way}", cpu)
+
+
 BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
              128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
 
@@ -555,7 +604,7 @@ def main():
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
-         "bwdtiles": bwdtiles, "cpuphases": cpuphases}[part](n)
+         "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -63,9 +63,11 @@ def test_flat_sort_of_a_strided_slice():
     assert torch.equal(lsh.flat_sort_orders(part, 7), lsh.stable_sort_orders(part, 7))
 
 
-def test_bf16_projections_are_the_same_draws():
-    """as_bf16 (for the Triton kernel, which widens them itself) gives the same values."""
+def test_unrounded_projections_are_the_same_draws():
+    """rounded=False (for the Triton kernel, which rounds them itself) gives the draws the rounded
+    normals come from."""
     cpu = torch.device("cpu")
     a = lsh.draw_projections(16, 7, generator=torch.Generator().manual_seed(3), device=cpu)
-    b = lsh.draw_projections(16, 7, generator=torch.Generator().manual_seed(3), device=cpu, as_bf16=True)
-    assert a.dtype == torch.float32 and b.dtype == torch.bfloat16 and torch.equal(b.float(), a)
+    b = lsh.draw_projections(16, 7, generator=torch.Generator().manual_seed(3), device=cpu, rounded=False)
+    assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)
+    assert torch.equal(b.to(torch.bfloat16).float(), a)

@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from hyperbench_kernels import lsh
-from hyperbench_kernels.triton_lsh import bucket_rank
+from hyperbench_kernels.triton_lsh import _round_to_bf16, bucket_rank
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -14,11 +16,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def test_keys_match_reference(n, d, num_projs, dtype):
     g = torch.Generator().manual_seed(n + d)
     x = torch.randn(2, 3, n + 4, d, generator=g)[:, :, 2:2 + n].to(dtype).to(DEVICE)   # strided rows
-    proj = torch.randn(d, num_projs, generator=g).to(torch.bfloat16).to(DEVICE)  # as the triton backend draws them
-    keys = bucket_rank(x, proj)
+    drawn = torch.randn(d, num_projs, generator=g).to(DEVICE)   # as the triton backend draws them
+    rounded = drawn.to(torch.bfloat16)
+    keys = bucket_rank(x, drawn)
     assert keys.dtype == lsh.key_dtype(num_projs)
-    assert torch.equal(keys.long(), lsh.bucket_rank(x, proj.float()))
-    assert torch.equal(bucket_rank(x, proj.float()), keys)      # the same values in an fp32 tensor
+    assert torch.equal(keys.long(), lsh.bucket_rank(x, rounded.float()))
+    assert torch.equal(bucket_rank(x, rounded), keys)           # bf16 values pass unchanged
+    assert torch.equal(bucket_rank(x, rounded.float()), keys)
     assert keys.max() >= 2 ** (num_projs - 1) - 1 or num_projs > 10   # keys span the range
 
 
@@ -36,3 +40,25 @@ def test_q_and_k_in_one_launch_match_each_alone():
     assert torch.equal(both[1].long(), lsh.bucket_rank(k, proj))
     with pytest.raises(ValueError, match="one shape"):
         bucket_ranks([q, k[:, :, :40]], proj)
+
+
+@triton.jit
+def _round_kernel(X, Y, N: tl.constexpr):
+    offs = tl.arange(0, N)
+    tl.store(Y + offs, _round_to_bf16(tl.load(X + offs)))
+
+
+def test_in_kernel_rounding_is_torchs():
+    """The kernel's fp32 -> bf16 rounding is torch's (nearest, ties to even), ties and carries into
+    the exponent included, where the interpreter's own cast would truncate."""
+    g = torch.Generator().manual_seed(9)
+    upper = torch.randint(0, 0x7F00, (256,), generator=g, dtype=torch.int32) << 16   # finite values
+    low = torch.tensor([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x4000, 0xC000], dtype=torch.int32)
+    bits = (upper[:, None] | low[None, :]).reshape(-1)
+    # carries into the exponent, a tie at an odd mantissa, a negative one
+    bits[:4] = torch.tensor([0x3F7FFFFF, 0x3F7F8000, 0x3F808000, 0xBF7FFFFF - (1 << 32)], dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32)
+    x = torch.cat([x, torch.randn(2048 - x.numel(), generator=g)]).to(DEVICE)
+    y = torch.empty_like(x)
+    _round_kernel[(1,)](x, y, N=x.numel())
+    assert torch.equal(y, x.to(torch.bfloat16).float())
