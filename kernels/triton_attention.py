@@ -866,4 +866,7 @@ def block_sample_attention(q, k, v, q_order, k_order, samples, *, block_size: in
     """Triton implementation of kernels.reference.block_sample_attention (same contract)."""
     kw = dict(block_size=block_size, sample_tile=sample_tile, sample_weight=sample_weight, scale=scale,
               causal=causal)
-    return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, kw)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, kw)
+    # inference: no autograd node to build, nothing to save for a backward
+    return block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
