@@ -77,10 +77,6 @@ USE_KEY_LISTS = True
 # fused against 13.5 split; the causal recursion 49.5 against 59.3.  Module-level so
 # scripts/gpu_kernel_check.py can time both.
 FUSED_LIST_BACKWARD = True
-# The key-list forward with its loop rotated by half a step (_list_kernel's ROTATE: the next
-# step's QKᵀ in flight during this step's softmax), per kind of forward launch ("fwd", "fwd_merge")
-# and head_dim.  Module-level so scripts/gpu_probe.py --parts=rotate can time it against the default.
-ROTATED_FORWARD = {"fwd": set(), "fwd_merge": set()}
 # Timing diagnostics for scripts/gpu_probe.py only, never for results: (block keys, samples) of the
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
@@ -332,19 +328,12 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 
 
 @triton.jit
-def _list_rows(X, KR, js, sxn, offs_d):
-    """The rows of X (keys or values) that list entries js name."""
-    idx = tl.load(KR + js)
-    return tl.load(X + idx[:, None].to(tl.int64) * sxn + offs_d[None, :])
-
-
-@triton.jit
 def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, ROTATE: tl.constexpr = False):
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -366,27 +355,13 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
         l_i = tl.zeros([BM], dtype=tl.float32)
         acc = tl.zeros([BM, D], dtype=tl.float32)
-    if GRAD or not ROTATE:
-        for j0 in range(0, L, BN):
-            k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-            if GRAD:
-                dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
-            else:
-                m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
-    else:
-        # The loop rotated by half a step: step j+1's products are issued to the tensor cores before
-        # step j's softmax, and only read in the next iteration, so that the two overlap instead of
-        # each waiting on the other.
-        s_raw = tl.dot(q, tl.trans(_list_rows(K, KR, lists + tl.arange(0, BN), skn, offs_d)), input_precision=PREC)
-        for j0 in range(BN, L, BN):
-            js = lists + j0 - BN + tl.arange(0, BN)
-            qk = s_raw * qk_scale + tl.load(KB + js)[None, :]
-            s_raw = tl.dot(q, tl.trans(_list_rows(K, KR, js + BN, skn, offs_d)), input_precision=PREC)
-            m_i, l_i, acc = _softmax_step(qk, _list_rows(V, KR, js, svn, offs_d), m_i, l_i, acc, PREC)
-        js = lists + L - BN + tl.arange(0, BN)
-        qk = s_raw * qk_scale + tl.load(KB + js)[None, :]
-        m_i, l_i, acc = _softmax_step(qk, _list_rows(V, KR, js, svn, offs_d), m_i, l_i, acc, PREC)
+    for j0 in range(0, L, BN):
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        if GRAD:
+            dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
+        else:
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     elif MERGE:
@@ -733,8 +708,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
     of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    kind = "dq" if grad else "fwd_merge" if merge else "fwd"
-    bm, bn, warps, stages = _config(kind, g.d)
+    bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
     rows, bias = lists
     dummy = lse
     _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
@@ -743,7 +717,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        ROTATE=g.d in ROTATED_FORWARD.get(kind, ()), num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):

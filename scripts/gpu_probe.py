@@ -37,8 +37,6 @@ cpuphases the CPU time of each phase of a driver call (inclusive wrappers around
          planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
 launchcost the CPU time of one Triton launch of each kernel of a driver call, three ways: through
          the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
-rotate   the key-list forward with its loop rotated (the next step's QKᵀ issued before this step's
-         softmax) against the default loop, under several tiles, then the driver's forward.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -570,54 +568,6 @@ def launchcost(_n):
             note(f"launchcost {fn.fn.__name__} ({len(bound)} args) {way}", cpu)
 
 
-ROTATE_TRIALS = {   # rotated, (128, 64, 4, 5) at d = 64 needs 255 registers and spills (sm_90 SASS), so it is left out
-    64: [(128, 64, 8, 5), (64, 64, 4, 5), (128, 32, 8, 5), (128, 64, 8, 4)],
-    128: [(256, 32, 8, 5), (128, 32, 8, 5), (64, 64, 4, 5)]}
-
-
-def rotate(n):
-    """The key-list forward with its loop rotated (triton_attention.ROTATED_FORWARD: step j+1's QKᵀ
-    issued before step j's softmax) against the default loop: the primitive's forward alone under
-    each tile config (checked against the default's outputs), then the driver's forward, causal
-    and not, default against rotated with the fastest tiles, interleaved twice."""
-    best = {}
-    for d, configs in ROTATE_TRIALS.items():
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fn = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        want = fn()
-        note(f"rotate fwd d={d} n={n} default {triton_attention.CONFIGS['fwd'][d]}", ms(fn))
-        times = {}
-        for cfg in configs:
-            name = f"rotate fwd d={d} n={n} rotated tiles {cfg}"
-            try:
-                with mock.patch.dict(triton_attention.CONFIGS["fwd"], {d: cfg}), \
-                        mock.patch.dict(triton_attention.ROTATED_FORWARD, {"fwd": {d}}):
-                    got = fn()
-                    torch.cuda.synchronize()
-                    diff = max(rel(a, b) for a, b in zip(got, want))
-                    note(f"{name} max rel.diff", diff)
-                    times[cfg] = ms(fn)
-                    note(name, times[cfg])
-                    if diff > 1e-2 or not all(bool(torch.isfinite(g).all()) for g in got):
-                        times.pop(cfg)
-            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
-                note(f"{name} FAILED", repr(e)[:300])
-        best[d] = min(times, key=times.get) if times else None
-        note(f"rotate fwd d={d} fastest rotated", best[d])
-    for d in (64, 128):
-        if best[d] is None:
-            continue
-        for causal in (False, True):
-            call = _driver_call(n, d, causal, False)
-            kind = "fwd_merge" if causal else "fwd"
-            for _ in range(2):
-                for label, cfg, rot in (("default", triton_attention.CONFIGS[kind][d], set()),
-                                        ("rotated", best[d], {d})):
-                    with mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}), \
-                            mock.patch.dict(triton_attention.ROTATED_FORWARD, {kind: rot}), torch.no_grad():
-                        note(f"rotate driver d={d} n={n} causal={causal} fwd {label} {cfg}", synced_ms(call))
-
-
 BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
              128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
 
@@ -654,7 +604,7 @@ def main():
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
-         "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost, "rotate": rotate}[part](n)
+         "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -343,37 +343,3 @@ def test_no_buffer_for_the_backward_without_key_gradients(monkeypatch):
     kw = dict(block_size=64, sample_tile=64, sample_weight=8.0, scale=32 ** -0.5)
     out, _ = block_sample_attention(q.clone().requires_grad_(), k, v, qo, ko, smp, **kw)
     assert handed == []
-
-
-@pytest.mark.parametrize("n,block,tile,m", [
-    (128, 64, 64, 32),    # lists of two key steps
-    (300, 128, 256, 24),  # three key steps, two query tiles per list, ragged tail
-    (130, 64, 64, 0),     # a list of one key step (64-key steps here): the rotated loop's body never runs
-])
-@pytest.mark.parametrize("merge", [False, True], ids=["plain", "merging"])
-def test_rotated_forward_loop_gives_the_same_attention(monkeypatch, n, block, tile, m, merge):
-    """ROTATED_FORWARD (step j+1's scores issued before step j's softmax) computes what the plain
-    loop does, for the plain forward and the causal levels' merging one."""
-    from hyperbench_kernels import triton_attention
-    from hyperbench_kernels.triton_attention import block_sample_forward
-    d = 32
-    (q, k, v, qo, ko, smp), g = _inputs(21, 2, 2, n, d, torch.float32, T=-(-n // tile), m=m)
-    kw = dict(block_size=block, sample_tile=tile, sample_weight=n / max(m, 1), scale=d ** -0.5)
-    held = torch.randn(2, 2, n, d, generator=g).to(DEVICE), torch.randn(2, 2, n, generator=g).to(DEVICE)
-
-    def forward():
-        into = (held[0].clone(), held[1].clone()) if merge else None
-        return block_sample_forward(q, k, v, qo, ko, smp, **kw, into=into)
-    want = forward()
-    rotated = []
-    real = triton_attention._list_kernel
-
-    class Recorder:   # records each launch's ROTATE flag, then runs it
-        def __getitem__(self, grid):
-            return lambda *a, **k: rotated.append(k["ROTATE"]) or real[grid](*a, **k)
-    monkeypatch.setattr(triton_attention, "_list_kernel", Recorder())
-    monkeypatch.setitem(triton_attention.ROTATED_FORWARD, "fwd_merge" if merge else "fwd", {d})
-    got = forward()
-    assert rotated and all(rotated)
-    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
