@@ -343,3 +343,24 @@ def test_no_buffer_for_the_backward_without_key_gradients(monkeypatch):
     kw = dict(block_size=64, sample_tile=64, sample_weight=8.0, scale=32 ** -0.5)
     out, _ = block_sample_attention(q.clone().requires_grad_(), k, v, qo, ko, smp, **kw)
     assert handed == []
+
+
+def test_inference_skips_the_autograd_function(monkeypatch):
+    """Under no_grad (or with no input needing a gradient) the primitive runs its forward directly,
+    not the autograd function (whose forward prepares the key lists apart for its backward), and
+    gives the autograd path's out and lse."""
+    from hyperbench_kernels import triton_attention
+    (q, k, v, qo, ko, smp), _ = _inputs(31, 1, 2, 128, 32, torch.float32, T=2, m=16)
+    kw = dict(block_size=64, sample_tile=64, sample_weight=8.0, scale=32 ** -0.5)
+    xs = [x.detach().requires_grad_() for x in (q, k, v)]
+    want_out, want_lse = block_sample_attention(*xs, qo, ko, smp, **kw)
+    assert want_out.grad_fn is not None
+    prepared = []
+    real = triton_attention.prepared_lists
+    monkeypatch.setattr(triton_attention, "prepared_lists", lambda *a, **k_: prepared.append(1) or real(*a, **k_))
+    with torch.no_grad():
+        out, lse = block_sample_attention(*xs, qo, ko, smp, **kw)
+    plain_out, _ = block_sample_attention(q, k, v, qo, ko, smp, **kw)   # grad enabled, nothing to differentiate
+    assert out.grad_fn is None and plain_out.grad_fn is None and not prepared
+    assert torch.equal(out, want_out.detach()) and torch.equal(lse, want_lse.detach())
+    assert torch.equal(plain_out, out)
