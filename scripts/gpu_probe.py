@@ -229,6 +229,28 @@ STAGE_TRIALS = {   # (head_dim, kind): tile configs (BM, BN, warps, stages) to t
 }
 
 
+def _fastest_tiles(label, fn, kind, d, configs, tol):
+    """Each tile config for CONFIGS[kind][d] in turn: fn's outputs against the default's (a config
+    whose relative difference exceeds tol or that gives a non-finite value is not kept), then its
+    time (do_bench); returns the fastest config kept."""
+    want, times = fn(), {}
+    for cfg in configs:
+        name = f"{label} tiles {cfg}"
+        try:
+            with mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}):
+                got = fn()
+                torch.cuda.synchronize()
+                diff = max(rel(a, b) for a, b in zip(got, want))
+                note(f"{name} max rel.diff", diff)
+                times[cfg] = ms(fn)
+                note(name, times[cfg])
+                if diff > tol or not all(bool(torch.isfinite(g).all()) for g in got):
+                    times.pop(cfg)
+        except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
+            note(f"{name} FAILED", repr(e)[:300])
+    return min(times, key=times.get)
+
+
 def stages(n):
     """Tile configs with more pipeline stages: Triton 3.6 waits for every outstanding copy at the
     top of the key loop unless num_stages >= 5 (SASS: DEPBAR.LE SB0, 0x0), so the gathered key and
@@ -239,22 +261,7 @@ def stages(n):
         args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
         fn = (backward_call(args, kw) if kind == "bwd" else
               lambda: triton_attention.block_sample_forward(*args, **kw))  # noqa: E731
-        want, times = fn(), {}
-        for cfg in configs:
-            name = f"stages {kind} d={d} n={n} tiles {cfg}"
-            try:
-                with mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}):
-                    got = fn()
-                    torch.cuda.synchronize()
-                    diff = max(rel(a, b) for a, b in zip(got, want))
-                    note(f"{name} max rel.diff", diff)
-                    times[cfg] = ms(fn)
-                    note(name, times[cfg])
-                    if diff > 1e-2 or not all(bool(torch.isfinite(g).all()) for g in got):
-                        times.pop(cfg)
-            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
-                note(f"{name} FAILED", repr(e)[:300])
-        best[(d, kind)] = min(times, key=times.get)
+        best[(d, kind)] = _fastest_tiles(f"stages {kind} d={d} n={n}", fn, kind, d, configs, tol=1e-2)
         note(f"stages {kind} d={d} fastest", best[(d, kind)])
     for d in (64, 128):
         _driver_configs(n, d, (False, True), [{}, {k: best[(d, k)] for k in ("fwd", "bwd")}])
@@ -492,8 +499,9 @@ def cpuphases(n):
         try:
             return run(self, *a, **k)
         finally:
-            spent[f"launch {self.fn.__name__}"] += time.perf_counter() - t0
-            spent["launch (all Triton)"] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            spent[f"launch {self.fn.__name__}"] += took
+            spent["launch (all Triton)"] += took
     patches.append(mock.patch.object(triton.runtime.jit.JITFunction, "run", launch))
     for causal in (False, True):
         for grad in (False, True):
@@ -544,10 +552,9 @@ def launchcost(_n):
         torch.autograd.grad(out, xs_small, torch.randn_like(out))
     torch.cuda.synchronize()
     stream = torch.cuda.current_stream().cuda_stream
+    device = triton.runtime.driver.active.get_current_device()
     for fn, a, k, grid, kernel in recorded:
-        device = triton.runtime.driver.active.get_current_device()
-        binder = fn.device_caches[device][4]
-        bound = list(binder(*a, **k)[0].values())
+        bound = list(fn.device_caches[device][4](*a, **k)[0].values())   # the JIT's binder
         g = tuple(grid) + (1,) * (3 - len(grid))
         ways = {
             "kernel[grid](...)": lambda: fn[grid](*a, **k),
@@ -577,21 +584,7 @@ def bwdtiles(n):
     primitive's forward+backward through autograd (zero-fill included), then the driver with the
     fastest; each config checked against the default's gradients."""
     for d, configs in BWD_TILES.items():
-        prim = _primitive_fwd_bwd(n, d)
-        want, times = prim(), {}
-        for cfg in configs:
-            name = f"bwdtiles d={d} n={n} tiles {cfg}"
-            try:
-                with mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
-                    got = prim()
-                    diff = max(rel(a, b) for a, b in zip(got, want))
-                    times[cfg] = ms(prim)
-                note(name, f"{times[cfg]:.3f} ms (max rel.diff of the gradients {diff:.1e})")
-                if diff > 2e-2:
-                    times.pop(cfg)
-            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
-                note(f"{name} FAILED", repr(e)[:300])
-        best = min(times, key=times.get)
+        best = _fastest_tiles(f"bwdtiles d={d} n={n}", _primitive_fwd_bwd(n, d), "bwd", d, configs, tol=2e-2)
         note(f"bwdtiles d={d} fastest", best)
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
