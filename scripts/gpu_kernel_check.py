@@ -161,8 +161,8 @@ def check_driver(n, causal, dtype, with_lse=True):
 
 def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
     """Exact attention + lse by the fused SDPA kernels (kernels/sdpa_leaves.py) against the fp32
-    reference, with the causal recursion's backward (`backward_from_state`, loss through out);
-    flash also through the widened backward (loss through out and lse)."""
+    reference, with the causal recursion's backward (`backward_from_state`, loss through out) and
+    the autograd path (loss through out; through out and lse by the widened flash backward)."""
     xs0 = [rand((1, H, n, d), dtype, 900 + i) for i in range(3)]
     sdpa_leaves.LEAF_FORWARD = forward
     gout, glse = rand((1, H, n, d), torch.float32, 910), rand((1, H, n), torch.float32, 911)
@@ -177,18 +177,20 @@ def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
     ref_grads = torch.autograd.grad((ref_out * gout).sum(), ref_xs, retain_graph=True)
     errs = {"out": rel(out, ref_out), "lse": rel(lse, ref_lse)}
     errs.update({f"d{c} (out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
-    if forward == "flash":   # through out only (flash's own backward), then the widened backward
-        xs = [x.detach().clone().requires_grad_(True) for x in xs0]
-        poison()
-        o, _ = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
-        grads = torch.autograd.grad((o.float() * gout).sum(), xs)
-        errs.update({f"d{c} (flash, out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
-        xs = [x.detach().clone().requires_grad_(True) for x in xs0]
-        poison()
-        o, l = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
-        ((o.float() * gout).sum() + (l * glse).sum()).backward()
-        ((ref_out * gout).sum() + (ref_lse * glse).sum()).backward()
-        errs.update({f"d{c}": rel(x.grad, r.grad) for c, x, r in zip("qkv", xs, ref_xs)})
+    # The autograd path (short non-causal inputs in training): through out only (the forward
+    # kernel's own backward), then through out and lse (flash's widened backward, given this
+    # forward kernel's state).
+    xs = [x.detach().clone().requires_grad_(True) for x in xs0]
+    poison()
+    o, _ = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
+    grads = torch.autograd.grad((o.float() * gout).sum(), xs)
+    errs.update({f"d{c} (autograd, out only)": rel(g, r) for c, g, r in zip("qkv", grads, ref_grads)})
+    xs = [x.detach().clone().requires_grad_(True) for x in xs0]
+    poison()
+    o, l = sdpa_leaves.attention_with_lse(*xs, causal=causal, scale=d ** -0.5)
+    ((o.float() * gout).sum() + (l * glse).sum()).backward()
+    ((ref_out * gout).sum() + (ref_lse * glse).sum()).backward()
+    errs.update({f"d{c}": rel(x.grad, r.grad) for c, x, r in zip("qkv", xs, ref_xs)})
     tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
     record_check(f"sdpa leaves {forward} n={n} causal={causal} {dtype} d={d}", errs, tol)
     return RESULTS["checks"][-1]["ok"]
@@ -237,6 +239,9 @@ def correctness(parts):
             guarded(check_driver, 16384, causal, torch.bfloat16)
             if causal:
                 guarded(check_driver, 16384, causal, torch.bfloat16, False)
+        # below min_seq_len, non-causal: one exact piece on the SDPA kernels' autograd path
+        for with_lse in (True, False):
+            guarded(check_driver, 3000, False, torch.bfloat16, with_lse)
     if "primitive" in parts:
         primitive_checks()
 
