@@ -708,8 +708,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
     of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    # an optional fifth entry caps the registers (ptxas maxnreg), so that one more program fits an SM
-    bm, bn, warps, stages, *cap = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
+    bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
     rows, bias = lists
     dummy = lse
     _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
@@ -718,7 +717,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        num_warps=warps, num_stages=stages, **({"maxnreg": cap[0]} if cap else {}))
+        num_warps=warps, num_stages=stages)
 
 
 def _grad_strides(lse, do, delta, H: int):
