@@ -1,12 +1,14 @@
 """Time `hyper` (the triton backend) in two checkouts of this repository against each other, on one GPU.
 
-    python3 scripts/gpu_ab.py --trees=OLD,NEW [--ns=8192,16384,131072] [--rounds=3]
+    python3 scripts/gpu_ab.py --trees=OLD,NEW [--ns=8192,16384,131072] [--rounds=3] [--causals=false,true]
 
 Each tree runs in its own process (both name their package `kernels`), in rounds A, B, A, B, ...,
 so drift of the machine through the call hits both. A call is timed by hyperbench's own timer
 (src/hyperbench/timing.py, this checkout's): L2 flushed, CUDA events around the call, each call
-waited for, so CPU launch overhead counts where the GPU waits for it. Rows are causal and not × forward and forward+backward, B=1, H=32, d=64,
-bf16, the default HyperParams. Prints each tree's median of its rounds' medians and NEW / OLD.
+waited for, so CPU launch overhead counts where the GPU waits for it. Rows are causal and not ×
+forward and forward+backward, B=1, H=32, d=64, bf16, the default HyperParams, in the order
+--causals gives (true,false: causal first in each process). Prints each tree's median of its
+rounds' medians, NEW / OLD, and each tree's range over its rounds.
 For a tree at an old commit: `git worktree add .ab_old COMMIT`; a worktree is a nested git checkout,
 so the device tool carries its files only when named in `carry`. Diagnostics, not results for results/.
 """
@@ -45,7 +47,7 @@ def worker(tree: str, ns: list[int]) -> dict:
         xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
         gout = torch.randn_like(xs[0])
         gen = torch.Generator(device="cuda")
-        for causal in (False, True):
+        for causal in CAUSALS:
             def fwd():
                 gen.manual_seed(0)
                 return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
@@ -61,6 +63,10 @@ def worker(tree: str, ns: list[int]) -> dict:
     return found
 
 
+# The order of the rows within a worker process (--causals=true,false: causal first).
+CAUSALS = [c == "true" for c in arg("causals", "false,true").split(",")]
+
+
 def main():
     ns = [int(x) for x in arg("ns", "8192,16384,131072").split(",")]
     if arg("worker", None):
@@ -73,17 +79,18 @@ def main():
     runs = {t: [] for t in trees}
     for _ in range(int(arg("rounds", 3))):
         for t in trees:
-            done = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}"],
-                                  capture_output=True, text=True)
+            done = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}",
+                                   f"--causals={arg('causals', 'false,true')}"], capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"error: the worker for {t} failed:\n{done.stderr[-3000:]}")
             runs[t].append(json.loads(done.stdout.strip().splitlines()[-1]))
     old, new = trees
-    print(f"{'row':34s} {old:>14s} {new:>14s}  new/old")
+    print(f"{'row':34s} {old:>14s} {new:>14s}  new/old   {'rounds (old)':>22s} {'rounds (new)':>22s}")
     for key in runs[old][0]:
-        a = statistics.median(r[key] for r in runs[old])
-        b = statistics.median(r[key] for r in runs[new])
-        print(f"{key:34s} {a:12.3f}ms {b:12.3f}ms  {b / a:6.3f}", flush=True)
+        a, b = ([r[key] for r in runs[t]] for t in (old, new))
+        spread = lambda x: f"{min(x):9.3f}–{max(x):.3f}ms"  # noqa: E731
+        print(f"{key:34s} {statistics.median(a):12.3f}ms {statistics.median(b):12.3f}ms  "
+              f"{statistics.median(b) / statistics.median(a):6.3f}   {spread(a):>22s} {spread(b):>22s}", flush=True)
 
 
 if __name__ == "__main__":
