@@ -31,6 +31,8 @@ fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
 timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), and the driver under
          hyperbench's timer with one generator, a new one per call, and as a job runs it.
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
+fwdtiles the key-list forward on one warpgroup per program (64 rows, three programs per SM), plain
+         and merging (the causal levels), then the driver.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
 cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
@@ -577,6 +579,28 @@ def launchcost(_n):
             note(f"launchcost {fn.fn.__name__} ({len(bound)} args) {way}", cpu)
 
 
+FWD_TILES = {   # head_dim: key-list forward tiles to time, the default first
+    64: [(128, 64, 8, 5), (64, 64, 4, 5), (128, 64, 4, 5)],
+    128: [(256, 32, 8, 5), (64, 32, 4, 5)],
+}
+# ... and for the forward that merges into the rows in place (the causal levels)
+MERGE_TILES = {64: [(64, 64, 4, 5)], 128: [(64, 32, 4, 5)]}
+
+
+def fwdtiles(n):
+    """The key-list forward on one warpgroup per program (64 rows): three programs per SM, each on
+    its own, where two 8-warp programs run two warpgroups each in lockstep (a barrier per step).
+    The plain forward alone (each config checked against the default's outputs), then the driver
+    non-causal with the fastest, and causal with each MERGE_TILES config for the merging forward."""
+    for d, configs in FWD_TILES.items():
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+        best = _fastest_tiles(f"fwdtiles d={d} n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
+                              "fwd", d, configs, tol=1e-2)
+        note(f"fwdtiles d={d} fastest", best)
+        _driver_configs(n, d, (False,), [{}, {"fwd": best}])
+        _driver_configs(n, d, (True,), [{}] + [{"fwd_merge": c} for c in MERGE_TILES[d]])
+
+
 BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
              128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
 
@@ -599,7 +623,8 @@ def main():
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
-         "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost}[part](n)
+         "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
+         "fwdtiles": fwdtiles}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
