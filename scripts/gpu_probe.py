@@ -31,7 +31,7 @@ fwdsplit the driver with the plain forward on 8 warps against 4, causal and not.
 timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), and the driver under
          hyperbench's timer with one generator, a new one per call, and as a job runs it.
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
-fwdtiles the key-list forward on one warpgroup per program (64 rows, three programs per SM), plain
+fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
@@ -580,18 +580,20 @@ def launchcost(_n):
 
 
 FWD_TILES = {   # head_dim: key-list forward tiles to time, the default first
-    64: [(128, 64, 8, 5), (64, 64, 4, 5), (128, 64, 4, 5)],
-    128: [(256, 32, 8, 5), (64, 32, 4, 5)],
+    64: [(128, 64, 8, 5), (64, 64, 4, 5), (128, 64, 4, 5), (256, 64, 16, 5), (256, 128, 16, 3)],
+    128: [(256, 32, 8, 5), (64, 32, 4, 5), (256, 32, 16, 5)],
 }
 # ... and for the forward that merges into the rows in place (the causal levels)
-MERGE_TILES = {64: [(64, 64, 4, 5)], 128: [(64, 32, 4, 5)]}
+MERGE_TILES = {64: [(64, 64, 4, 5), (256, 64, 16, 5)], 128: [(64, 32, 4, 5), (256, 32, 16, 5)]}
 
 
 def fwdtiles(n):
-    """The key-list forward on one warpgroup per program (64 rows): three programs per SM, each on
-    its own, where two 8-warp programs run two warpgroups each in lockstep (a barrier per step).
-    The plain forward alone (each config checked against the default's outputs), then the driver
-    non-causal with the fastest, and causal with each MERGE_TILES config for the merging forward."""
+    """The key-list forward with other numbers of warpgroups per program: one (64 rows; three
+    programs per SM, each on its own, where the default's two 8-warp programs run two warpgroups
+    each in lockstep, a barrier per step) and four (256 rows, 16 warps: a whole block per program,
+    half the key and value loads per row).  The plain forward alone (each config checked against
+    the default's outputs), then the driver non-causal with the fastest, and causal with each
+    MERGE_TILES config for the merging forward."""
     for d, configs in FWD_TILES.items():
         args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
         best = _fastest_tiles(f"fwdtiles d={d} n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
