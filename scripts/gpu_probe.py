@@ -33,6 +33,8 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
+autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
+         without the autograd engine's device threads, in five processes.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
 cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
@@ -53,6 +55,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 from unittest import mock
 
@@ -328,6 +331,53 @@ def warmup(_n):
         run = subprocess.run([sys.executable, "-c", WARMUP_CHILD], env=env, capture_output=True, text=True)
         line = run.stdout.strip().splitlines()[-1] if run.returncode == 0 else f"FAILED: {run.stderr[-300:]}"
         note(f"warmup ({cache} Triton cache), n=16384 H=32 bf16", line)
+
+
+THREADS_CHILD = """
+import json, sys, torch
+sys.path.insert(0, "src"); sys.path.insert(0, ".")
+from hyperbench.timing import make_call, measure
+from kernels.hyper_attention import HyperParams, hyper_attention
+out = {}
+for n in (1024, 2048, 16384):
+    q, k, v = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    gen = torch.Generator(device="cuda")
+    def hyper(q, k, v, causal):
+        gen.manual_seed(0)
+        return hyper_attention(q, k, v, HyperParams(), causal=causal, generator=gen, backend="triton")
+    def cudnn(q, k, v, causal):
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal), None
+    for name, fn in (("hyper", hyper), ("cudnn", cudnn)):
+        for causal in (False, True):
+            for threads in (True, False, True, False):
+                torch.autograd.set_multithreading_enabled(threads)
+                setup, timed = make_call(fn, q, k, v, causal, "fwd+bwd")
+                t = measure(setup, timed, device="cuda", warmup=5, target_ms=0.0, min_reps=40, max_reps=40,
+                            flush_l2=True)
+                key = f"n={n} {name} causal={causal} threads={threads}"
+                out.setdefault(key, []).append(round(t.median_ms, 4))
+print(json.dumps(out))
+"""
+
+
+def autogradthreads(_n):
+    """fwd+bwd at short lengths, timed as hyperbench times it, with the autograd engine's device
+    threads (the default: the backward runs on a thread per GPU, the caller waits) and without
+    (torch.autograd.set_multithreading_enabled(False): the caller runs it), in alternating blocks,
+    in five processes: do the per-process differences of the backward's time come from the thread
+    handoff?"""
+    import subprocess
+    per_process = []
+    for _ in range(5):
+        run = subprocess.run([sys.executable, "-c", THREADS_CHILD], cwd=REPO, capture_output=True, text=True)
+        if run.returncode:
+            note("autogradthreads FAILED", run.stderr[-500:])
+            return
+        per_process.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    for key in per_process[0]:
+        medians = [statistics.median(p[key]) for p in per_process]
+        note(f"autogradthreads {key}", f"per-process medians {medians} ms, max/min {max(medians) / min(medians):.2f}")
 
 
 def _grad_errors(args, kw):
@@ -626,7 +676,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
