@@ -353,10 +353,15 @@ for n in (1024, 2048, 16384):
             for threads in (True, False, True, False):
                 torch.autograd.set_multithreading_enabled(threads)
                 setup, timed = make_call(fn, q, k, v, causal, "fwd+bwd")
+                before = torch.cuda.memory_stats()
                 t = measure(setup, timed, device="cuda", warmup=5, target_ms=0.0, min_reps=40, max_reps=40,
                             flush_l2=True)
+                after = torch.cuda.memory_stats()
                 key = f"n={n} {name} causal={causal} threads={threads}"
                 out.setdefault(key, []).append(round(t.median_ms, 4))
+                # cudaMalloc / cudaFree calls during the timing (the caching allocator's misses)
+                mallocs = sum(after.get(c, 0) - before.get(c, 0) for c in ("num_device_alloc", "num_device_free"))
+                out.setdefault("allocator calls " + key, []).append(mallocs)
 print(json.dumps(out))
 """
 
@@ -366,7 +371,7 @@ def autogradthreads(_n):
     threads (the default: the backward runs on a thread per GPU, the caller waits) and without
     (torch.autograd.set_multithreading_enabled(False): the caller runs it), in alternating blocks,
     in five processes: do the per-process differences of the backward's time come from the thread
-    handoff?"""
+    handoff?  Also the caching allocator's cudaMalloc/cudaFree calls during each timing."""
     import subprocess
     per_process = []
     for _ in range(5):
@@ -376,6 +381,9 @@ def autogradthreads(_n):
             return
         per_process.append(json.loads(run.stdout.strip().splitlines()[-1]))
     for key in per_process[0]:
+        if key.startswith("allocator calls"):
+            note(f"autogradthreads {key}", f"per process {[p[key] for p in per_process]}")
+            continue
         medians = [statistics.median(p[key]) for p in per_process]
         note(f"autogradthreads {key}", f"per-process medians {medians} ms, max/min {max(medians) / min(medians):.2f}")
 
