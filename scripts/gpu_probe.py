@@ -35,7 +35,6 @@ fwdtiles the key-list forward on one and on four warpgroups per program (64 and 
          and merging (the causal levels), then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
          without the autograd engine's device threads, in five processes.
-cpucores SDPA cuDNN at n = 1024 as hyperbench times it, in processes pinned to one CPU core each.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
          cProfile of the non-causal forward+backward (where the CPU time goes).
 cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
@@ -389,37 +388,6 @@ def autogradthreads(_n):
         note(f"autogradthreads {key}", f"per-process medians {medians} ms, max/min {max(medians) / min(medians):.2f}")
 
 
-CORES_CHILD = """
-import json, os, sys, torch
-sys.path.insert(0, "src")
-from hyperbench.timing import make_call, measure
-core = int(sys.argv[1])
-if core >= 0:
-    os.sched_setaffinity(0, {core})
-def cudnn(q, k, v, causal):
-    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal), None
-q, k, v = (torch.randn(1, 32, 1024, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-out = {}
-for mode in ("fwd", "fwd+bwd", "fwd", "fwd+bwd"):
-    setup, timed = make_call(cudnn, q, k, v, False, mode)
-    t = measure(setup, timed, device="cuda", warmup=5, target_ms=0.0, min_reps=60, max_reps=60, flush_l2=True)
-    out.setdefault(mode, []).append(round(t.median_ms, 4))
-print(json.dumps({"core": core, "cpu": sorted(os.sched_getaffinity(0))[:4], **out}))
-"""
-
-
-def cpucores(_n):
-    """SDPA cuDNN at n = 1024, fwd and fwd+bwd as hyperbench times them, in processes pinned to one
-    core each (and unpinned): do short rows differ between processes because of where they run?"""
-    import subprocess
-    cores = [-1, 0, 1, 2, 3, -1, 4, 8, 12, 15, -1, 0, 8]
-    for core in cores:
-        run = subprocess.run([sys.executable, "-c", CORES_CHILD, str(core)], cwd=REPO, capture_output=True, text=True)
-        line = run.stdout.strip().splitlines()[-1] if run.returncode == 0 else f"FAILED: {run.stderr[-300:]}"
-        note(f"cpucores core={core}", line)
-
-
 def _grad_errors(args, kw):
     """Relative errors of the primitive's dq, dk, dv (bf16, autograd) against the fp32 reference,
     for one loss through out and lse."""
@@ -716,7 +684,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "cpucores": cpucores}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
