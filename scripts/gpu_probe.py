@@ -336,8 +336,10 @@ def warmup(_n):
 THREADS_CHILD = """
 import json, sys, torch
 sys.path.insert(0, "src"); sys.path.insert(0, ".")
+from hyperbench import methods
 from hyperbench.timing import make_call, measure
 from kernels.hyper_attention import HyperParams, hyper_attention
+cudnn = methods.get("sdpa_cudnn").build(None)   # what a job of method sdpa_cudnn times
 out = {}
 for n in (1024, 2048, 16384):
     q, k, v = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -345,9 +347,6 @@ for n in (1024, 2048, 16384):
     def hyper(q, k, v, causal):
         gen.manual_seed(0)
         return hyper_attention(q, k, v, HyperParams(), causal=causal, generator=gen, backend="triton")
-    def cudnn(q, k, v, causal):
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal), None
     for name, fn in (("hyper", hyper), ("cudnn", cudnn)):
         for causal in (False, True):
             for threads in (True, False, True, False):
