@@ -42,12 +42,16 @@ def available(x: torch.Tensor) -> bool:
 
 if _IMPORTED:
     @gluon.jit
-    def _issue_step(K, V, KR, k_smem, v_smem, lists, step, nsteps, skn, svn, jn, offs_d,
-                    BN: gl.constexpr, STAGES: gl.constexpr):
-        """cp.async of list step `step`'s key and value rows into ring buffer step % STAGES, as one
-        commit group (an empty one past the list's end, so group counts stay uniform)."""
+    def _step_rows(KR, lists, step, nsteps, jn, BN: gl.constexpr):
+        """The original key rows of list step `step` (row 0 past the list's end) and whether the
+        step exists."""
         ok = step < nsteps
-        k_idx = gl.load(KR + lists + step * BN + jn, mask=ok, other=0).to(gl.int64)
+        return gl.load(KR + lists + step * BN + jn, mask=ok, other=0).to(gl.int64), ok
+
+    @gluon.jit
+    def _issue_step(K, V, k_smem, v_smem, step, k_idx, ok, skn, svn, jn, offs_d, STAGES: gl.constexpr):
+        """cp.async of key and value rows k_idx (list step `step`) into ring buffer step % STAGES,
+        as one commit group (an empty one past the list's end, so group counts stay uniform)."""
         mask = gl.expand_dims(ok & (jn >= 0), 1)
         cp.async_copy_global_to_shared(k_smem.index(step % STAGES),
                                        K + gl.expand_dims(k_idx * skn, 1) + gl.expand_dims(offs_d, 0), mask=mask)
@@ -108,13 +112,15 @@ if _IMPORTED:
         jn = gl.arange(0, BN, gl.SliceLayout(1, ld))
         jn_s = gl.arange(0, BN, gl.SliceLayout(0, s_layout))
         for s in gl.static_range(STAGES - 2):
-            _issue_step(K, V, KR, k_smem, v_smem, lists, s, nsteps, skn, svn, jn, offs_d, BN, STAGES)
+            k_idx, ok = _step_rows(KR, lists, s, nsteps, jn, BN)
+            _issue_step(K, V, k_smem, v_smem, s, k_idx, ok, skn, svn, jn, offs_d, STAGES)
 
         # step 0: scores only
         cp.wait_group(STAGES - 3)
         gl.thread_barrier()
         fence_async_shared()
-        _issue_step(K, V, KR, k_smem, v_smem, lists, STAGES - 2, nsteps, skn, svn, jn, offs_d, BN, STAGES)
+        k_idx, ok = _step_rows(KR, lists, STAGES - 2, nsteps, jn, BN)
+        _issue_step(K, V, k_smem, v_smem, STAGES - 2, k_idx, ok, skn, svn, jn, offs_d, STAGES)
         s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
         S = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
         m_i = gl.full([BM], -1.0e30, gl.float32, gl.SliceLayout(1, s_layout))
@@ -130,6 +136,9 @@ if _IMPORTED:
             cp.wait_group(STAGES - 3)
             gl.thread_barrier()       # every warp's copies of step i landed
             fence_async_shared()      # cp.async wrote through the generic proxy, wgmma reads async
+            # the rows of the step issued at the end of this one: their load's latency hides
+            # behind this step's products (loaded just before the copies, it stalled every step)
+            k_idx, ok = _step_rows(KR, lists, i + STAGES - 2, nsteps, jn, BN)
             # the biases first: loaded after the products are issued, they were put in registers
             # the P·V product still reads (ptxas then waits for that product before the softmax)
             bias = gl.load(KB + lists + i * BN + jn_s)
@@ -143,7 +152,7 @@ if _IMPORTED:
             P = gl.convert_layout(p.to(dtype), p_layout)
             # step i+STAGES-2 into the buffers of step i-2, which every warp is done with (the
             # barrier above came after each warpgroup's wait for its product with V of i-2)
-            _issue_step(K, V, KR, k_smem, v_smem, lists, i + STAGES - 2, nsteps, skn, svn, jn, offs_d, BN, STAGES)
+            _issue_step(K, V, k_smem, v_smem, i + STAGES - 2, k_idx, ok, skn, svn, jn, offs_d, STAGES)
         acc = warpgroup_mma(P, v_smem.index((nsteps - 1) % STAGES), acc)
         cp.wait_group(0)
 
