@@ -129,6 +129,7 @@ if _IMPORTED:
         m_i, alpha, p, l_i = _scores(S, bias, qk_scale, m_i, l_i)
         P = gl.convert_layout(p.to(dtype), p_layout)
         acc = gl.zeros([BM, D], gl.float32, o_layout)
+        b_next = gl.load(KB + lists + BN + jn_s, mask=nsteps > 1, other=0.0)
 
         # step i: scores of i and P·V of i-1 on the tensor cores together; i's softmax while
         # the P·V product runs
@@ -139,9 +140,12 @@ if _IMPORTED:
             # the rows of the step issued at the end of this one: their load's latency hides
             # behind this step's products (loaded just before the copies, it stalled every step)
             k_idx, ok = _step_rows(KR, lists, i + STAGES - 2, nsteps, jn, BN)
-            # the biases first: loaded after the products are issued, they were put in registers
+            # the biases before the products are issued: loaded after, they were put in registers
             # the P·V product still reads (ptxas then waits for that product before the softmax)
-            bias = gl.load(KB + lists + i * BN + jn_s)
+            # the next step's biases a step ahead: loaded just before use, their latency stalled
+            # every step (ncu: a third of the stall cycles waited on L1TEX)
+            bias = b_next
+            b_next = gl.load(KB + lists + (i + 1) * BN + jn_s, mask=i + 1 < nsteps, other=0.0)
             s_tok = warpgroup_mma(q_smem, k_smem.index(i % STAGES).permute((1, 0)), s_zero, use_acc=False,
                                   is_async=True)
             o_tok = warpgroup_mma(P, v_smem.index((i - 1) % STAGES), acc, is_async=True)
