@@ -26,7 +26,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import gluon_forward
 from .launch import cdiv
 from .triton_delta import delta as row_delta
 from .triton_merge import merge_into
@@ -101,10 +100,6 @@ DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
 ACCUMULATE_BY = "atomic"
-
-# The key-list forward on kernels/gluon_forward.py's kernel where it can run (Gluon, a Hopper GPU,
-# 16-bit inputs), else on _list_kernel.  HYPERBENCH_GLUON_FORWARD=0 keeps _list_kernel everywhere.
-GLUON_FORWARD = os.environ.get("HYPERBENCH_GLUON_FORWARD", "0") == "1"
 
 
 def _accum_code(accumulate: bool) -> int:
@@ -714,14 +709,8 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
     of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    rows, bias = lists
-    if not grad and GLUON_FORWARD and gluon_forward.applies(q, rows.shape[-1]):
-        gluon_forward.list_forward(q, k, v, q_order, rows, bias, out, lse, H=g.H, U=_list_unit(g),
-                                   qk_scale=g.qk_scale, out_head_stride=_head_stride(out, g.H),
-                                   lse_head_stride=_head_stride(lse, g.H), merge=merge, k_order=k_order,
-                                   zero=zero)
-        return
     bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
+    rows, bias = lists
     dummy = lse
     _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
         q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy), _or(k_order, q_order),

@@ -33,10 +33,6 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
-gluonfwd the key-list forward on kernels/gluon_forward.py's kernel against _list_kernel: outputs
-         compared (n = 3000 and n, d = 64 and 128, NaN-poisoned), the kernel alone under each
-         config of GLUON_TRIALS, then the driver with and without it (causal and not, fwd and
-         fwd+bwd; its outputs and gradients compared too).
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
          without the autograd engine's device threads, in five processes.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
@@ -73,7 +69,7 @@ from kernels import lsh, reference, triton_attention, triton_lsh, triton_sort  #
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
-from gpu_kernel_check import SORTS, poison, problem, rel  # noqa: E402
+from gpu_kernel_check import SORTS, problem, rel  # noqa: E402
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
@@ -678,70 +674,6 @@ def bwdtiles(n):
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
 
-GLUON_TRIALS = {64: [(128, 64, 8, 4, 128), (128, 64, 8, 3, 128), (128, 64, 8, 5, 128), (128, 64, 8, 4, None),
-                     (64, 64, 4, 4, None), (128, 128, 8, 3, None)],
-                128: [(128, 64, 8, 3, None), (128, 64, 8, 4, None), (64, 64, 4, 4, None)]}
-
-
-def _gluon(on: bool):
-    return mock.patch.object(triton_attention, "GLUON_FORWARD", on)
-
-
-def gluonfwd(n):
-    """See the docstring: the Gluon forward checked against _list_kernel, then timed."""
-    from kernels import gluon_forward
-    for d in (64, 128):
-        for nn, H in ((3000, 4), (n, 32)):
-            args, kw = problem(1, H, nn, d, torch.bfloat16, 0)
-            fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-            with _gluon(False):
-                poison()
-                want = fwd()
-                t_old = ms(fwd) if nn == n else None
-            with _gluon(True):
-                poison()
-                got = fwd()
-                finite = all(bool(torch.isfinite(x).all()) for x in got)
-                note(f"gluonfwd d={d} n={nn} rel.diff out / lse (finite={finite})",
-                     f"{rel(got[0], want[0]):.2e} / {rel(got[1], want[1]):.2e}")
-                if nn != n:
-                    continue
-                note(f"gluonfwd d={d} n={nn} _list_kernel {triton_attention.CONFIGS['fwd'][d]}", t_old)
-                for cfg in GLUON_TRIALS[d]:
-                    try:
-                        with mock.patch.dict(gluon_forward.CONFIGS, {d: cfg}):
-                            poison()
-                            got = fwd()
-                            diff = max(rel(a, b) for a, b in zip(got, want))
-                            note(f"gluonfwd d={d} n={nn} gluon {cfg} (rel.diff {diff:.1e})", ms(fwd))
-                    except Exception as e:  # noqa: BLE001
-                        note(f"gluonfwd d={d} gluon {cfg} FAILED", repr(e)[:300])
-        for causal in (False, True):
-            for grad in (False, True):
-                call = _driver_call(n, d, causal, grad)
-                results = {}
-                for on in (False, True):
-                    with _gluon(on), (torch.enable_grad() if grad else torch.no_grad()):
-                        out = call()
-                        results[on] = out.detach().clone()
-                        note(f"gluonfwd driver d={d} n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'} "
-                             f"gluon={on}", ms(call))
-                note(f"gluonfwd driver d={d} causal={causal} grad={grad} out rel.diff",
-                     f"{rel(results[True], results[False]):.2e}")
-    for causal in (False, True):   # gradients through the driver (the forward clears dK/dV rows)
-        xs = [torch.randn(1, 8, 20000, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
-        gout = torch.randn_like(xs[0])
-        gr = {}
-        for on in (False, True):
-            with _gluon(on):
-                gen = torch.Generator(device="cuda").manual_seed(0)
-                out, lse = hyper_attention(*xs, HyperParams(min_seq_len=4096), causal=causal, generator=gen,
-                                           backend="triton")
-                gr[on] = torch.autograd.grad((out * gout).sum() + lse.float().sum(), xs)
-        note(f"gluonfwd grads n=20000 causal={causal} rel.diff dq/dk/dv",
-             " ".join(f"{rel(a, b):.2e}" for a, b in zip(gr[True], gr[False])))
-
-
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -751,7 +683,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "gluonfwd": gluonfwd}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
