@@ -35,31 +35,20 @@ def _consume(A, SUB: gl.constexpr):
     D: gl.constexpr = _D
     BM: gl.constexpr = _BM
     BN: gl.constexpr = _BN
-    LAG: gl.constexpr = _LAG
     dtype: gl.constexpr = Q.dtype.element_ty
     R: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, D, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])      # D = 64: 8 lanes a row
-    qs = q_smem.index(SUB)
     s_zero = gl.zeros([R, BN], gl.float32, s_layout)
-    offs_d = gl.arange(0, D, gl.SliceLayout(0, ld))
     offs_do = gl.arange(0, D, gl.SliceLayout(0, o_layout))
     it = 0
+    tc = 0
     for w in range(gl.program_id(0), W, gl.num_programs(0)):
-        bh = w // T
-        bh64 = bh.to(gl.int64)
-        b = (bh // H).to(gl.int64)
-        h = (bh % H).to(gl.int64)
+        bh64 = (w // T).to(gl.int64)
         r0 = (w % T) * BM + SUB * R
-        rows = r0 + gl.arange(0, R, gl.SliceLayout(1, ld))
-        row_ok = rows < n
-        q_idx = gl.load(QO + bh64 * n + rows, mask=row_ok, other=0)
-        qv = gl.load(Q + b * sqb + h * sqh + gl.expand_dims(q_idx * sqn, 1) + gl.expand_dims(offs_d, 0),
-                     mask=gl.expand_dims(row_ok, 1), other=0.0)
-        qs.store(qv)
-        fence_async_shared()
+        qs = q_smem.index((tc % 2) * 4 + SUB)     # gathered by the producer with the tile's first step
+        tc += 1
         m_i = gl.full([R], -1.0e30, gl.float32, gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([R], gl.float32, gl.SliceLayout(1, s_layout))
         acc = gl.zeros([R, D], gl.float32, o_layout)
@@ -123,6 +112,7 @@ def _produce(A):
     BN: gl.constexpr = _BN
     LAG: gl.constexpr = _LAG
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])      # D = 64: 8 lanes a row
+    R: gl.constexpr = 64
     b_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     jn = gl.arange(0, BN, gl.SliceLayout(1, ld))
     jb = gl.arange(0, BN, b_layout)
@@ -145,6 +135,19 @@ def _produce(A):
                 k_smem.index(slot), K + b * skb + h * skh + gl.expand_dims(k_idx * skn, 1) + gl.expand_dims(offs_d, 0))
             cp.async_copy_global_to_shared(
                 v_smem.index(slot), V + b * svb + h * svh + gl.expand_dims(k_idx * svn, 1) + gl.expand_dims(offs_d, 0))
+            if s % NSTEPS == 0:
+                # the tile's query rows, into the buffer of its parity, with its first step's group:
+                # tile t+2 reuses tile t's buffer, and its first step waits for a slot the
+                # consumers freed in tile t+1 (STAGES <= NSTEPS)
+                r0 = (w % T) * BM
+                for c in gl.static_range(4):
+                    rows = r0 + c * R + gl.arange(0, R, gl.SliceLayout(1, ld))
+                    row_ok = rows < n
+                    q_idx = gl.load(QO + bh.to(gl.int64) * n + rows, mask=row_ok, other=0)
+                    cp.async_copy_global_to_shared(
+                        q_smem.index(((s // NSTEPS) % 2) * 4 + c),
+                        Q + b * sqb + h * sqh + gl.expand_dims(q_idx * sqn, 1) + gl.expand_dims(offs_d, 0),
+                        mask=gl.expand_dims(row_ok, 1))
         cp.commit_group()
         if s >= LAG:
             cp.wait_group(LAG)
@@ -160,7 +163,7 @@ def _ws_fwd_kernel(Q, K, V, QO, KR, KB, Out, Lse,
                    D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr,
                    CREGS: gl.constexpr, PREGS: gl.constexpr, num_warps: gl.constexpr):
     dtype: gl.constexpr = Q.dtype.element_ty
-    q_smem = gl.allocate_shared_memory(dtype, [4, 64, D], gl.NVMMASharedLayout.get_default_for([64, D], dtype))
+    q_smem = gl.allocate_shared_memory(dtype, [8, 64, D], gl.NVMMASharedLayout.get_default_for([64, D], dtype))
     kv_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, D], dtype)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], kv_sl)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], kv_sl)
