@@ -23,7 +23,6 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 _D = gl.constexpr(64)
 _BM = gl.constexpr(256)     # query rows per program: four consumer warpgroups of 64
 _BN = gl.constexpr(64)      # keys per step
-_LAG = gl.constexpr(2)      # steps between a slot's copies being issued and it being marked full
 
 
 @gluon.jit
@@ -55,6 +54,7 @@ def _consume(A, SUB: gl.constexpr):
         for j in range(NSTEPS):
             slot = it % STAGES
             mbarrier.wait(full.index(slot), (it // STAGES) & 1)
+            fence_async_shared()      # the copies wrote through the generic proxy; wgmma reads async
             bias = b_smem.index(slot).load(gl.SliceLayout(0, s_layout))
             S = warpgroup_mma(qs, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False)
             qk = S * qk_scale + gl.expand_dims(bias, 0)
@@ -102,15 +102,16 @@ def _consume3(A):
 @gluon.jit
 def _produce(A):
     """Four warps: for every step of every tile this program takes, wait for its ring slot to be
-    free, gather the step's key and value rows into it by cp.async and its biases by a plain
-    store, and LAG steps later (its copies landed) mark the slot full."""
+    free and gather the step's key and value rows and biases into it (and, at a tile's first
+    step, the tile's query rows) by cp.async; each thread's copies arrive on the slot's `full`
+    barrier when they land (cp.async.mbarrier.arrive.noinc: 128 arrivals complete it), so the
+    producer never waits on its own copies and runs up to STAGES steps ahead."""
     (Q, QO, Out, Lse, sqb, sqh, sqn, H, n, T, W, qk_scale, so_h, sl_h,
      q_smem, k_smem, v_smem, b_smem, full, empty, K, V, KR, KB, skb, skh, skn, svb, svh, svn, L, NL, U,
      STAGES, NSTEPS) = A
     D: gl.constexpr = _D
     BM: gl.constexpr = _BM
     BN: gl.constexpr = _BN
-    LAG: gl.constexpr = _LAG
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])      # D = 64: 8 lanes a row
     R: gl.constexpr = 64
     b_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
@@ -120,40 +121,36 @@ def _produce(A):
     pid = gl.program_id(0)
     G = gl.num_programs(0)
     total = ((W - pid + G - 1) // G) * NSTEPS
-    for s in range(total + LAG):
-        if s < total:
-            slot = s % STAGES
-            mbarrier.wait(empty.index(slot), ((s // STAGES) & 1) ^ 1)
-            w = pid + (s // NSTEPS) * G
-            bh = w // T
-            b = (bh // H).to(gl.int64)
-            h = (bh % H).to(gl.int64)
-            lists = (bh.to(gl.int64) * NL + ((w % T) * BM) // U) * L + (s % NSTEPS) * BN
-            k_idx = gl.load(KR + lists + jn).to(gl.int64)
-            b_smem.index(slot).store(gl.load(KB + lists + jb))
-            cp.async_copy_global_to_shared(
-                k_smem.index(slot), K + b * skb + h * skh + gl.expand_dims(k_idx * skn, 1) + gl.expand_dims(offs_d, 0))
-            cp.async_copy_global_to_shared(
-                v_smem.index(slot), V + b * svb + h * svh + gl.expand_dims(k_idx * svn, 1) + gl.expand_dims(offs_d, 0))
-            if s % NSTEPS == 0:
-                # the tile's query rows, into the buffer of its parity, with its first step's group:
-                # tile t+2 reuses tile t's buffer, and its first step waits for a slot the
-                # consumers freed in tile t+1 (STAGES <= NSTEPS)
-                r0 = (w % T) * BM
-                for c in gl.static_range(4):
-                    rows = r0 + c * R + gl.arange(0, R, gl.SliceLayout(1, ld))
-                    row_ok = rows < n
-                    q_idx = gl.load(QO + bh.to(gl.int64) * n + rows, mask=row_ok, other=0)
-                    cp.async_copy_global_to_shared(
-                        q_smem.index(((s // NSTEPS) % 2) * 4 + c),
-                        Q + b * sqb + h * sqh + gl.expand_dims(q_idx * sqn, 1) + gl.expand_dims(offs_d, 0),
-                        mask=gl.expand_dims(row_ok, 1))
+    for s in range(total):
+        slot = s % STAGES
+        mbarrier.wait(empty.index(slot), ((s // STAGES) & 1) ^ 1)
+        w = pid + (s // NSTEPS) * G
+        bh = w // T
+        b = (bh // H).to(gl.int64)
+        h = (bh % H).to(gl.int64)
+        lists = (bh.to(gl.int64) * NL + ((w % T) * BM) // U) * L + (s % NSTEPS) * BN
+        k_idx = gl.load(KR + lists + jn).to(gl.int64)
+        cp.async_copy_global_to_shared(b_smem.index(slot), KB + lists + jb)
+        cp.async_copy_global_to_shared(
+            k_smem.index(slot), K + b * skb + h * skh + gl.expand_dims(k_idx * skn, 1) + gl.expand_dims(offs_d, 0))
+        cp.async_copy_global_to_shared(
+            v_smem.index(slot), V + b * svb + h * svh + gl.expand_dims(k_idx * svn, 1) + gl.expand_dims(offs_d, 0))
+        if s % NSTEPS == 0:
+            # the tile's query rows, into the buffer of its parity, with its first step: tile t+2
+            # reuses tile t's buffer, and its first step waits for a slot the consumers freed in
+            # tile t+1 (STAGES <= NSTEPS)
+            r0 = (w % T) * BM
+            for c in gl.static_range(4):
+                rows = r0 + c * R + gl.arange(0, R, gl.SliceLayout(1, ld))
+                row_ok = rows < n
+                q_idx = gl.load(QO + bh.to(gl.int64) * n + rows, mask=row_ok, other=0)
+                cp.async_copy_global_to_shared(
+                    q_smem.index(((s // NSTEPS) % 2) * 4 + c),
+                    Q + b * sqb + h * sqh + gl.expand_dims(q_idx * sqn, 1) + gl.expand_dims(offs_d, 0),
+                    mask=gl.expand_dims(row_ok, 1))
+        cp.mbarrier_arrive(full.index(slot), increment_count=False)
         cp.commit_group()
-        if s >= LAG:
-            cp.wait_group(LAG)
-            gl.thread_barrier()       # every lane's copies of step s-LAG landed
-            fence_async_shared()      # written through the generic proxy, read by wgmma
-            mbarrier.arrive(full.index((s - LAG) % STAGES), count=1)
+    cp.wait_group(0)
 
 
 @gluon.jit
@@ -171,7 +168,7 @@ def _ws_fwd_kernel(Q, K, V, QO, KR, KB, Out, Lse,
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
-        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(full.index(i), count=128)     # one asynchronous arrival per producer thread
         mbarrier.init(empty.index(i), count=4)
     A = (Q, QO, Out, Lse, sqb, sqh, sqn, H, n, T, W, qk_scale, so_h, sl_h,
          q_smem, k_smem, v_smem, b_smem, full, empty, K, V, KR, KB, skb, skh, skn, svb, svh, svn, L, NL, U,
