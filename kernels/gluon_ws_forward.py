@@ -16,26 +16,41 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as cp
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
+                                                              warpgroup_mma_wait)
 
 # d = 64 only; partitions see these as globals (constexprs passed to warp_specialize's partitions
 # arrive as tensors in Triton 3.6)
 _D = gl.constexpr(64)
-_BM = gl.constexpr(256)     # query rows per program: four consumer warpgroups of 64
+_BM = gl.constexpr(256)     # query rows per program
+_R = gl.constexpr(128)      # query rows per consumer warpgroup (two wgmma row tiles of 64)
 _BN = gl.constexpr(64)      # keys per step
 
 
 @gluon.jit
+def _release(bar):
+    """Every thread of the warpgroup arrives on bar on its own (cp.async.mbarrier.arrive.noinc with
+    no copies outstanding arrives at once): mbarrier.arrive is one thread's arrival behind a
+    barrier of the warpgroup, before which ptxas put the wait for the P·V product, out of the
+    softmax it was meant to overlap."""
+    cp.mbarrier_arrive(bar, increment_count=False)
+
+
+@gluon.jit
 def _consume(A, SUB: gl.constexpr):
-    """Consumer warpgroup SUB: rows SUB·64 … SUB·64+63 of every tile this program takes."""
+    """Consumer warpgroup SUB: rows SUB·R … SUB·R+R-1 of every tile this program takes.  Step i
+    issues its scores and the product P_{i-1}·V_{i-1} together and runs its softmax while the
+    product is on the tensor cores (as _list_kernel's compiled loop does); it releases step i-1's
+    slot once that product is done."""
     (Q, QO, Out, Lse, sqb, sqh, sqn, H, n, T, W, qk_scale, so_h, sl_h,
      q_smem, k_smem, v_smem, b_smem, full, empty, K, V, KR, KB, skb, skh, skn, svb, svh, svn, L, NL, U,
      STAGES, NSTEPS) = A
     D: gl.constexpr = _D
     BM: gl.constexpr = _BM
     BN: gl.constexpr = _BN
+    R: gl.constexpr = _R
+    NC: gl.constexpr = _BM // _R
     dtype: gl.constexpr = Q.dtype.element_ty
-    R: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, D, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -46,27 +61,48 @@ def _consume(A, SUB: gl.constexpr):
     for w in range(gl.program_id(0), W, gl.num_programs(0)):
         bh64 = (w // T).to(gl.int64)
         r0 = (w % T) * BM + SUB * R
-        qs = q_smem.index((tc % 2) * 4 + SUB)     # gathered by the producer with the tile's first step
+        qs = q_smem.index((tc % 2) * NC + SUB)     # gathered by the producer with the tile's first step
         tc += 1
-        m_i = gl.full([R], -1.0e30, gl.float32, gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([R], gl.float32, gl.SliceLayout(1, s_layout))
+        # step 0: scores only
+        slot = it % STAGES
+        mbarrier.wait(full.index(slot), (it // STAGES) & 1)
+        fence_async_shared()      # the copies wrote through the generic proxy; wgmma reads async
+        bias = b_smem.index(slot).load(gl.SliceLayout(0, s_layout))
+        S = warpgroup_mma(qs, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False)
+        qk = S * qk_scale + gl.expand_dims(bias, 0)
+        m_i = gl.max(qk, 1)
+        p = gl.exp2(qk - gl.expand_dims(m_i, 1))
+        l_i = gl.sum(p, 1)
+        P = gl.convert_layout(p.to(dtype), p_layout)
         acc = gl.zeros([R, D], gl.float32, o_layout)
-        for j in range(NSTEPS):
+        prev = slot
+        it += 1
+        for j in range(1, NSTEPS):
             slot = it % STAGES
             mbarrier.wait(full.index(slot), (it // STAGES) & 1)
-            fence_async_shared()      # the copies wrote through the generic proxy; wgmma reads async
+            fence_async_shared()
+            # the biases before the products are issued: loaded after, they took registers the
+            # in-flight P·V product reads, and ptxas waited for that product first
             bias = b_smem.index(slot).load(gl.SliceLayout(0, s_layout))
-            S = warpgroup_mma(qs, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False)
+            s_tok = warpgroup_mma(qs, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            o_tok = warpgroup_mma(P, v_smem.index(prev), acc, is_async=True)
+            S = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok, ))
             qk = S * qk_scale + gl.expand_dims(bias, 0)
             m_new = gl.maximum(m_i, gl.max(qk, 1))
             alpha = gl.exp2(m_i - m_new)
             p = gl.exp2(qk - gl.expand_dims(m_new, 1))
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
+            # p passes through the wait, so the exponentials are computed before it: otherwise the
+            # compiler sank them below the wait and the release that follows it, out of the overlap
+            acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p))
+            _release(empty.index(prev))
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(slot), acc)
-            mbarrier.arrive(empty.index(slot), count=1)
+            P = gl.convert_layout(p.to(dtype), p_layout)
+            prev = slot
             it += 1
+        acc = warpgroup_mma(P, v_smem.index(prev), acc)
+        _release(empty.index(prev))
         rows_o = r0 + gl.arange(0, R, gl.SliceLayout(1, o_layout))
         ok_o = rows_o < n
         q_o = gl.load(QO + bh64 * n + rows_o, mask=ok_o, other=0)
@@ -90,16 +126,6 @@ def _consume1(A):
 
 
 @gluon.jit
-def _consume2(A):
-    _consume(A, 2)
-
-
-@gluon.jit
-def _consume3(A):
-    _consume(A, 3)
-
-
-@gluon.jit
 def _produce(A):
     """Four warps: for every step of every tile this program takes, wait for its ring slot to be
     free and gather the step's key and value rows and biases into it (and, at a tile's first
@@ -113,7 +139,8 @@ def _produce(A):
     BM: gl.constexpr = _BM
     BN: gl.constexpr = _BN
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])      # D = 64: 8 lanes a row
-    R: gl.constexpr = 64
+    R: gl.constexpr = _R
+    NC: gl.constexpr = _BM // _R
     b_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     jn = gl.arange(0, BN, gl.SliceLayout(1, ld))
     jb = gl.arange(0, BN, b_layout)
@@ -140,12 +167,12 @@ def _produce(A):
             # reuses tile t's buffer, and its first step waits for a slot the consumers freed in
             # tile t+1 (STAGES <= NSTEPS)
             r0 = (w % T) * BM
-            for c in gl.static_range(4):
+            for c in gl.static_range(NC):
                 rows = r0 + c * R + gl.arange(0, R, gl.SliceLayout(1, ld))
                 row_ok = rows < n
                 q_idx = gl.load(QO + bh.to(gl.int64) * n + rows, mask=row_ok, other=0)
                 cp.async_copy_global_to_shared(
-                    q_smem.index(((s // NSTEPS) % 2) * 4 + c),
+                    q_smem.index(((s // NSTEPS) % 2) * NC + c),
                     Q + b * sqb + h * sqh + gl.expand_dims(q_idx * sqn, 1) + gl.expand_dims(offs_d, 0),
                     mask=gl.expand_dims(row_ok, 1))
         cp.mbarrier_arrive(full.index(slot), increment_count=False)
@@ -160,7 +187,7 @@ def _ws_fwd_kernel(Q, K, V, QO, KR, KB, Out, Lse,
                    D: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr,
                    CREGS: gl.constexpr, PREGS: gl.constexpr, num_warps: gl.constexpr):
     dtype: gl.constexpr = Q.dtype.element_ty
-    q_smem = gl.allocate_shared_memory(dtype, [8, 64, D], gl.NVMMASharedLayout.get_default_for([64, D], dtype))
+    q_smem = gl.allocate_shared_memory(dtype, [2 * (BM // _R), _R, D], gl.NVMMASharedLayout.get_default_for([_R, D], dtype))
     kv_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, D], dtype)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], kv_sl)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BN, D], kv_sl)
@@ -169,18 +196,17 @@ def _ws_fwd_kernel(Q, K, V, QO, KR, KB, Out, Lse,
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(full.index(i), count=128)     # one asynchronous arrival per producer thread
-        mbarrier.init(empty.index(i), count=4)
+        mbarrier.init(empty.index(i), count=(BM // _R) * 128)    # every consumer thread arrives
     A = (Q, QO, Out, Lse, sqb, sqh, sqn, H, n, T, W, qk_scale, so_h, sl_h,
          q_smem, k_smem, v_smem, b_smem, full, empty, K, V, KR, KB, skb, skh, skn, svb, svh, svn, L, NL, U,
          STAGES, L // BN)
-    gl.warp_specialize([(_consume0, (A, )), (_consume1, (A, )), (_consume2, (A, )), (_consume3, (A, )),
-                        (_produce, (A, ))], [4, 4, 4, 4], [CREGS, CREGS, CREGS, PREGS])
+    gl.warp_specialize([(_consume0, (A, )), (_consume1, (A, )), (_produce, (A, ))], [4, 4], [CREGS, PREGS])
 
 
 # (STAGES, consumer registers, producer registers, kernel maxnreg) for head_dim 64: the kernel's
-# 20 warps start at maxnreg each (one program per SM); the producer gives registers back and the
-# three worker consumers take them (the default partition keeps what is left)
-CONFIG = (5, 104, 40, 96)
+# 12 warps start at maxnreg each (one program per SM); the producer gives registers back and the
+# worker consumer takes them (the default partition keeps what is left)
+CONFIG = (5, 232, 40, 168)
 
 
 def list_forward(q, k, v, q_order, rows, bias, out, lse, *, H: int, U: int, qk_scale: float,

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from kernels import gluon_ws_forward, triton_attention  # noqa: E402
 from gpu_kernel_check import poison, problem, rel  # noqa: E402
 
-CONFIGS = [(4, 104, 40, 96), (5, 104, 40, 96), (6, 104, 40, 96), (5, 112, 40, 96), (3, 112, 40, 96)]
+CONFIGS = [(5, 232, 40, 168), (4, 232, 40, 168), (6, 232, 40, 168), (8, 232, 40, 168)]
 
 
 def ws_forward(args, kw, config=None):
