@@ -43,5 +43,5 @@ def delta(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None = Non
     br = max(1, min(128, 8192 // d))
     dl = None if dlse is None else dlse.float().contiguous()
     _delta_kernel[(cdiv(rows, br),)](dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
-                                            HAS_DLSE=dl is not None, num_warps=4)
+                                     HAS_DLSE=dl is not None, num_warps=4)
     return res
