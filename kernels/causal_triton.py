@@ -28,6 +28,7 @@ from . import sdpa_leaves, triton_attention
 from .triton_cast import copy_into
 from .triton_delta import delta as row_delta
 from .triton_merge import merge_into
+from .triton_sort import recursion_levels, recursion_orders
 
 # A padded row's lse in the backward: its dO and Δ are zero, so any finite value will do.
 _PAD_LSE = 0.0
@@ -51,16 +52,17 @@ def _exact_triton_piece(q, causal, scale):
                                                scale=scale, causal=causal))
 
 
-def _lower_left_forward(q, k, v, p, scale, generator, into, ranks):
+def _lower_left_forward(q, k, v, p, scale, generator, into, ranks, orders=None):
     """Bottom half's queries against the top half's keys (non-causal HyperAttention), merged in
     place into `into` = (out, lse) those rows hold from their diagonal part; ranks: the LSH bucket
-    ranks of these queries and keys. Returns the piece's record for the backward."""
+    ranks of these queries and keys; orders: their sort orders where the top call sorted every
+    level at once. Returns the piece's record for the backward."""
     driver.check_square(q, k)
     if q.shape[2] < p.min_seq_len:
         out, lse, piece = _exact_forward(q, k, v, False, scale)
         merge_into(*into, out, lse)
         return piece
-    q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton", ranks=ranks)
+    q_order, k_order, samples, weight = driver.lsh_plan(q, k, p, generator, "triton", ranks=ranks, orders=orders)
     kw = dict(block_size=p.block_size, sample_tile=p.sample_tile, sample_weight=weight, scale=scale,
               causal=False)
     # one build of the key lists for this piece's forward and backward
@@ -69,27 +71,36 @@ def _lower_left_forward(q, k, v, p, scale, generator, into, ranks):
     return ("triton", q_order, k_order, samples, kw)
 
 
-def _forward(q, k, v, p, scale, generator, ranks=None):
+def _forward(q, k, v, p, scale, generator, ranks=None, orders=None):
     """(out, lse, tree): tree holds each level's piece record for the backward.  ranks: the LSH
     bucket ranks of q's and k's rows; the top call draws the hyperplanes (one set for every level,
-    as the specification does) and hashes each row once, and the levels take slices."""
+    as the specification does) and hashes each row once, and the levels take slices.  orders: the
+    sort orders of this level's piece and the deeper ones', where the top call sorted every level
+    in one pass (triton_sort.recursion_orders, for lengths that halve into whole chunks); ranks are
+    () then, since the levels below the sorted ones have exact pieces."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
         return _exact_forward(q, k, v, True, scale)
     if ranks is None:
         proj = driver.draw_projections(q, p, generator, "triton")
-        ranks = tuple(driver.bucket_ranks("triton", q, k, proj))
+        both = driver.bucket_ranks("triton", q, k, proj)
+        ranks = tuple(both)
+        if driver.SORT == "counting" and isinstance(both, torch.Tensor):
+            orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(n, p.min_seq_len))
+            ranks = () if orders else ranks
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
         # the zero row is on the negative side of every hyperplane: bucket 0, Gray rank 0
         ranks = tuple(torch.nn.functional.pad(r, (0, 1)) for r in ranks)
     half = q.shape[2] // 2
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
-    out_d, lse_d, sub = _forward(*halves, p, scale, generator, tuple(r.reshape(B, 2 * H, half) for r in ranks))
+    out_d, lse_d, sub = _forward(*halves, p, scale, generator, tuple(r.reshape(B, 2 * H, half) for r in ranks),
+                                 orders and orders[1:])
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator,
                                 (out_d[:, :, half:], lse_d[:, :, half:]),
-                                (ranks[0][:, :, half:], ranks[1][:, :, :half]))
+                                ranks and (ranks[0][:, :, half:], ranks[1][:, :, :half]),
+                                orders[0] if orders else None)
     return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
 
 

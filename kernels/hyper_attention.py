@@ -112,16 +112,19 @@ def draw_projections(q, p: HyperParams, generator, backend: str = "torch"):
                                 rounded=backend != "triton")
 
 
-def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None):
+def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None, orders=None):
     """The random part of one non-causal HyperAttention, drawn in a fixed order: (q_order,
     k_order, samples, sample_weight); samples None when sample_size is 0.  proj: hyperplanes drawn
     already (the causal recursion draws one set for all its levels); ranks: the rows' bucket ranks
-    under them, computed already."""
+    under them, computed already; orders: (q_order, k_order) sorted already (the sort draws
+    nothing, so the samples are the same either way)."""
     n = q.shape[2]
-    if ranks is None:
-        proj = draw_projections(q, p, generator, backend) if proj is None else proj
-        ranks = bucket_ranks(backend, q, k, proj)
-    q_order, k_order = _sort_orders(backend, ranks, p.lsh_num_projs)
+    if orders is None:
+        if ranks is None:
+            proj = draw_projections(q, p, generator, backend) if proj is None else proj
+            ranks = bucket_ranks(backend, q, k, proj)
+        orders = _sort_orders(backend, ranks, p.lsh_num_projs)
+    q_order, k_order = orders
     samples, weight = None, 1.0
     if p.sample_size > 0:
         sets = 1 if p.sample_tile == 0 else -(-n // p.sample_tile)

@@ -170,22 +170,18 @@ def _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i
 
 
 @triton.jit
-def _merge_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D: tl.constexpr):
-    """Merge a query tile's (out, lse) over these keys into the (out, lse) its original rows hold
-    already (attention over the union of both key sets, by log-sum-exp weights), in place."""
-    out_ptr = Out + out_base + q_idx[:, None] * D + offs_d[None, :]
-    l_safe = tl.where(l_i > 0, l_i, 1.0)
-    lse_new = tl.where(l_i > 0, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=0.0)
-    m = tl.maximum(lse_old, lse_new)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)      # both parts empty: weights 0, lse -inf
-    w_old, w_new = tl.exp(lse_old - m_safe), tl.exp(lse_new - m_safe)
-    tot = w_old + w_new
-    inv = tl.where(tot > 0, 1.0 / tot, 0.0)
-    old = tl.load(out_ptr, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    merged = old * (w_old * inv)[:, None] + acc * (w_new * inv / l_safe)[:, None]
-    tl.store(out_ptr, merged.to(Out.dtype.element_ty), mask=row_ok[:, None])
-    tl.store(Lse + lse_base + q_idx, m_safe + tl.log(tot), mask=row_ok)
+def _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D: tl.constexpr):
+    """The online-softmax state (m, l, acc; exp2 domain) equivalent to the (out, lse) a tile's
+    original rows hold already: acc = out at m = lse·log2 e, l = 1.  Running the key loop on from
+    it and storing as usual gives attention over the union of both key sets, i.e. their
+    log-sum-exp merge, with nothing but the ordinary epilogue live after the loop."""
+    lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=float("-inf"))
+    has_old = lse_old > float("-inf")
+    m_i = tl.where(has_old, lse_old * 1.4426950408889634, -1.0e30)
+    l_i = tl.where(has_old, 1.0, 0.0)
+    rows = (Out + out_base + q_idx.to(tl.int32) * D)
+    acc = tl.load(rows[:, None] + offs_d[None, :], mask=(row_ok & has_old)[:, None], other=0.0).to(tl.float32)
+    return m_i, l_i, acc
 
 
 @triton.jit
@@ -340,7 +336,8 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
     masks become a single pipelined loop over L keys.  DO, Lse, Delta have head strides sdo_h, sl_h,
     sdl_h (rows contiguous);
-    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them.
+    MERGE: the forward merges into the out and lse the rows hold instead of overwriting them, by
+    starting its online softmax from them (_resume_from).
     ZERO_DKDV: the forward also zeroes the backward's dK and dV (DKV: both, sz_kv apart, head
     stride sz_h) in the key rows at its own sorted positions (KO: the key order), so that every row
     is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own."""
@@ -352,6 +349,8 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
+    elif MERGE:
+        m_i, l_i, acc = _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
         l_i = tl.zeros([BM], dtype=tl.float32)
@@ -365,8 +364,6 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
-    elif MERGE:
-        _merge_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     if ZERO_DKDV:
@@ -709,7 +706,9 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
     of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    bm, bn, warps, stages = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
+    cfg = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
+    bm, bn, warps, stages = cfg[:4]
+    cap = {"maxnreg": cfg[4]} if len(cfg) > 4 else {}   # a register cap, where a config gives one
     rows, bias = lists
     dummy = lse
     _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
@@ -718,7 +717,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
         _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):

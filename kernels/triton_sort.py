@@ -114,3 +114,98 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     _run_start_kernel[(rows,)](counts, start, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
     _scatter_kernel[(chunks, rows)](flat, start, order, n, chunks, NB=nb, CH=chunk, S=SUB, num_warps=1)
     return order.view(*lead, n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Every level of the causal recursion at once
+# ----------------------------------------------------------------------------------------------
+# Level l of the recursion (kernels/causal_triton.py) cuts each row of n keys into segments of
+# s = n / 2^l and sorts, within every segment, the bottom half's query keys and the top half's key
+# keys on their own.  The LSH keys are the same at every level (one set of hyperplanes), so one
+# histogram of the rows' chunks serves all levels: a chunk's keys go to the run of their bucket in
+# their half-segment, at (keys of lower buckets in the half) + (keys of the bucket in the half's
+# earlier chunks) + (equal keys before them in the chunk).  Only the last term needs the walk, and
+# it is the same at every level, so one walk writes every level's positions.
+
+@triton.jit
+def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
+    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks."""
+    row = tl.program_id(0).to(tl.int64)
+    bins = tl.arange(0, NB)
+    carry = tl.zeros([NB], dtype=tl.int32)
+    for c0 in range(0, chunks, CR):
+        c = c0 + tl.arange(0, CR)
+        ok = (c < chunks)[:, None]
+        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0)
+        before = carry[None, :] + tl.cumsum(tile, axis=0) - tile
+        tl.store(PREFIX + (row * (chunks + 1) + c[:, None]) * NB + bins[None, :], before, mask=ok)
+        carry += tl.sum(tile, axis=0)
+    tl.store(PREFIX + (row * (chunks + 1) + chunks) * NB + bins, carry)
+
+
+@triton.jit
+def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, levels,
+                           NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr, LP: tl.constexpr):
+    """Chunk c of row `row` (query rows first, then key rows) into the orders of every level it
+    takes part in: ORDERS[l, row, j·h + r] = the original index within its half of the key at
+    sorted position r of half-segment j (h = n / 2^(l+1))."""
+    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    bins = tl.arange(0, NB)
+    lvl = tl.arange(0, LP)
+    p0 = c * CH
+    half = n >> (lvl + 1)                                 # [LP] half-segment length per level
+    seg = p0 // half                                      # half-segments before this chunk
+    c_lo = (seg * half) // CH                             # first chunk of the chunk's half
+    c_hi = c_lo + half // CH
+    wanted = seg % 2 == tl.where(row < query_rows, 1, 0)  # queries: bottom halves; keys: top
+    wanted = wanted & (lvl < levels)
+    prefix = PREFIX + row * (chunks + 1) * NB
+    lo = tl.load(prefix + c_lo[:, None] * NB + bins[None, :])
+    hi = tl.load(prefix + c_hi[:, None] * NB + bins[None, :])
+    here = tl.load(prefix + c * NB + bins)
+    in_half = hi - lo
+    start = tl.cumsum(in_half, axis=1) - in_half + (here[None, :] - lo)    # [LP, NB]
+    dst = ORDERS + (lvl[:, None].to(tl.int64) * (2 * query_rows) + row) * (n // 2) + (seg // 2 * half)[:, None]
+    local = tl.arange(0, S)
+    before = local[None, :] < local[:, None]
+    seen = tl.zeros([NB], dtype=tl.int32)                 # keys of each bucket so far in the chunk
+    for s0 in range(0, CH, S):
+        pos = p0 + s0 + local
+        keys = tl.load(KEYS + row * n + pos).to(tl.int32)
+        same = (keys[:, None] == keys[None, :]) & before
+        rank = tl.gather(seen, keys, axis=0) + tl.sum(same.to(tl.int32), axis=1)
+        where = tl.gather(start, tl.broadcast_to(keys[None, :], (LP, S)), axis=1) + rank[None, :]
+        tl.store(dst + where, (pos[None, :] % half[:, None]).to(tl.int64), mask=wanted[:, None])
+        seen += tl.histogram(keys, NB)
+
+
+def recursion_levels(n: int, min_seq_len: int) -> int:
+    """How many levels of the causal recursion on n rows sort their lower-left piece: those whose
+    halves have at least min_seq_len rows (shorter pieces are exact attention)."""
+    levels = 0
+    while n > min_seq_len and n % 2 == 0 and n // 2 >= min_seq_len:
+        levels, n = levels + 1, n // 2
+    return levels
+
+
+def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: int | None = None):
+    """The sort orders of the causal recursion's first `levels` levels from one pass over the keys,
+    or None where the halves of the deepest level are not whole chunks (then each level sorts its
+    own, counting_sort_orders).  ranks [2, B, H, n]: the queries' and keys' LSH keys.  Returns, per
+    level l, (query order, key order), each [B, H·2^l, n / 2^(l+1)] int64: the same permutations
+    as a stable sort of each bottom half's query keys and each top half's key keys."""
+    chunk = chunk or CHUNK
+    _, B, H, n = ranks.shape
+    if num_projs > MAX_PROJS or levels < 1 or n % (chunk << levels):
+        return None
+    rows, nb, chunks = 2 * B * H, max(16, 2 ** num_projs), n // chunk
+    flat = ranks.reshape(rows, n).contiguous()
+    counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=ranks.device)
+    prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=ranks.device)
+    orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
+    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
+    _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
+    _levels_scatter_kernel[(chunks, rows)](flat, prefix, orders, n, chunks, B * H, levels, NB=nb, CH=chunk,
+                                           S=SUB, LP=max(2, 1 << (levels - 1).bit_length()), num_warps=1)
+    return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
+            for l in range(levels)]

@@ -204,6 +204,27 @@ def sort(n):
     note("sort: copy of the orders (floor of the write)", ms(lambda: order.copy_(want)))
 
 
+def levelsort(n):
+    """The causal recursion's sorts at n: each level's counting sort of its pieces' keys, as the
+    levels ran them before, against triton_sort.recursion_orders (every level in one pass);
+    the orders are compared, then each way timed (sum over levels against one call)."""
+    from kernels import hyper_attention as driver
+    q, k, _ = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    proj = lsh.draw_projections(64, 7, generator=None, device=q.device)
+    ranks = triton_lsh.bucket_ranks([q, k], proj)
+    levels = triton_sort.recursion_levels(n, HyperParams().min_seq_len)
+    pieces = []
+    for l in range(levels):
+        s = n >> l
+        pieces.append((ranks[0].reshape(1, 32 << l, s)[:, :, s // 2:], ranks[1].reshape(1, 32 << l, s)[:, :, :s // 2]))
+    per_level = lambda: [driver._sort_orders("triton", piece, 7) for piece in pieces]  # noqa: E731
+    at_once = lambda: triton_sort.recursion_orders(ranks, 7, levels)  # noqa: E731
+    bad = sum(int((a != b).sum()) for got, want in zip(at_once(), per_level()) for a, b in zip(got, want))
+    note(f"levelsort: n={n}, {levels} levels, mismatched positions", bad)
+    note(f"levelsort: n={n} each level's counting sort, all levels", ms(per_level))
+    note(f"levelsort: n={n} every level in one pass", ms(at_once))
+
+
 def sortn(_n):
     """The whole forward under each LSH sort (gpu_kernel_check.SORTS), n = 4096..131072."""
     from kernels import hyper_attention as driver
@@ -287,11 +308,10 @@ def _driver_configs(n, d, causals, sets):
                              ms(call))
 
 
-CAUSAL_SETS = {   # head_dim: tile sets for the causal recursion, whose forward merges into rows in place
-    64: [{}, {"fwd": (128, 64, 4, 5)}, {"fwd": (128, 64, 4, 6)}, {"fwd": (128, 64, 8, 5)},
-         {"fwd": (128, 64, 4, 5), "bwd": (256, 64, 8, 5)}],
-    128: [{}, {"fwd": (256, 32, 8, 5)}, {"fwd": (128, 32, 4, 5)}, {"fwd": (128, 64, 8, 5)},
-          {"fwd": (128, 32, 4, 5), "bwd": (128, 64, 8, 5)}],
+CAUSAL_SETS = {   # head_dim: tile sets for the causal recursion, whose levels' forward merges into rows in
+    # place ("fwd_merge"; a fifth entry is a register cap)
+    64: [{}, {"fwd_merge": (128, 64, 8, 5, 128)}, {"fwd_merge": (128, 64, 8, 5)}, {"fwd_merge": (128, 64, 4, 6)}],
+    128: [{}, {"fwd_merge": (128, 32, 4, 5)}, {"fwd_merge": (128, 64, 8, 5)}],
 }
 
 
@@ -678,7 +698,7 @@ def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn,
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort,
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,

@@ -121,3 +121,31 @@ def test_levels_on_the_key_list_kernels():
     for with_lse in (False, True):
         errs = _both_backends(300, params, with_lse=with_lse, seed=50)
         assert all(e < 3e-4 for e in errs.values()), errs
+
+
+def test_every_level_sorted_in_one_pass(monkeypatch):
+    """n = 256 halves into whole 32-key chunks down to min_seq_len 64, so the top call sorts both
+    HyperAttention levels' pieces at once (triton_sort.recursion_orders): bit for bit what the
+    per-level sorts give, and the torch backend's result."""
+    from hyperbench_kernels import triton_sort
+    monkeypatch.setattr(triton_sort, "CHUNK", 32)
+    levels = []
+    real = causal_triton.recursion_orders
+    monkeypatch.setattr(causal_triton, "recursion_orders", lambda *a: levels.append(a[2]) or real(*a))
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=64)
+    xs = [torch.randn(1, 2, 256, 16, generator=torch.Generator().manual_seed(70 + i)).to(DEVICE) for i in range(3)]
+
+    def forward():
+        with torch.no_grad():
+            return hyper_attention(*xs, params, causal=True, backend="triton",
+                                   generator=torch.Generator(device=DEVICE).manual_seed(3))
+
+    at_once = forward()
+    assert levels == [2]
+    with monkeypatch.context() as per_level:
+        per_level.setattr(causal_triton, "recursion_orders", lambda *a: None)
+        by_level = forward()
+    assert torch.equal(at_once[0], by_level[0]) and torch.equal(at_once[1], by_level[1])
+    errs = _both_backends(256, params, with_lse=True, seed=60)
+    assert all(e < 3e-4 for e in errs.values()), errs
+    assert levels == [2, 2]

@@ -85,3 +85,36 @@ def test_one_hot_walks_give_the_same_permutation(lookup, count):
     triton_sort._scatter_kernel[(chunks, rows)](keys, start, order, n, chunks, NB=128, CH=2 * CH, S=triton_sort.SUB,
                                                 ONE_HOT_LOOKUP=lookup, ONE_HOT_COUNT=count, num_warps=1)
     assert torch.equal(order, torch.sort(keys, dim=-1, stable=True).indices)
+
+
+def _per_level_orders(ranks, levels):
+    """What the causal recursion's levels sort one by one: in each segment of n / 2^l keys, the
+    bottom half's query keys and the top half's key keys."""
+    _, B, H, n = ranks.shape
+    orders = []
+    for l in range(levels):
+        s = n >> l
+        q = ranks[0].reshape(B, H << l, s)[:, :, s // 2:]
+        k = ranks[1].reshape(B, H << l, s)[:, :, :s // 2]
+        orders.append(tuple(torch.sort(x, dim=-1, stable=True).indices for x in (q, k)))
+    return orders
+
+
+@pytest.mark.parametrize("B,H,n,levels,chunk,num_projs", [(1, 2, 8 * CH, 2, CH, 7), (2, 1, 16 * CH, 3, CH, 3),
+                                                           (1, 1, 16 * CH, 3, 2 * CH, 8)])
+def test_every_recursion_level_in_one_pass(B, H, n, levels, chunk, num_projs):
+    g = torch.Generator().manual_seed(n + levels)
+    ranks = torch.randint(2 ** num_projs, (2, B, H, n), generator=g).to(torch.int16).to(DEVICE)
+    ranks[0, ..., n // 5: n // 3] = 1          # a run of ties across chunks and halves
+    got = triton_sort.recursion_orders(ranks, num_projs, levels, chunk)
+    assert len(got) == levels
+    for (q, k), (want_q, want_k) in zip(got, _per_level_orders(ranks, levels)):
+        assert q.dtype == torch.int64 and torch.equal(q, want_q) and torch.equal(k, want_k)
+
+
+def test_recursion_orders_need_halves_of_whole_chunks():
+    ranks = torch.zeros(2, 1, 1, 6 * CH, dtype=torch.int16, device=DEVICE)
+    assert triton_sort.recursion_orders(ranks, 7, 2, CH) is None        # halves of 1.5 chunks
+    assert triton_sort.recursion_levels(131072, 4096) == 5
+    assert triton_sort.recursion_levels(12288, 4096) == 1                # 6144 rows, then 3072-row halves
+    assert triton_sort.recursion_levels(4096, 4096) == 0
