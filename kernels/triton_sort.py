@@ -144,11 +144,13 @@ def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.conste
 
 
 @triton.jit
-def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, levels,
-                           NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr, LP: tl.constexpr):
+def _levels_scatter_kernel(KEYS, PREFIX, STARTS, ORDERS, n, chunks, query_rows,
+                           NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr, LEVELS: tl.constexpr,
+                           LP: tl.constexpr):
     """Chunk c of row `row` (query rows first, then key rows) into the orders of every level it
     takes part in: ORDERS[l, row, j·h + r] = the original index within its half of the key at
-    sorted position r of half-segment j (h = n / 2^(l+1))."""
+    sorted position r of half-segment j (h = n / 2^(l+1)).  STARTS: scratch for the chunk's run
+    starts per level, read back by gathers (L1) in the walk."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
     bins = tl.arange(0, NB)
     lvl = tl.arange(0, LP)
@@ -157,15 +159,17 @@ def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, levels,
     seg = p0 // half                                      # half-segments before this chunk
     c_lo = (seg * half) // CH                             # first chunk of the chunk's half
     c_hi = c_lo + half // CH
-    wanted = seg % 2 == tl.where(row < query_rows, 1, 0)  # queries: bottom halves; keys: top
-    wanted = wanted & (lvl < levels)
     prefix = PREFIX + row * (chunks + 1) * NB
-    lo = tl.load(prefix + c_lo[:, None] * NB + bins[None, :])
-    hi = tl.load(prefix + c_hi[:, None] * NB + bins[None, :])
+    real = (lvl < LEVELS)[:, None]
+    lo = tl.load(prefix + c_lo[:, None] * NB + bins[None, :], mask=real, other=0)
+    hi = tl.load(prefix + c_hi[:, None] * NB + bins[None, :], mask=real, other=0)
     here = tl.load(prefix + c * NB + bins)
     in_half = hi - lo
     start = tl.cumsum(in_half, axis=1) - in_half + (here[None, :] - lo)    # [LP, NB]
-    dst = ORDERS + (lvl[:, None].to(tl.int64) * (2 * query_rows) + row) * (n // 2) + (seg // 2 * half)[:, None]
+    table = STARTS + (row * chunks + c) * (LEVELS * NB)
+    tl.store(table + lvl[:, None] * NB + bins[None, :], start, mask=real)
+    tl.debug_barrier()                                    # the table is read back by other lanes
+    is_query = row < query_rows
     local = tl.arange(0, S)
     before = local[None, :] < local[:, None]
     seen = tl.zeros([NB], dtype=tl.int32)                 # keys of each bucket so far in the chunk
@@ -174,8 +178,12 @@ def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, levels,
         keys = tl.load(KEYS + row * n + pos).to(tl.int32)
         same = (keys[:, None] == keys[None, :]) & before
         rank = tl.gather(seen, keys, axis=0) + tl.sum(same.to(tl.int32), axis=1)
-        where = tl.gather(start, tl.broadcast_to(keys[None, :], (LP, S)), axis=1) + rank[None, :]
-        tl.store(dst + where, (pos[None, :] % half[:, None]).to(tl.int64), mask=wanted[:, None])
+        for l in tl.static_range(LEVELS):
+            h = n >> (l + 1)
+            if ((p0 // h) % 2 == 1) == is_query:          # queries: bottom halves; keys: top
+                where = tl.load(table + l * NB + keys) + rank
+                dst = ORDERS + (l * 2 * query_rows + row) * (n // 2) + (p0 // h) // 2 * h
+                tl.store(dst + where, (pos % h).to(tl.int64))
         seen += tl.histogram(keys, NB)
 
 
@@ -202,10 +210,12 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
     flat = ranks.reshape(rows, n).contiguous()
     counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=ranks.device)
     prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=ranks.device)
+    starts = torch.empty(rows, chunks, levels, nb, dtype=torch.int32, device=ranks.device)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
     _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
     _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
-    _levels_scatter_kernel[(chunks, rows)](flat, prefix, orders, n, chunks, B * H, levels, NB=nb, CH=chunk,
-                                           S=SUB, LP=max(2, 1 << (levels - 1).bit_length()), num_warps=1)
+    _levels_scatter_kernel[(chunks, rows)](flat, prefix, starts, orders, n, chunks, B * H, NB=nb, CH=chunk,
+                                           S=SUB, LEVELS=levels, LP=max(2, 1 << (levels - 1).bit_length()),
+                                           num_warps=1)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]
