@@ -47,8 +47,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # with 4, gpu_probe.py --parts=fwdsplit) ...
     "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
     # ... but where it merges into the rows' (out, lse) in place (the causal recursion's levels) on
-    # 4: on 8 the merging epilogue takes it to 135 registers, one program per SM, and the causal
-    # forward was 14% slower (v10); capped at 128 registers it was level (v13, gpu_probe.py)
+    # 4: on 8, loading the rows' old state takes it past 128 registers, one program per SM (v15:
+    # 142 registers, causal forward 14.04 against 11.35 ms); capped at 128 it was slower still
+    # (11.69; v13 found the same with the merge in the epilogue).  A fifth entry is a register cap.
     "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it

@@ -6,6 +6,8 @@ outputs, so the lse gradient path (driver merges) is checked too.
 """
 
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -300,6 +302,20 @@ def test_merging_forward_takes_its_own_tiles(monkeypatch):
     kinds.clear()
     triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=(out.clone(), lse.clone()))
     assert "fwd_merge" in kinds
+
+
+def test_a_register_cap_in_a_config_reaches_the_launch(monkeypatch):
+    """A fifth config entry (scripts/gpu_probe.py's capped tile sets) is passed as maxnreg."""
+    from hyperbench_kernels import triton_attention
+    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: (64, 64, 4, 1, 96))
+    launches = []
+    real = triton_attention._list_kernel
+    monkeypatch.setattr(triton_attention, "_list_kernel", mock.MagicMock(
+        __getitem__=lambda self, grid: lambda *a, **kw: launches.append(kw.get("maxnreg")) or real[grid](*a, **kw)))
+    (q, k, v, qo, ko, smp), _ = _inputs(9, 1, 2, 128, 16, torch.float32, T=2, m=8)
+    triton_attention.block_sample_forward(q, k, v, qo, ko, smp, block_size=64, sample_tile=64, sample_weight=16.0,
+                                          scale=0.25)
+    assert launches == [96]
 
 
 @pytest.mark.parametrize("n", [256, 200], ids=["aligned", "ragged"])
