@@ -180,8 +180,8 @@ def _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D: tl.cons
     has_old = lse_old > float("-inf")
     m_i = tl.where(has_old, lse_old * 1.4426950408889634, -1.0e30)
     l_i = tl.where(has_old, 1.0, 0.0)
-    rows = (Out + out_base + q_idx.to(tl.int32) * D)
-    acc = tl.load(rows[:, None] + offs_d[None, :], mask=(row_ok & has_old)[:, None], other=0.0).to(tl.float32)
+    acc = tl.load(Out + out_base + q_idx[:, None] * D + offs_d[None, :], mask=(row_ok & has_old)[:, None],
+                  other=0.0).to(tl.float32)
     return m_i, l_i, acc
 
 
