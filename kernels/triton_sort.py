@@ -3,9 +3,10 @@
 The keys are bucket ranks in [0, 2**num_projs) (128 buckets for the default 7 projections), so a
 general radix sort over 16-bit keys (torch.sort) does more than is needed. Per row of keys:
   1. a histogram of each chunk of CHUNK keys (one program per chunk);
-  2. one program per row turns the [chunks, buckets] counts into where each (chunk, bucket) run
-     starts in the sorted row: buckets in order, chunks in order within a bucket;
-  3. one program per chunk walks its keys 32 at a time, in order, keeping the next free slot of
+  2. one program per row sums the [chunks, buckets] counts over the chunks before each chunk;
+  3. one program per chunk finds where its run of each bucket starts in the sorted row (buckets in
+     order, chunks in order within a bucket: the row's keys in lower buckets plus the bucket's keys
+     in earlier chunks), then walks its keys 32 at a time, in order, keeping the next free slot of
      every bucket: a key goes to its bucket's slot plus the number of equal keys before it among
      the 32, so equal keys keep their order (stable).
 Each key is read three times and each position written once, so the sort costs about what moving
@@ -44,34 +45,33 @@ def _histogram_kernel(KEYS, COUNTS, n, chunks, NB: tl.constexpr, CH: tl.constexp
 
 
 @triton.jit
-def _run_start_kernel(COUNTS, START, chunks, NB: tl.constexpr, CR: tl.constexpr):
-    """START[row, c, b] = sorted position of the first key b of chunk c (exclusive scans)."""
+def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
+    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks."""
     row = tl.program_id(0).to(tl.int64)
     bins = tl.arange(0, NB)
-    base = COUNTS + row * chunks * NB
-    total = tl.zeros([NB], dtype=tl.int32)
-    for c0 in range(0, chunks, CR):
-        c = c0 + tl.arange(0, CR)
-        tile = tl.load(base + c[:, None] * NB + bins[None, :], mask=(c < chunks)[:, None], other=0)
-        total += tl.sum(tile, axis=0)
-    carry = tl.cumsum(total, axis=0) - total            # where each bucket's keys begin
+    carry = tl.zeros([NB], dtype=tl.int32)
     for c0 in range(0, chunks, CR):
         c = c0 + tl.arange(0, CR)
         ok = (c < chunks)[:, None]
-        tile = tl.load(base + c[:, None] * NB + bins[None, :], mask=ok, other=0)
-        start = carry[None, :] + tl.cumsum(tile, axis=0) - tile
-        tl.store(START + row * chunks * NB + c[:, None] * NB + bins[None, :], start, mask=ok)
+        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0)
+        before = carry[None, :] + tl.cumsum(tile, axis=0) - tile
+        tl.store(PREFIX + (row * (chunks + 1) + c[:, None]) * NB + bins[None, :], before, mask=ok)
         carry += tl.sum(tile, axis=0)
+    tl.store(PREFIX + (row * (chunks + 1) + chunks) * NB + bins, carry)
 
 
 @triton.jit
-def _scatter_kernel(KEYS, START, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr,
+def _scatter_kernel(KEYS, PREFIX, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr, S: tl.constexpr,
                     ONE_HOT_LOOKUP: tl.constexpr = False, ONE_HOT_COUNT: tl.constexpr = False):
-    """ONE_HOT_*: the slot lookup and update by one-hot sums over the buckets instead of tl.gather
-    and tl.histogram; the same result, 1.3–2× slower on the H200 (scripts/gpu_probe.py --parts=sort)."""
+    """PREFIX: _chunk_prefix_kernel's sums.  ONE_HOT_*: the slot lookup and update by one-hot sums
+    over the buckets instead of tl.gather and tl.histogram; the same result, 1.3–2× slower on the
+    H200 (scripts/gpu_probe.py --parts=sort)."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
     bins = tl.arange(0, NB)
-    slot = tl.load(START + (row * chunks + c) * NB + bins)     # next free sorted position per bucket
+    prefix = PREFIX + row * (chunks + 1) * NB
+    total = tl.load(prefix + chunks * NB + bins)               # the row's keys per bucket
+    # next free sorted position per bucket: keys in lower buckets, then this bucket's in earlier chunks
+    slot = tl.cumsum(total, axis=0) - total + tl.load(prefix + c * NB + bins)
     local = tl.arange(0, S)
     before = local[None, :] < local[:, None]
     for s0 in range(0, CH, S):
@@ -108,12 +108,21 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     order = torch.empty(rows, n, dtype=torch.int64, device=keys.device)
     if order.numel() == 0:
         return order.view(*lead, n)
-    counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=keys.device)
-    start = torch.empty_like(counts)
-    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
-    _run_start_kernel[(rows,)](counts, start, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
-    _scatter_kernel[(chunks, rows)](flat, start, order, n, chunks, NB=nb, CH=chunk, S=SUB, num_warps=1)
+    prefix = chunk_prefix(flat, chunk, nb)
+    _scatter_kernel[(chunks, rows)](flat, prefix, order, n, chunks, NB=nb, CH=chunk, S=SUB, num_warps=1)
     return order.view(*lead, n)
+
+
+def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
+    """Keys [rows, n] -> [rows, chunks + 1, nb] int32: per bucket, the row's keys in the chunks
+    before each chunk (the last entry: the row's total)."""
+    rows, n = flat.shape
+    chunks = cdiv(n, chunk)
+    counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=flat.device)
+    prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=flat.device)
+    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
+    _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
+    return prefix
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,22 +135,6 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
 # their half-segment, at (keys of lower buckets in the half) + (keys of the bucket in the half's
 # earlier chunks) + (equal keys before them in the chunk).  Only the last term needs the walk, and
 # it is the same at every level, so one walk writes every level's positions.
-
-@triton.jit
-def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
-    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks."""
-    row = tl.program_id(0).to(tl.int64)
-    bins = tl.arange(0, NB)
-    carry = tl.zeros([NB], dtype=tl.int32)
-    for c0 in range(0, chunks, CR):
-        c = c0 + tl.arange(0, CR)
-        ok = (c < chunks)[:, None]
-        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0)
-        before = carry[None, :] + tl.cumsum(tile, axis=0) - tile
-        tl.store(PREFIX + (row * (chunks + 1) + c[:, None]) * NB + bins[None, :], before, mask=ok)
-        carry += tl.sum(tile, axis=0)
-    tl.store(PREFIX + (row * (chunks + 1) + chunks) * NB + bins, carry)
-
 
 @triton.jit
 def _levels_scatter_kernel(KEYS, PREFIX, STARTS, ORDERS, n, chunks, query_rows,
@@ -208,12 +201,9 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
         return None
     rows, nb, chunks = 2 * B * H, max(16, 2 ** num_projs), n // chunk
     flat = ranks.reshape(rows, n).contiguous()
-    counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=ranks.device)
-    prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=ranks.device)
+    prefix = chunk_prefix(flat, chunk, nb)
     starts = torch.empty(rows, chunks, levels, nb, dtype=torch.int32, device=ranks.device)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
-    _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
     _levels_scatter_kernel[(chunks, rows)](flat, prefix, starts, orders, n, chunks, B * H, NB=nb, CH=chunk,
                                            S=SUB, LEVELS=levels, LP=max(2, 1 << (levels - 1).bit_length()),
                                            num_warps=1)

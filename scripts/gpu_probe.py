@@ -182,12 +182,12 @@ def sort(n):
     for ch in (256, 1024, 4096):
         chunks = triton.cdiv(n, ch)
         counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=q.device)
-        start = torch.empty_like(counts)
+        prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=q.device)
         hist = lambda: triton_sort._histogram_kernel[(chunks, rows)](keys, counts, n, chunks, NB=nb, CH=ch)  # noqa: E731
-        scan = lambda: triton_sort._run_start_kernel[(rows,)](counts, start, chunks, NB=nb,  # noqa: E731
-                                                              CR=triton_sort.SCAN_ROWS)
+        scan = lambda: triton_sort._chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb,  # noqa: E731
+                                                                 CR=triton_sort.SCAN_ROWS)
         note(f"sort: chunk {ch} histogram", ms(hist))
-        note(f"sort: chunk {ch} run starts", ms(scan))
+        note(f"sort: chunk {ch} chunk prefix sums", ms(scan))
         hist(), scan()
         order = torch.empty_like(want)
         for s_, gather, hist_ in ((32, True, True), (32, False, True), (32, True, False), (32, False, False),
@@ -195,7 +195,7 @@ def sort(n):
             if s_ > ch:
                 continue
             walk = lambda: triton_sort._scatter_kernel[(chunks, rows)](  # noqa: E731
-                keys, start, order, n, chunks, NB=nb, CH=ch, S=s_, ONE_HOT_LOOKUP=not gather, ONE_HOT_COUNT=not hist_,
+                keys, prefix, order, n, chunks, NB=nb, CH=ch, S=s_, ONE_HOT_LOOKUP=not gather, ONE_HOT_COUNT=not hist_,
                 num_warps=s_ // 32)
             order.fill_(-1)
             walk()

@@ -64,7 +64,7 @@ def test_driver_with_counting_sort_matches_torch_backend(monkeypatch):
 
 
 def test_rows_longer_than_one_scan_step():
-    # more chunks than the run-start scan takes per step (SCAN_ROWS), so its carry crosses steps
+    # more chunks than the prefix scan takes per step (SCAN_ROWS), so its carry crosses steps
     n = (triton_sort.SCAN_ROWS + 7) * CH + 5
     keys = torch.randint(128, (1, 2, n), generator=torch.Generator().manual_seed(9)).to(torch.int16).to(DEVICE)
     got = triton_sort.counting_sort_orders(keys, 7, CH)
@@ -77,12 +77,9 @@ def test_one_hot_walks_give_the_same_permutation(lookup, count):
     n, rows = 3 * CH + 7, 2
     keys = torch.randint(128, (rows, n), generator=torch.Generator().manual_seed(5)).to(torch.int16).to(DEVICE)
     chunks = -(-n // (2 * CH))
-    counts = torch.empty(rows, chunks, 128, dtype=torch.int32, device=DEVICE)
-    start = torch.empty_like(counts)
-    triton_sort._histogram_kernel[(chunks, rows)](keys, counts, n, chunks, NB=128, CH=2 * CH)
-    triton_sort._run_start_kernel[(rows,)](counts, start, chunks, NB=128, CR=triton_sort.SCAN_ROWS)
+    prefix = triton_sort.chunk_prefix(keys, 2 * CH, 128)
     order = torch.full((rows, n), -1, dtype=torch.int64, device=DEVICE)
-    triton_sort._scatter_kernel[(chunks, rows)](keys, start, order, n, chunks, NB=128, CH=2 * CH, S=triton_sort.SUB,
+    triton_sort._scatter_kernel[(chunks, rows)](keys, prefix, order, n, chunks, NB=128, CH=2 * CH, S=triton_sort.SUB,
                                                 ONE_HOT_LOOKUP=lookup, ONE_HOT_COUNT=count, num_warps=1)
     assert torch.equal(order, torch.sort(keys, dim=-1, stable=True).indices)
 
