@@ -29,6 +29,13 @@ CHUNK = 256          # chunk 256 walked in 0.169 ms, 1024 in 0.248, 4096 in 0.28
 SUB = 32               # keys per step of the walk: one per thread of the program's single warp
 SCAN_ROWS = 64         # chunks per step of the scan (16 took 0.066 ms for 512 chunks a row)
 MAX_PROJS = 8          # 256 buckets at most: the histogram and the run table stay small
+# How a chunk's keys reach their sorted positions: "walk" (the in-chunk walk above, CHUNK keys per
+# one-warp program) or "sorted" (the chunk sorted by (key, position) first, SORTED_CHUNK keys per
+# program of SORTED_WARPS warps, so that equal keys of a chunk are stored by neighbouring lanes
+# into neighbouring positions: runs of stores instead of one scattered store per key).
+SCATTER = "walk"
+SORTED_CHUNK = 1024
+SORTED_WARPS = 4
 
 
 @triton.jit
@@ -93,6 +100,34 @@ def _scatter_kernel(KEYS, PREFIX, ORDER, n, chunks, NB: tl.constexpr, CH: tl.con
             slot += tl.histogram(keys, NB)
 
 
+@triton.jit
+def _sorted_chunk(KEYS, row, n, p0, NB: tl.constexpr, CH: tl.constexpr):
+    """The CH keys of a row from p0 in (key, position) order: each one's key (NB - 1 for padding
+    past n, which sorts last), its position in the row, and its rank among the chunk's equal
+    keys (its index in that order less the chunk's keys of lower buckets)."""
+    local = tl.arange(0, CH)
+    ok = p0 + local < n
+    keys = tl.load(KEYS + row * n + p0 + local, mask=ok, other=0).to(tl.int32)
+    packed = tl.sort(tl.where(ok, keys, NB) * CH + local)
+    key = tl.minimum(packed // CH, NB - 1)
+    hist = tl.histogram(keys, NB)
+    hist -= tl.where(tl.arange(0, NB) == 0, CH - tl.sum(ok.to(tl.int32), axis=0), 0)   # padding counted as 0
+    first = tl.cumsum(hist, axis=0) - hist
+    return key, p0 + packed % CH, local - tl.gather(first, key, axis=0)
+
+
+@triton.jit
+def _sorted_scatter_kernel(KEYS, PREFIX, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr):
+    """_scatter_kernel's result, with the chunk sorted in registers first (SCATTER = "sorted")."""
+    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    key, pos, rank = _sorted_chunk(KEYS, row, n, c * CH, NB, CH)
+    bins = tl.arange(0, NB)
+    prefix = PREFIX + row * (chunks + 1) * NB
+    total = tl.load(prefix + chunks * NB + bins)
+    slot = tl.cumsum(total, axis=0) - total + tl.load(prefix + c * NB + bins)
+    tl.store(ORDER + row * n + tl.gather(slot, key, axis=0) + rank, pos.to(tl.int64), mask=pos < n)
+
+
 def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None = None) -> torch.Tensor:
     """Stable sort permutation of keys [..., n] (ints in [0, 2**num_projs)): order[..., r] is the
     original index of the row at sorted position r (int64), as torch.sort(stable=True) gives.
@@ -103,13 +138,18 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     *lead, n = keys.shape
     flat = keys.reshape(-1, n).contiguous()
     rows, nb = flat.shape[0], max(16, 2 ** num_projs)
-    chunk = chunk or CHUNK
+    sorted_chunks = SCATTER == "sorted"
+    chunk = chunk or (SORTED_CHUNK if sorted_chunks else CHUNK)
     chunks = cdiv(n, chunk)
     order = torch.empty(rows, n, dtype=torch.int64, device=keys.device)
     if order.numel() == 0:
         return order.view(*lead, n)
     prefix = chunk_prefix(flat, chunk, nb)
-    _scatter_kernel[(chunks, rows)](flat, prefix, order, n, chunks, NB=nb, CH=chunk, S=SUB, num_warps=1)
+    if sorted_chunks:
+        _sorted_scatter_kernel[(chunks, rows)](flat, prefix, order, n, chunks, NB=nb, CH=chunk,
+                                               num_warps=SORTED_WARPS)
+    else:
+        _scatter_kernel[(chunks, rows)](flat, prefix, order, n, chunks, NB=nb, CH=chunk, S=SUB, num_warps=1)
     return order.view(*lead, n)
 
 
@@ -180,6 +220,29 @@ def _levels_scatter_kernel(KEYS, PREFIX, STARTS, ORDERS, n, chunks, query_rows,
         seen += tl.histogram(keys, NB)
 
 
+@triton.jit
+def _levels_sorted_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, NB: tl.constexpr, CH: tl.constexpr,
+                          LEVELS: tl.constexpr):
+    """_levels_scatter_kernel's result, with the chunk sorted in registers first (SCATTER = "sorted"):
+    each level's start of every bucket run, then one store per key and level."""
+    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    p0 = c * CH
+    key, pos, rank = _sorted_chunk(KEYS, row, n, p0, NB, CH)
+    bins = tl.arange(0, NB)
+    prefix = PREFIX + row * (chunks + 1) * NB
+    here = tl.load(prefix + c * NB + bins)
+    is_query = row < query_rows
+    for l in tl.static_range(LEVELS):
+        h = n >> (l + 1)
+        seg = p0 // h
+        if (seg % 2 == 1) == is_query:                    # queries: bottom halves; keys: top
+            lo = tl.load(prefix + (seg * h // CH) * NB + bins)
+            in_half = tl.load(prefix + ((seg + 1) * h // CH) * NB + bins) - lo
+            start = tl.cumsum(in_half, axis=0) - in_half + (here - lo)
+            dst = ORDERS + (l * 2 * query_rows + row) * (n // 2) + seg // 2 * h
+            tl.store(dst + tl.gather(start, key, axis=0) + rank, (pos % h).to(tl.int64))
+
+
 def recursion_levels(n: int, min_seq_len: int) -> int:
     """How many levels of the causal recursion on n rows sort their lower-left piece: those whose
     halves have at least min_seq_len rows (shorter pieces are exact attention)."""
@@ -195,17 +258,22 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
     own, counting_sort_orders).  ranks [2, B, H, n]: the queries' and keys' LSH keys.  Returns, per
     level l, (query order, key order), each [B, H·2^l, n / 2^(l+1)] int64: the same permutations
     as a stable sort of each bottom half's query keys and each top half's key keys."""
-    chunk = chunk or CHUNK
+    sorted_chunks = SCATTER == "sorted"
+    chunk = chunk or (SORTED_CHUNK if sorted_chunks else CHUNK)
     _, B, H, n = ranks.shape
     if num_projs > MAX_PROJS or levels < 1 or n % (chunk << levels):
         return None
     rows, nb, chunks = 2 * B * H, max(16, 2 ** num_projs), n // chunk
     flat = ranks.reshape(rows, n).contiguous()
     prefix = chunk_prefix(flat, chunk, nb)
-    starts = torch.empty(rows, chunks, levels, nb, dtype=torch.int32, device=ranks.device)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    _levels_scatter_kernel[(chunks, rows)](flat, prefix, starts, orders, n, chunks, B * H, NB=nb, CH=chunk,
-                                           S=SUB, LEVELS=levels, LP=max(2, 1 << (levels - 1).bit_length()),
-                                           num_warps=1)
+    if sorted_chunks:
+        _levels_sorted_kernel[(chunks, rows)](flat, prefix, orders, n, chunks, B * H, NB=nb, CH=chunk, LEVELS=levels,
+                                              num_warps=SORTED_WARPS)
+    else:
+        starts = torch.empty(rows, chunks, levels, nb, dtype=torch.int32, device=ranks.device)
+        _levels_scatter_kernel[(chunks, rows)](flat, prefix, starts, orders, n, chunks, B * H, NB=nb, CH=chunk,
+                                               S=SUB, LEVELS=levels, LP=max(2, 1 << (levels - 1).bit_length()),
+                                               num_warps=1)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]

@@ -41,6 +41,8 @@ cpuphases the CPU time of each phase of a driver call (inclusive wrappers around
          planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
 launchcost the CPU time of one Triton launch of each kernel of a driver call, three ways: through
          the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
+scatter  the counting sort's walk against chunks sorted in registers first (triton_sort.SCATTER),
+         at several chunk lengths and warps: the whole sort, every causal level's, then the driver.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -223,6 +225,48 @@ def levelsort(n):
     note(f"levelsort: n={n}, {levels} levels, mismatched positions", bad)
     note(f"levelsort: n={n} each level's counting sort, all levels", ms(per_level))
     note(f"levelsort: n={n} every level in one pass", ms(at_once))
+
+
+SCATTERS = [("walk", None, None), ("sorted", 256, 2), ("sorted", 512, 4), ("sorted", 1024, 4), ("sorted", 1024, 8),
+            ("sorted", 2048, 4), ("sorted", 2048, 8)]
+
+
+def scatter(n):
+    """The counting sort's two ways of putting a chunk's keys in place (triton_sort.SCATTER): the
+    in-chunk walk, and the chunk sorted in registers first so that equal keys are stored by
+    neighbouring lanes, at several chunk lengths and warps. Each way: the whole sort of q's and
+    k's keys (checked against torch.sort) and every causal level's in one pass (checked against the
+    walk's); then the driver under the walk and the two fastest, interleaved, hyperbench's timer."""
+    q, k = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ranks = triton_lsh.bucket_ranks([q, k], lsh.draw_projections(64, 7, generator=None, device=q.device))
+    want = torch.sort(ranks, dim=-1, stable=True).indices
+    levels = triton_sort.recursion_levels(n, HyperParams().min_seq_len)
+    with mock.patch.object(triton_sort, "SCATTER", "walk"):
+        want_levels = triton_sort.recursion_orders(ranks, 7, levels)
+    by_levels = {}
+    for way, ch, warps in SCATTERS:
+        with mock.patch.multiple(triton_sort, SCATTER=way, SORTED_CHUNK=ch or 1024, SORTED_WARPS=warps or 4):
+            whole = lambda: triton_sort.counting_sort_orders(ranks, 7)  # noqa: E731
+            every = lambda: triton_sort.recursion_orders(ranks, 7, levels)  # noqa: E731
+            bad = int((whole() != want).sum())
+            note(f"scatter: {way} chunk {ch} warps {warps}, whole sort (mismatches {bad})", ms(whole))
+            bad = sum(int((a != b).sum()) for got, ref in zip(every(), want_levels) for a, b in zip(got, ref))
+            by_levels[(way, ch, warps)] = ms(every)
+            note(f"scatter: {way} chunk {ch} warps {warps}, {levels} levels in one pass (mismatches {bad})",
+                 by_levels[(way, ch, warps)])
+    fastest = sorted((t, v) for v, t in by_levels.items() if v[0] == "sorted")[:2]
+    from kernels import hyper_attention as driver
+    with mock.patch.object(driver, "SORT", "counting"):
+        for causal in (False, True):
+            for grad in (False, True):
+                call = _driver_call(n, 64, causal, grad)
+                for rnd in range(2):
+                    for way, ch, warps in [SCATTERS[0]] + [v for _, v in fastest]:
+                        with mock.patch.multiple(triton_sort, SCATTER=way, SORTED_CHUNK=ch or 1024,
+                                                 SORTED_WARPS=warps or 4), \
+                                torch.enable_grad() if grad else torch.no_grad():
+                            note(f"scatter: driver causal={causal} {'fwd+bwd' if grad else 'fwd'} round {rnd}, "
+                                 f"{way} {ch} {warps}", synced_ms(call))
 
 
 def sortn(_n):
@@ -698,7 +742,7 @@ def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort,
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort, "scatter": scatter,
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,

@@ -15,6 +15,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CH = triton_sort.SUB
 
 
+@pytest.fixture(autouse=True, params=["walk", "sorted"])
+def scatter(request, monkeypatch):
+    """Every test under both ways a chunk reaches its sorted positions (triton_sort.SCATTER)."""
+    monkeypatch.setattr(triton_sort, "SCATTER", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("n", [1, 7, CH, 5 * CH + 9, 41 * CH + 3])
 @pytest.mark.parametrize("num_projs", [3, 7, 8])
 @pytest.mark.parametrize("chunk", [CH, 4 * CH])
