@@ -71,17 +71,42 @@ def _lower_left_forward(q, k, v, p, scale, generator, into, ranks, orders=None):
     return ("triton", q_order, k_order, samples, kw)
 
 
-def _forward(q, k, v, p, scale, generator, ranks=None, orders=None):
+def _leaf_split(n: int, min_seq_len: int):
+    """(halvings, leaf rows) where n halves evenly down to leaves of at most min_seq_len rows, so
+    that every leaf is one slice of a single reshape of the inputs; None where a level pads."""
+    halvings = 0
+    while n > min_seq_len:
+        if n % 2:
+            return None
+        n, halvings = n // 2, halvings + 1
+    return halvings, n
+
+
+def _leaves_first(q, k, v, p, scale):
+    """All the recursion's causal leaves in one exact call, made before the LSH planning: the leaves
+    need no hashing, so the GPU works through them while the CPU launches the planning's short
+    kernels, which would otherwise leave it idle between them.  None where a level pads."""
+    B, H, n, d = q.shape
+    split = _leaf_split(n, p.min_seq_len)
+    if split is None:
+        return None
+    halvings, rows = split
+    return _exact_forward(*(x.reshape(B, H << halvings, rows, d) for x in (q, k, v)), True, scale)
+
+
+def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None):
     """(out, lse, tree): tree holds each level's piece record for the backward.  ranks: the LSH
     bucket ranks of q's and k's rows; the top call draws the hyperplanes (one set for every level,
     as the specification does) and hashes each row once, and the levels take slices.  orders: the
     sort orders of this level's piece and the deeper ones', where the top call sorted every level
     in one pass (triton_sort.recursion_orders, for lengths that halve into whole chunks); ranks are
-    () then, since the levels below the sorted ones have exact pieces."""
+    () then, since the levels below the sorted ones have exact pieces.  leaves: the deepest level's
+    (out, lse, record), computed by the top call before anything else (_leaves_first)."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
-        return _exact_forward(q, k, v, True, scale)
+        return leaves if leaves is not None else _exact_forward(q, k, v, True, scale)
     if ranks is None:
+        leaves = _leaves_first(q, k, v, p, scale)
         proj = driver.draw_projections(q, p, generator, "triton")
         both = driver.bucket_ranks("triton", q, k, proj)
         ranks = tuple(both)
@@ -95,7 +120,7 @@ def _forward(q, k, v, p, scale, generator, ranks=None, orders=None):
     half = q.shape[2] // 2
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
     out_d, lse_d, sub = _forward(*halves, p, scale, generator, tuple(r.reshape(B, 2 * H, half) for r in ranks),
-                                 orders and orders[1:])
+                                 orders and orders[1:], leaves)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator,
                                 (out_d[:, :, half:], lse_d[:, :, half:]),

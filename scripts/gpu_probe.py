@@ -43,6 +43,8 @@ launchcost the CPU time of one Triton launch of each kernel of a driver call, th
          the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
 scatter  the counting sort's walk against chunks sorted in registers first (triton_sort.SCATTER),
          at several chunk lengths and warps: the whole sort, every causal level's, then the driver.
+overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
+         one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -267,6 +269,48 @@ def scatter(n):
                                 torch.enable_grad() if grad else torch.no_grad():
                             note(f"scatter: driver causal={causal} {'fwd+bwd' if grad else 'fwd'} round {rnd}, "
                                  f"{way} {ch} {warps}", synced_ms(call))
+
+
+def overlap(n):
+    """The causal call's planning (hyperplanes, hashing, the one-pass sort) and its leaves (one
+    exact call on every min_seq_len-row leaf), each alone, one after the other on one stream, and
+    the planning on a second stream (normal and high priority) beside the leaves: whether running
+    them side by side would save GPU time, and hyperbench's timer (each call waited for) besides."""
+    from kernels import causal_triton
+    from kernels import hyper_attention as driver
+    p = HyperParams()
+    q, k, v = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    halvings, rows = causal_triton._leaf_split(n, p.min_seq_len)
+    gen = torch.Generator(device="cuda")
+
+    def leaves():
+        return causal_triton._exact_forward(*(x.reshape(1, 32 << halvings, rows, 64) for x in (q, k, v)), True,
+                                            64 ** -0.5)
+
+    def plan():
+        gen.manual_seed(0)
+        both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, gen, "triton"))
+        return triton_sort.recursion_orders(both, p.lsh_num_projs, triton_sort.recursion_levels(n, p.min_seq_len))
+
+    def one_stream():
+        leaves()
+        plan()
+    calls = {"leaves": leaves, "planning": plan, "leaves then planning, one stream": one_stream}
+    main_stream = torch.cuda.current_stream()
+    for priority in (0, -1):   # lower is higher
+        side = torch.cuda.Stream(priority=priority)
+
+        def side_by_side(side=side):
+            side.wait_stream(main_stream)
+            with torch.cuda.stream(side):
+                plan()
+            leaves()
+            main_stream.wait_stream(side)
+        calls[f"planning on a side stream (priority {priority}) beside the leaves"] = side_by_side
+    with torch.no_grad():
+        for name, call in calls.items():
+            note(f"overlap n={n}: {name}, do_bench", ms(call))
+            note(f"overlap n={n}: {name}, hyperbench timer", synced_ms(call))
 
 
 def sortn(_n):
@@ -742,7 +786,7 @@ def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort, "scatter": scatter,
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort, "scatter": scatter, "overlap": overlap,
          "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,

@@ -149,3 +149,37 @@ def test_every_level_sorted_in_one_pass(monkeypatch):
     errs = _both_backends(256, params, with_lse=True, seed=60)
     assert all(e < 3e-4 for e in errs.values()), errs
     assert levels == [2, 2]
+
+
+def test_leaves_run_first_in_one_call(monkeypatch):
+    """n = 320 halves evenly down to leaves of 40 rows (min_seq_len 40): every leaf is one exact
+    call made before the LSH hashing, and the result and gradients are bit for bit those of the
+    recursion computing its leaves at the bottom; with an odd level (n = 150) it does the latter."""
+    from hyperbench_kernels import triton_lsh
+    monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    calls = []
+    real_leaf, real_hash = causal_triton._exact_forward, triton_lsh.bucket_ranks
+    monkeypatch.setattr(causal_triton, "_exact_forward",
+                        lambda q, *a: calls.append(("leaf", tuple(q.shape))) or real_leaf(q, *a))
+    monkeypatch.setattr(triton_lsh, "bucket_ranks", lambda *a: calls.append(("hash",)) or real_hash(*a))
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
+
+    def run(n):
+        xs = [torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(80 + i)).to(DEVICE).requires_grad_()
+              for i in range(3)]
+        out, lse = hyper_attention(*xs, params, causal=True, backend="triton",
+                                   generator=torch.Generator(device=DEVICE).manual_seed(5))
+        return (out, lse, *torch.autograd.grad((out * out).sum(), xs))   # the leaves' own backward
+
+    first = run(320)
+    assert calls[:2] == [("leaf", (1, 16, 40, 16)), ("hash",)]
+    with monkeypatch.context() as at_bottom:
+        at_bottom.setattr(causal_triton, "_leaves_first", lambda *a: None)
+        calls.clear()
+        bottom = run(320)
+        assert calls[0] == ("hash",) and ("leaf", (1, 16, 40, 16)) in calls
+    assert all(torch.equal(a, b) for a, b in zip(first, bottom))
+    calls.clear()
+    run(150)
+    assert calls[0] == ("hash",)
