@@ -12,9 +12,9 @@ gather   the forward and the backward of the primitive with random orders agains
 copies   the causal forward+backward under torch.profiler with each copy or cast op's input
          shapes, to attribute the copies the kernel profile shows (and the Python stack where
          the profiler records one; on the H200 with torch 2.11 it recorded none).
-sort     the counting sort's passes (kernels/triton_sort.py) on the LSH keys of q and k, and
-         variants of its in-chunk walk: keys per step, chunk length, and the slot lookup and
-         update by tl.gather / tl.histogram or by one-hot sums; each checked against torch.sort.
+sort     the counting sort's passes (kernels/triton_sort.py) on the LSH keys of q and k at several
+         chunk lengths, each checked against torch.sort. (Until bf78a3f it timed the in-chunk walk
+         that pass 3 was then, and a part `scatter` timed that walk against sorted chunks.)
 sortn    the whole hyper forward, causal and not, n = 4096..131072, with each LSH sort
          (kernels/hyper_attention.py, SORT), timed by hyperbench's timer (gpu_ab.synced_ms): L2
          flushed, each call waited for, so CPU launch overhead counts where the GPU waits for it.
@@ -41,8 +41,6 @@ cpuphases the CPU time of each phase of a driver call (inclusive wrappers around
          planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
 launchcost the CPU time of one Triton launch of each kernel of a driver call, three ways: through
          the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
-scatter  the counting sort's walk against chunks sorted in registers first (triton_sort.SCATTER),
-         at several chunk lengths and warps: the whole sort, every causal level's, then the driver.
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
@@ -175,7 +173,8 @@ def copies(n):
 
 
 def sort(n):
-    """The counting sort's passes and walk variants on the q and k keys of the benchmark shape."""
+    """The counting sort's passes at several chunk lengths and warps on the q and k keys of the
+    benchmark shape, each order checked against torch.sort."""
     q, k, _ = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     proj = lsh.draw_projections(64, 7, generator=None, device=q.device)
     keys = triton_lsh.bucket_ranks([q, k], proj).reshape(-1, n)
@@ -183,7 +182,7 @@ def sort(n):
     rows, nb = keys.shape[0], 128
     note("sort: torch.sort (segmented)", ms(lambda: torch.sort(keys, dim=-1, stable=True)))
     note("sort: counting sort, whole", ms(lambda: triton_sort.counting_sort_orders(keys, 7)))
-    for ch in (256, 1024, 4096):
+    for ch, warps in ((256, 2), (512, 4), (1024, 4)):
         chunks = triton.cdiv(n, ch)
         counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=q.device)
         prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=q.device)
@@ -193,18 +192,12 @@ def sort(n):
         note(f"sort: chunk {ch} histogram", ms(hist))
         note(f"sort: chunk {ch} chunk prefix sums", ms(scan))
         hist(), scan()
-        order = torch.empty_like(want)
-        for s_, gather, hist_ in ((32, True, True), (32, False, True), (32, True, False), (32, False, False),
-                                  (64, True, True), (128, True, True), (128, False, False)):
-            if s_ > ch:
-                continue
-            walk = lambda: triton_sort._scatter_kernel[(chunks, rows)](  # noqa: E731
-                keys, prefix, order, n, chunks, NB=nb, CH=ch, S=s_, ONE_HOT_LOOKUP=not gather, ONE_HOT_COUNT=not hist_,
-                num_warps=s_ // 32)
-            order.fill_(-1)
-            walk()
-            bad = int((order != want).sum())
-            note(f"sort: chunk {ch} walk S={s_} gather={gather} histogram={hist_} (mismatches {bad})", ms(walk))
+        order = torch.full_like(want, -1)
+        scatter = lambda: triton_sort._scatter_kernel[(chunks, rows)](  # noqa: E731
+            keys, prefix, order, n, chunks, NB=nb, CH=ch, num_warps=warps)
+        scatter()
+        bad = int((order != want).sum())
+        note(f"sort: chunk {ch} scatter, {warps} warps (mismatches {bad})", ms(scatter))
     note("sort: copy of the orders (floor of the write)", ms(lambda: order.copy_(want)))
 
 
@@ -227,48 +220,6 @@ def levelsort(n):
     note(f"levelsort: n={n}, {levels} levels, mismatched positions", bad)
     note(f"levelsort: n={n} each level's counting sort, all levels", ms(per_level))
     note(f"levelsort: n={n} every level in one pass", ms(at_once))
-
-
-SCATTERS = [("walk", None, None), ("sorted", 256, 2), ("sorted", 512, 4), ("sorted", 1024, 4), ("sorted", 1024, 8),
-            ("sorted", 2048, 4), ("sorted", 2048, 8)]
-
-
-def scatter(n):
-    """The counting sort's two ways of putting a chunk's keys in place (triton_sort.SCATTER): the
-    in-chunk walk, and the chunk sorted in registers first so that equal keys are stored by
-    neighbouring lanes, at several chunk lengths and warps. Each way: the whole sort of q's and
-    k's keys (checked against torch.sort) and every causal level's in one pass (checked against the
-    walk's); then the driver under the walk and the two fastest, interleaved, hyperbench's timer."""
-    q, k = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    ranks = triton_lsh.bucket_ranks([q, k], lsh.draw_projections(64, 7, generator=None, device=q.device))
-    want = torch.sort(ranks, dim=-1, stable=True).indices
-    levels = triton_sort.recursion_levels(n, HyperParams().min_seq_len)
-    with mock.patch.object(triton_sort, "SCATTER", "walk"):
-        want_levels = triton_sort.recursion_orders(ranks, 7, levels)
-    by_levels = {}
-    for way, ch, warps in SCATTERS:
-        with mock.patch.multiple(triton_sort, SCATTER=way, SORTED_CHUNK=ch or 1024, SORTED_WARPS=warps or 4):
-            whole = lambda: triton_sort.counting_sort_orders(ranks, 7)  # noqa: E731
-            every = lambda: triton_sort.recursion_orders(ranks, 7, levels)  # noqa: E731
-            bad = int((whole() != want).sum())
-            note(f"scatter: {way} chunk {ch} warps {warps}, whole sort (mismatches {bad})", ms(whole))
-            bad = sum(int((a != b).sum()) for got, ref in zip(every(), want_levels) for a, b in zip(got, ref))
-            by_levels[(way, ch, warps)] = ms(every)
-            note(f"scatter: {way} chunk {ch} warps {warps}, {levels} levels in one pass (mismatches {bad})",
-                 by_levels[(way, ch, warps)])
-    fastest = sorted((t, v) for v, t in by_levels.items() if v[0] == "sorted")[:2]
-    from kernels import hyper_attention as driver
-    with mock.patch.object(driver, "SORT", "counting"):
-        for causal in (False, True):
-            for grad in (False, True):
-                call = _driver_call(n, 64, causal, grad)
-                for rnd in range(2):
-                    for way, ch, warps in [SCATTERS[0]] + [v for _, v in fastest]:
-                        with mock.patch.multiple(triton_sort, SCATTER=way, SORTED_CHUNK=ch or 1024,
-                                                 SORTED_WARPS=warps or 4), \
-                                torch.enable_grad() if grad else torch.no_grad():
-                            note(f"scatter: driver causal={causal} {'fwd+bwd' if grad else 'fwd'} round {rnd}, "
-                                 f"{way} {ch} {warps}", synced_ms(call))
 
 
 def overlap(n):
@@ -786,8 +737,8 @@ def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
-        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort, "scatter": scatter, "overlap": overlap,
-         "warmup": warmup, "once": once, "stages": stages,
+        {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort,
+         "overlap": overlap, "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
