@@ -43,6 +43,7 @@ launchcost the CPU time of one Triton launch of each kernel of a driver call, th
          the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
+leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -262,6 +263,23 @@ def overlap(n):
         for name, call in calls.items():
             note(f"overlap n={n}: {name}, do_bench", ms(call))
             note(f"overlap n={n}: {name}, hyperbench timer", synced_ms(call))
+
+
+def leavesfirst(n):
+    """The causal driver with its leaves computed first (causal_triton._leaves_first, the default)
+    and at the bottom of the recursion as before, in interleaved rounds, hyperbench's timer: the
+    leaves first hide the CPU's planning launches, and put the GPU's planning after them."""
+    from kernels import causal_triton
+    for size in (16384, n):
+        for grad in (False, True):
+            call = _driver_call(size, 64, True, grad)
+            for rnd in range(3):
+                for first in (True, False):
+                    patch = mock.patch.object(causal_triton, "_leaves_first", causal_triton._leaves_first if first
+                                              else (lambda *a: None))
+                    with patch, torch.enable_grad() if grad else torch.no_grad():
+                        note(f"leavesfirst: n={size} causal {'fwd+bwd' if grad else 'fwd'} round {rnd}, "
+                             f"leaves {'first' if first else 'at the bottom'}", synced_ms(call))
 
 
 def sortn(_n):
@@ -738,7 +756,7 @@ def main():
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     for part in arg("parts", "atomics,gather,copies").split(","):
         {"atomics": atomics, "gather": gather, "copies": copies, "sort": sort, "sortn": sortn, "levelsort": levelsort,
-         "overlap": overlap, "warmup": warmup, "once": once, "stages": stages,
+         "overlap": overlap, "leavesfirst": leavesfirst, "warmup": warmup, "once": once, "stages": stages,
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
