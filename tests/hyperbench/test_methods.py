@@ -7,6 +7,8 @@ import torch
 
 from hyperbench import methods
 from hyperbench.methods import exact as exact_mod
+from hyperbench.methods import hyper as hyper_mod
+from hyperbench_kernels.hyper_attention import hyper_attention
 from hyperbench_kernels.reference import exact_attention as reference_attention
 
 from .test_config import cfg
@@ -63,8 +65,11 @@ def test_hyper_ref_is_the_driver_with_the_job_seed():
     q, k, v = _qkv(300)
     forward = methods.get("hyper_ref").build(job)
     a, lse = forward(q, k, v, False)
-    b, _ = forward(q, k, v, False)
+    b, _ = forward(q, k, v, False)     # the method's generator, seeded again
     assert torch.equal(a, b) and lse.shape == (1, 3, 300)
+    fresh, _ = hyper_attention(q, k, v, hyper_mod.params(job), causal=False, backend="torch",
+                               generator=torch.Generator().manual_seed(job.seed))
+    assert torch.equal(a, fresh)
     ref, _ = reference_attention(q, k, v, causal=False, scale=1 / math.sqrt(32))
     assert 0 < (a - ref).norm() / ref.norm() < 10
 

@@ -40,9 +40,16 @@ def hyper_flops(job) -> float:
 def _build(backend: str):
     def build(job):
         p = params(job)
+        generators: dict[torch.device, torch.Generator] = {}
 
         def forward(q, k, v, causal):
-            gen = torch.Generator(device=q.device).manual_seed(job.seed)
+            # Every call draws the same projections and samples: one generator per device, seeded
+            # again before each call. Creating a CUDA generator per call cost the H200 host's CPU
+            # ~0.15 ms where the GPU waited for it (gpu_probe.py --parts=timeline).
+            gen = generators.get(q.device)
+            if gen is None:
+                gen = generators[q.device] = torch.Generator(device=q.device)
+            gen.manual_seed(job.seed)
             return hyper_attention(q, k, v, p, causal=causal, generator=gen, backend=backend)
         return forward
     return build
