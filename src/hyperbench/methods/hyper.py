@@ -44,8 +44,9 @@ def _build(backend: str):
 
         def forward(q, k, v, causal):
             # Every call draws the same projections and samples: one generator per device, seeded
-            # again before each call. Creating a CUDA generator per call cost the H200 host's CPU
-            # ~0.15 ms where the GPU waited for it (gpu_probe.py --parts=timeline).
+            # again before each call, rather than a new CUDA generator per call, which is CPU work
+            # the GPU can wait for (gpu_probe.py --parts=timeline: 0.18 ms on one H200 host, level
+            # on another).
             gen = generators.get(q.device)
             if gen is None:
                 gen = generators[q.device] = torch.Generator(device=q.device)
