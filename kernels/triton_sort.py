@@ -9,7 +9,7 @@ general radix sort over 16-bit keys (torch.sort) does more than is needed. Per r
      the sorted row (the row's keys in lower buckets plus the bucket's keys in earlier chunks) plus
      that rank. Equal keys keep their order (stable), and since the chunk is in sorted order when
      it is stored, neighbouring lanes store neighbouring positions of a bucket's run.
-Each key is read three times and each position written once, where torch.sort makes several radix
+Each key is read twice (passes 1 and 3) and each position written once, where torch.sort makes several radix
 passes over keys and 64-bit values. The stores are what pass 3 waits on: written one key per lane
 in the chunk's own order (v9-v15's in-chunk walk, 32 keys a step), each lane's position was a
 sector of its own. On the H200 at n = 131072 (q and k of 32 heads, 8.4 M keys; gpu_probe.py
@@ -63,30 +63,32 @@ def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.conste
 
 
 @triton.jit
-def _sorted_chunk(KEYS, row, n, p0, NB: tl.constexpr, CH: tl.constexpr):
-    """The CH keys of a row from p0 in (key, position) order: each one's key (NB - 1 for padding
-    past n, which sorts last), its position in the row, and its rank among the chunk's equal
-    keys (its index in that order less the chunk's keys of lower buckets)."""
+def _sorted_chunk(KEYS, prefix, row, n, c, NB: tl.constexpr, CH: tl.constexpr):
+    """Chunk c of a row in (key, position) order: each key (NB - 1 for padding past n, which sorts
+    last), its position in the row and its rank among the chunk's equal keys (its index in that
+    order less the chunk's keys of lower buckets); and `here`, the row's keys per bucket in the
+    chunks before c.  prefix: the row's pass-2 sums, whose difference at c + 1 and c is the chunk's
+    histogram from pass 1 (padding not counted)."""
+    bins = tl.arange(0, NB)
+    here = tl.load(prefix + c * NB + bins)
+    in_chunk = tl.load(prefix + (c + 1) * NB + bins) - here
     local = tl.arange(0, CH)
-    ok = p0 + local < n
-    keys = tl.load(KEYS + row * n + p0 + local, mask=ok, other=0).to(tl.int32)
+    ok = c * CH + local < n
+    keys = tl.load(KEYS + row * n + c * CH + local, mask=ok, other=0).to(tl.int32)
     packed = tl.sort(tl.where(ok, keys, NB) * CH + local)
     key = tl.minimum(packed // CH, NB - 1)
-    hist = tl.histogram(keys, NB)
-    hist -= tl.where(tl.arange(0, NB) == 0, CH - tl.sum(ok.to(tl.int32), axis=0), 0)   # padding counted as 0
-    first = tl.cumsum(hist, axis=0) - hist
-    return key, p0 + packed % CH, local - tl.gather(first, key, axis=0)
+    first = tl.cumsum(in_chunk, axis=0) - in_chunk
+    return key, c * CH + packed % CH, local - tl.gather(first, key, axis=0), here
 
 
 @triton.jit
 def _scatter_kernel(KEYS, PREFIX, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr):
     """Pass 3: chunk c of a row into the row's sorted order (PREFIX: _chunk_prefix_kernel's sums)."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    key, pos, rank = _sorted_chunk(KEYS, row, n, c * CH, NB, CH)
-    bins = tl.arange(0, NB)
     prefix = PREFIX + row * (chunks + 1) * NB
-    total = tl.load(prefix + chunks * NB + bins)
-    slot = tl.cumsum(total, axis=0) - total + tl.load(prefix + c * NB + bins)
+    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, NB, CH)
+    total = tl.load(prefix + chunks * NB + tl.arange(0, NB))
+    slot = tl.cumsum(total, axis=0) - total + here
     tl.store(ORDER + row * n + tl.gather(slot, key, axis=0) + rank, pos.to(tl.int64), mask=pos < n)
 
 
@@ -142,10 +144,9 @@ def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, NB: tl.c
     sorted position r of half-segment j (h = n / 2^(l+1))."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
     p0 = c * CH
-    key, pos, rank = _sorted_chunk(KEYS, row, n, p0, NB, CH)
-    bins = tl.arange(0, NB)
     prefix = PREFIX + row * (chunks + 1) * NB
-    here = tl.load(prefix + c * NB + bins)
+    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, NB, CH)
+    bins = tl.arange(0, NB)
     is_query = row < query_rows
     for l in tl.static_range(LEVELS):
         h = n >> (l + 1)
