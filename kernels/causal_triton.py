@@ -94,6 +94,19 @@ def _leaves_first(q, k, v, p, scale):
     return _exact_forward(*(x.reshape(B, H << halvings, rows, d) for x in (q, k, v)), True, scale)
 
 
+def _plan_all_levels(q, k, p, generator):
+    """The recursion's LSH planning, made once at the top: one set of hyperplanes (as the
+    specification draws), every row of q and k hashed once, and every level's sort in one pass
+    where the length halves into whole chunks.  -> (ranks, orders): the rows' bucket ranks, or ()
+    when orders holds every sorted level's (query order, key order); orders None otherwise."""
+    both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, generator, "triton"))
+    if driver.SORT == "counting" and isinstance(both, torch.Tensor):
+        orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(q.shape[2], p.min_seq_len))
+        if orders:
+            return (), orders
+    return tuple(both), None
+
+
 def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None):
     """(out, lse, tree): tree holds each level's piece record for the backward.  ranks: the LSH
     bucket ranks of q's and k's rows; the top call draws the hyperplanes (one set for every level,
@@ -107,12 +120,7 @@ def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None)
         return leaves if leaves is not None else _exact_forward(q, k, v, True, scale)
     if ranks is None:
         leaves = _leaves_first(q, k, v, p, scale)
-        proj = driver.draw_projections(q, p, generator, "triton")
-        both = driver.bucket_ranks("triton", q, k, proj)
-        ranks = tuple(both)
-        if driver.SORT == "counting" and isinstance(both, torch.Tensor):
-            orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(n, p.min_seq_len))
-            ranks = () if orders else ranks
+        ranks, orders = _plan_all_levels(q, k, p, generator)
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
         # the zero row is on the negative side of every hyperplane: bucket 0, Gray rank 0

@@ -229,20 +229,16 @@ def overlap(n):
     the planning on a second stream (normal and high priority) beside the leaves: whether running
     them side by side would save GPU time, and hyperbench's timer (each call waited for) besides."""
     from kernels import causal_triton
-    from kernels import hyper_attention as driver
     p = HyperParams()
     q, k, v = (torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    halvings, rows = causal_triton._leaf_split(n, p.min_seq_len)
     gen = torch.Generator(device="cuda")
 
     def leaves():
-        return causal_triton._exact_forward(*(x.reshape(1, 32 << halvings, rows, 64) for x in (q, k, v)), True,
-                                            64 ** -0.5)
+        return causal_triton._leaves_first(q, k, v, p, 64 ** -0.5)
 
     def plan():
         gen.manual_seed(0)
-        both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, gen, "triton"))
-        return triton_sort.recursion_orders(both, p.lsh_num_projs, triton_sort.recursion_levels(n, p.min_seq_len))
+        return causal_triton._plan_all_levels(q, k, p, gen)
 
     def one_stream():
         leaves()
