@@ -201,51 +201,12 @@ def _sample_visible(r, s, s_ok, block):
 
 
 @triton.jit
-def _fold_max(x):
-    """[R, N] -> [R, N/2]: the max of columns c and c + N/2, independent of each other."""
-    return tl.max(tl.reshape(x, [x.shape[0], 2, x.shape[1] // 2]), 1)
-
-
-@triton.jit
-def _fold_sum(x):
-    """[R, N] -> [R, N/2]: the sum of columns c and c + N/2 (see _fold_max)."""
-    return tl.sum(tl.reshape(x, [x.shape[0], 2, x.shape[1] // 2]), 1)
-
-
-# Row reductions of a score tile as trees.  tl.max / tl.sum reduce the columns a thread holds in one
-# dependent chain (16 deep per row at 64 keys; the SASS of _list_kernel), and the forward's
-# softmax waits on that chain.  In the tensor cores' accumulator layout each thread holds two
-# adjacent columns of every group of 8, so columns N/2 apart share a thread while N >= 16: the
-# folds down to 8 columns are register-only (no shuffles), and tl.max / tl.sum finish the rest.
-@triton.jit
-def _row_max(x):
-    if x.shape[1] >= 64:
-        x = _fold_max(x)
-    if x.shape[1] >= 32:
-        x = _fold_max(x)
-    if x.shape[1] >= 16:
-        x = _fold_max(x)
-    return tl.max(x, 1)
-
-
-@triton.jit
-def _row_sum(x):
-    if x.shape[1] >= 64:
-        x = _fold_sum(x)
-    if x.shape[1] >= 32:
-        x = _fold_sum(x)
-    if x.shape[1] >= 16:
-        x = _fold_sum(x)
-    return tl.sum(x, 1)
-
-
-@triton.jit
 def _softmax_step(qk, v, m_i, l_i, acc, PREC: tl.constexpr):
     """Online softmax update with one tile of exp2-domain scores qk [BM, BN] and values v [BN, d]."""
-    m_new = tl.maximum(m_i, _row_max(qk))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(qk - m_new[:, None])
-    l_i = l_i * alpha + _row_sum(p)
+    l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
     return m_new, l_i, acc
 

@@ -10,10 +10,8 @@ from unittest import mock
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 
-from hyperbench_kernels import reference, triton_attention
+from hyperbench_kernels import reference
 from hyperbench_kernels.hyper_attention import HyperParams, hyper_attention
 from hyperbench_kernels.triton_attention import block_sample_attention
 
@@ -90,6 +88,7 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
 def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
     """Both backward paths where key lists apply: the fused one and the dQ + dK/dV kernels."""
+    from hyperbench_kernels import triton_attention
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
     launches = []
     real = triton_attention._list_bwd_kernel
@@ -103,6 +102,7 @@ def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
 def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
     """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
     64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
+    from hyperbench_kernels import triton_attention
     tiles = {"bwd": (128, 64, 4, 1), "bwd_narrow": (64, 64, 4, 1)}
     real = triton_attention._config
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
@@ -113,6 +113,7 @@ def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monk
 
 
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
+    from hyperbench_kernels import triton_attention
     builds = []
     monkeypatch.setattr(triton_attention, "_key_lists_kernel", _Spy(triton_attention._key_lists_kernel, builds))
     _check(78, 1, 2, 256, 32, block=128, tile=128, m=16)
@@ -199,6 +200,7 @@ def test_backward_adds_into_row_slices_of_larger_buffers(monkeypatch, how, n, bl
                                                          accumulate, fused):
     """The causal recursion's way of calling the backward: fp32 gradients added in place into row
     slices of its accumulators (or written there), the rows outside untouched."""
+    from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
     monkeypatch.setattr(triton_attention, "ACCUMULATE_BY", how)
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
@@ -247,6 +249,7 @@ def test_forward_merges_into_rows_of_a_larger_buffer(n, block, tile, m):
 def test_backward_reads_row_slices_of_longer_heads(monkeypatch, n, block, tile, m, fused):
     """dO, lse and Δ given as the bottom rows of longer heads (the causal recursion's pieces) are
     read in place by head stride and give what contiguous copies give."""
+    from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_attention import block_sample_backward, block_sample_forward
     from hyperbench_kernels.triton_delta import delta as row_delta
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
@@ -271,6 +274,7 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
     """With one 64-row program per block and per sample set, each key row gets two adds and dK/dV
     add up in fp16; a set shared by the head gets n / 64 = 4 more per sampled key (over
     DKDV_16BIT_ADDS), so fp32.  The gradients match the reference either way."""
+    from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_delta import delta as row_delta
     n, m = 256, 32
     T = 1 if tile == 0 else n // tile
@@ -287,6 +291,7 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
 def test_merging_forward_takes_its_own_tiles(monkeypatch):
     """The plain key-list forward runs on the "fwd" tiles, the one that merges into rows in place
     (the causal levels) on "fwd_merge" (fewer warps, so that two programs share an SM)."""
+    from hyperbench_kernels import triton_attention
     kinds = []
     real = triton_attention._config
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: kinds.append(kind) or real(kind, d))
@@ -301,6 +306,7 @@ def test_merging_forward_takes_its_own_tiles(monkeypatch):
 
 def test_a_register_cap_in_a_config_reaches_the_launch(monkeypatch):
     """A fifth config entry (scripts/gpu_probe.py's capped tile sets) is passed as maxnreg."""
+    from hyperbench_kernels import triton_attention
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: (64, 64, 4, 1, 96))
     launches = []
     real = triton_attention._list_kernel
@@ -317,6 +323,7 @@ def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n):
     """Where dK/dV add up in 16 bits, the forward's kernel clears the backward's buffer (here
     handed over full of NaN, so a row it missed shows): the gradients match the reference, and a
     second backward of the same graph (which cannot reuse the buffer) gives them again."""
+    from hyperbench_kernels import triton_attention
     handed = []
     real = triton_attention.zeroed_dkdv
 
@@ -344,6 +351,7 @@ def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n):
 
 def test_no_buffer_for_the_backward_without_key_gradients(monkeypatch):
     """Only q needs a gradient: the forward sets nothing aside for dK/dV."""
+    from hyperbench_kernels import triton_attention
     handed = []
     real = triton_attention.zeroed_dkdv
     monkeypatch.setattr(triton_attention, "zeroed_dkdv", lambda *a, **kw: handed.append(1) or real(*a, **kw))
@@ -357,6 +365,7 @@ def test_inference_skips_the_autograd_function(monkeypatch):
     """Under no_grad (or with no input needing a gradient) the primitive runs its forward directly,
     not the autograd function (whose forward prepares the key lists apart for its backward), and
     gives the autograd path's out and lse."""
+    from hyperbench_kernels import triton_attention
     (q, k, v, qo, ko, smp), _ = _inputs(31, 1, 2, 128, 32, torch.float32, T=2, m=16)
     kw = dict(block_size=64, sample_tile=64, sample_weight=8.0, scale=32 ** -0.5)
     xs = [x.detach().requires_grad_() for x in (q, k, v)]
@@ -371,26 +380,3 @@ def test_inference_skips_the_autograd_function(monkeypatch):
     assert out.grad_fn is None and plain_out.grad_fn is None and not prepared
     assert torch.equal(out, want_out.detach()) and torch.equal(lse, want_lse.detach())
     assert torch.equal(plain_out, out)
-
-
-
-@triton.jit
-def _tile_row_reductions(X, MAX, SUM, R: tl.constexpr, N: tl.constexpr):
-    x = tl.load(X + tl.arange(0, R)[:, None] * N + tl.arange(0, N)[None, :])
-    tl.store(MAX + tl.arange(0, R), triton_attention._row_max(x))
-    tl.store(SUM + tl.arange(0, R), triton_attention._row_sum(tl.exp2(x)))
-
-
-@pytest.mark.parametrize("width", [16, 32, 64, 128])
-def test_row_reductions_as_trees_match_torch(width):
-    """The forward's row max and row sum (_row_max, _row_sum: folds of columns N/2 apart, then
-    tl.max / tl.sum) against torch on a tile with -inf entries and a row that is -inf throughout."""
-    g = torch.Generator().manual_seed(width)
-    x = torch.randn(16, width, generator=g) * 8
-    x[torch.rand(16, width, generator=g) < 0.2] = float("-inf")
-    x[3] = float("-inf")
-    x = x.to(DEVICE)
-    got_max, got_sum = torch.empty(16, device=DEVICE), torch.empty(16, device=DEVICE)
-    _tile_row_reductions[(1,)](x, got_max, got_sum, R=16, N=width)
-    assert torch.equal(got_max, x.max(1).values)
-    torch.testing.assert_close(got_sum, torch.exp2(x).sum(1), rtol=1e-6, atol=0)
