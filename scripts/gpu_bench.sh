@@ -10,6 +10,7 @@
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
+#   d32       head_dim 32, n = 4096..131072, fwd and fwd+bwd
 #   presets   PRESETS (default: every paper preset), then `hyperbench plot all`
 #   metric    issue 4's metric cost at n = 131072: every input kind, causal and not, the metric's
 #             time (metric_ms) beside the SDPA cuDNN forward of the same run
@@ -59,6 +60,9 @@ for step in $STEPS; do
     d128)
       hb run -m head_dim=128 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
+    d32)
+      hb run -m head_dim=32 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
+         causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;
@@ -69,6 +73,6 @@ for step in $STEPS; do
       hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline goal curve long d128 presets metric tiles scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 presets metric tiles scaleout)"; exit 2 ;;
   esac
 done

@@ -7,7 +7,7 @@
    and a tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is
    kept for the rest of the run (and printed, for kernels/triton_attention.CONFIGS).
    (--sampling) Issue 4's sampling variants timed against each other at n = 16384, interleaved.
-2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 64/128, causal and
+2. Correctness against kernels/reference.py in fp32 (bf16 and fp16 inputs, d 32/64/128, causal and
    not, n up to 16384 with gradients, n = 131072 forward head by head, the whole driver); outputs
    poisoned with NaN through the caching allocator before each run; NaN anywhere is a failure.
    Also the SDPA leaf kernels (kernels/sdpa_leaves.py: cuDNN and flash forward with lse, the
@@ -139,11 +139,11 @@ def check_long_forward(dtype, d):
     record_check(f"primitive fwd n=131072 {dtype} d={d}", errs, 2e-2)
 
 
-def check_driver(n, causal, dtype, with_lse=True):
+def check_driver(n, causal, dtype, with_lse=True, d=64):
     """The driver's training path against the torch backend, the loss through out (and lse)."""
     params = HyperParams()
-    xs0 = [rand((1, 2, n, 64), dtype, 600 + i) for i in range(3)]
-    gout = rand((1, 2, n, 64), torch.float32, 610)
+    xs0 = [rand((1, 2, n, d), dtype, 600 + i) for i in range(3)]
+    gout = rand((1, 2, n, d), torch.float32, 610)
     res = {}
     # Same inputs for both (the torch reference computes in fp32 inside): LSH keys are a function
     # of the input values, so both backends must hash the same tensors to sort rows alike.
@@ -155,7 +155,7 @@ def check_driver(n, causal, dtype, with_lse=True):
         ((out.float() * gout).sum() + (lse.sum() if with_lse else 0)).backward()
         res[backend] = (out, lse, *(x.grad for x in xs))
     errs = {name: rel(a, b) for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *res.values())}
-    record_check(f"driver n={n} causal={causal} {dtype} loss through out{' and lse' if with_lse else ''}", errs,
+    record_check(f"driver n={n} causal={causal} {dtype} d={d} loss through out{' and lse' if with_lse else ''}", errs,
                  3e-2 if dtype == torch.bfloat16 else 1e-2)
 
 
@@ -196,10 +196,10 @@ def check_leaves(forward, causal, dtype, d=64, n=4096, H=4):
     return RESULTS["checks"][-1]["ok"]
 
 
-def check_driver_inference(n, causal, dtype):
+def check_driver_inference(n, causal, dtype, d=64):
     """No gradient: cuDNN leaves and the in-place merge, against the torch backend."""
     params = HyperParams()
-    xs = [rand((1, 2, n, 64), dtype, 620 + i) for i in range(3)]
+    xs = [rand((1, 2, n, d), dtype, 620 + i) for i in range(3)]
     res = {}
     for backend in ("triton", "torch"):
         poison()
@@ -207,7 +207,7 @@ def check_driver_inference(n, causal, dtype):
         with torch.no_grad():
             res[backend] = hyper_attention(*xs, params, causal=causal, generator=gen, backend=backend)
     errs = {name: rel(a, b) for name, a, b in zip(["out", "lse"], *res.values())}
-    record_check(f"driver inference n={n} causal={causal} {dtype}", errs, 3e-2)
+    record_check(f"driver inference n={n} causal={causal} {dtype} d={d}", errs, 3e-2)
 
 
 def leaves():
@@ -217,7 +217,7 @@ def leaves():
     cudnn_ok = True
     for dtype in (torch.bfloat16, torch.float16):
         for causal in (True, False):
-            for d in (64, 128):
+            for d in (32, 64, 128):
                 cudnn_ok &= guarded(check_leaves, "cudnn", causal, dtype, d) is True
                 guarded(check_leaves, "flash", causal, dtype, d)
     choice = "cudnn" if cudnn_ok else "flash"
@@ -239,6 +239,9 @@ def correctness(parts):
             guarded(check_driver, 16384, causal, torch.bfloat16)
             if causal:
                 guarded(check_driver, 16384, causal, torch.bfloat16, False)
+            # head_dim 32 (the issue's "32 welcome"): its own tiles, leaves and hashing
+            guarded(check_driver_inference, 16384, causal, torch.bfloat16, 32)
+            guarded(check_driver, 16384, causal, torch.bfloat16, True, 32)
         # below min_seq_len, non-causal: one exact piece on the SDPA kernels' autograd path
         for with_lse in (True, False):
             guarded(check_driver, 3000, False, torch.bfloat16, with_lse)
@@ -249,7 +252,7 @@ def correctness(parts):
 def primitive_checks():
     for dtype in (torch.bfloat16, torch.float16):
         tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
-        for d in (64, 128):
+        for d in (32, 64, 128):
             for n in (4096, 16384):
                 guarded(check_primitive, f"primitive n={n} {dtype} d={d} tile=256",
                                 *problem(1, 4, n, d, dtype, n + d), tol)
