@@ -33,6 +33,8 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
+d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
+         levels' merging forward, each checked against the default's outputs, then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
          without the autograd engine's device threads, in five processes.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
@@ -747,6 +749,28 @@ def bwdtiles(n):
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
 
+D32_TILES = {   # kind: tile configs for head_dim 32 to time, the default (v9's, never re-tuned) first
+    "fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
+            (128, 128, 8, 5), (128, 128, 8, 3)],
+    "bwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (256, 64, 8, 5), (256, 64, 8, 3),
+            (256, 128, 8, 3)],
+    "fwd_merge": [(128, 64, 4, 5), (128, 64, 8, 5), (128, 128, 8, 5)],
+}
+
+
+def d32(n):
+    """head_dim 32, whose tiles were set in v9 and never timed since: the plain forward and the
+    fused backward (each config checked against the default's outputs), then the driver with the
+    fastest, non-causal, and causal with each merging-forward config on top."""
+    args, kw = problem(1, 32, n, 32, torch.bfloat16, 0)
+    best = {"fwd": _fastest_tiles(f"d32 fwd n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
+                                  "fwd", 32, D32_TILES["fwd"], tol=1e-2),
+            "bwd": _fastest_tiles(f"d32 bwd n={n}", _primitive_fwd_bwd(n, 32), "bwd", 32, D32_TILES["bwd"], tol=2e-2)}
+    note("d32 fastest", best)
+    _driver_configs(n, 32, (False,), [{}, best])
+    _driver_configs(n, 32, (True,), [{}, best] + [{**best, "fwd_merge": c} for c in D32_TILES["fwd_merge"]])
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -756,7 +780,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
