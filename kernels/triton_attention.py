@@ -45,12 +45,15 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 2.05 ms, backward 6.57 -> 5.93 ms.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93.
     # The plain forward at d = 64 runs on 8 warps (v11: the driver's forward 2.53 against 2.58 ms
     # with 4, gpu_probe.py --parts=fwdsplit) ...
-    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
+    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 8, 6), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
     # ... but where it merges into the rows' (out, lse) in place (the causal recursion's levels) on
     # 4: on 8, loading the rows' old state takes it past 128 registers, one program per SM (v15:
     # 142 registers, causal forward 14.04 against 11.35 ms); capped at 128 it was slower still
     # (11.69; v13 found the same with the merge in the epilogue).  A fifth entry is a register cap.
-    "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
+    # head_dim 32 (v17, gpu_probe.py --parts=d32; until then v9's tiles): 8 warps fit there, and
+    # the driver at n = 131072 took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and
+    # 10.60 -> 9.57, 34.47 -> 32.40 causal.
+    "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -61,7 +64,7 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 10.70 ms) and in the causal recursion (gpu_probe.py at 3b30c8b: 46.1 against 46.8 ms); at
     # d = 128, 256 rows and 5 stages need more shared memory than an SM has, and 128 rows with 5
     # stages beat 256 with 2 (above)
-    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
+    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
 }
