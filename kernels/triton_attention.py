@@ -50,9 +50,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 4: on 8, loading the rows' old state takes it past 128 registers, one program per SM (v15:
     # 142 registers, causal forward 14.04 against 11.35 ms); capped at 128 it was slower still
     # (11.69; v13 found the same with the merge in the epilogue).  A fifth entry is a register cap.
-    # head_dim 32 (v17, gpu_probe.py --parts=d32; until then v9's tiles): 8 warps fit there, and
-    # the driver at n = 131072 took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and
-    # 10.60 -> 9.57, 34.47 -> 32.40 causal.
+    # head_dim 32's "fwd", "fwd_merge" and "bwd" (v17, gpu_probe.py --parts=d32; until then v9's
+    # tiles): the merging forward fits 8 warps there (123 registers), and the driver at n = 131072
+    # took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and 10.60 -> 9.57, 34.47 -> 32.40 causal.
     "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
