@@ -33,6 +33,8 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
+narrow   blocks that 128-row tiles do not line up with (64, 192): the general kernel and split
+         backward against key lists on 64-row tiles, forward and forward+backward.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
@@ -771,6 +773,40 @@ def d32(n):
     _driver_configs(n, 32, (True,), [{}, best] + [{**best, "fwd_merge": c} for c in D32_TILES["fwd_merge"]])
 
 
+NARROW_SETS = [   # tile sets ({kind: config}) for blocks that 128-row tiles do not line up with
+    {"fwd": (64, 64, 4, 5)},
+    {"fwd": (64, 64, 4, 5), "bwd_narrow": (64, 64, 4, 5)},
+    {"fwd": (64, 64, 4, 3), "bwd_narrow": (64, 64, 4, 3)},
+]
+
+
+def narrow(n):
+    """Blocks that the forward's 128-row tiles do not line up with (64, 192; sample sets as large):
+    the general kernel and the split backward (the default there) against key lists with 64-row
+    tiles, forward and forward+backward of the primitive at d = 64, each set checked against the
+    default's outputs; the 256-row block (key lists by default) for scale."""
+    for block in (64, 192, 256):
+        args, kw = problem(1, 32, n, 64, torch.bfloat16, 0, block=block, m=256, tile=block)
+        xs = [x.detach().requires_grad_() for x in args[:3]]
+        gout = torch.randn_like(args[0])
+        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+
+        def fwd_bwd():
+            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+            return (out, *torch.autograd.grad(out, xs, gout))
+        want = (fwd()[0], *fwd_bwd()[1:])
+        for sets in [{}] + (NARROW_SETS if block != 256 else []):
+            with contextlib.ExitStack() as patched:
+                for kind, cfg in sets.items():
+                    patched.enter_context(mock.patch.dict(triton_attention.CONFIGS[kind], {64: cfg}))
+                got = (fwd()[0], *fwd_bwd()[1:])
+                diff = max(rel(a, b) for a, b in zip(got, want))
+                label = f"narrow block={block} {sets or 'default'}"
+                note(f"{label} max rel.diff", diff)
+                note(f"{label} fwd", ms(fwd))
+                note(f"{label} fwd+bwd", ms(fwd_bwd))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -780,7 +816,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
