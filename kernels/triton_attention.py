@@ -54,6 +54,11 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # tiles): the merging forward fits 8 warps there (123 registers), and the driver at n = 131072
     # took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and 10.60 -> 9.57, 34.47 -> 32.40 causal.
     "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
+    # 64-row tiles for the key-list forward (plain and merging) where the 128-row ones do not line
+    # up with the blocks or sample sets but these do (block 64, 192, 320, ...): before v17 those
+    # ran the general kernel, 3.2-5x slower (gpu_probe.py --parts=narrow: block 64 9.05 -> 1.78 ms,
+    # block 192 6.64 -> 2.08 at n = 131072, d = 64, against 1.99 for block 256)
+    "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 5), 64: (64, 64, 4, 5), 128: (64, 32, 4, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -67,6 +72,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
+    # ... and where neither does, 64-row tiles (else the split backward: block 64 fwd+bwd 16.2 ->
+    # 6.3 ms, block 192 13.4 -> 10.0 at n = 131072, d = 64; gpu_probe.py --parts=narrow)
+    "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 5), 64: (64, 64, 4, 5), 128: (64, 64, 4, 3)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -647,9 +655,10 @@ def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
 
 
 def _fused_backward_tiles(g: _Geometry, causal: bool):
-    """The fused key-list backward's tiles for this geometry ("bwd", else "bwd_narrow"), or None
-    where it does not run."""
-    fitting = [c for c in (_config("bwd", g.d), _config("bwd_narrow", g.d)) if _lists_apply(g, causal, c[0])]
+    """The fused key-list backward's tiles for this geometry ("bwd", else "bwd_narrow", else
+    "bwd_rows64"), or None where it does not run."""
+    fitting = [c for c in (_config(kind, g.d) for kind in ("bwd", "bwd_narrow", "bwd_rows64"))
+               if _lists_apply(g, causal, c[0])]
     return fitting[0] if FUSED_LIST_BACKWARD and fitting else None
 
 
@@ -677,6 +686,13 @@ def _lists_apply(g: _Geometry, causal: bool, bm: int) -> bool:
 def _list_unit(g: _Geometry) -> int:
     """Sorted query rows that see the same keys: one block and one sample set."""
     return g.block if g.T == 1 else math.gcd(g.block, g.tile)
+
+
+def _forward_tiles(kind: str, g: _Geometry, causal: bool):
+    """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim, or the 64-row "fwd_rows64" where
+    key lists apply with those tiles but not with kind's (blocks or sample sets of 64, 192, ...)."""
+    cfg, narrow = _config(kind, g.d), _config("fwd_rows64", g.d)
+    return narrow if not _lists_apply(g, causal, cfg[0]) and _lists_apply(g, causal, narrow[0]) else cfg
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):
@@ -710,7 +726,7 @@ def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta
     """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
     of k_order (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    cfg = _config("dq" if grad else "fwd_merge" if merge else "fwd", g.d)
+    cfg = _config("dq", g.d) if grad else _forward_tiles("fwd_merge" if merge else "fwd", g, False)
     bm, bn, warps, stages = cfg[:4]
     cap = {"maxnreg": cfg[4]} if len(cfg) > 4 else {}   # a register cap, where a config gives one
     rows, bias = lists
@@ -734,7 +750,7 @@ def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=No
                   accumulate=False, lists=None, zero=None):
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel.  zero:
     a buffer the forward clears as well (see _list_launch)."""
-    bm, bn = _config("dq" if do is not None else "fwd", g.d)[:2]
+    bm, bn = (_config("dq", g.d) if do is not None else _forward_tiles("fwd", g, causal))[:2]
     if _lists_apply(g, causal, bm):
         lists = _lists_for(g, k_order, samples, bn, lists)
         _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
@@ -759,7 +775,7 @@ def prepared_lists(q, k, v, q_order, k_order, samples, *, block_size: int, sampl
     arguments, built once for both (their `lists`); None where the key-list kernels do not apply."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-    bm, bn = _config("fwd", g.d)[:2]
+    bm, bn = _forward_tiles("fwd", g, causal)[:2]
     return key_lists(g, k_order, samples, bn) if _lists_apply(g, causal, bm) else None
 
 
@@ -780,7 +796,7 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
         if out.shape != q.shape or lse.shape != q.shape[:-1] or out.dtype != q.dtype or lse.dtype != torch.float32:
             raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
                              f"match q {tuple(q.shape)} {q.dtype}")
-        bm, bn = _config("fwd_merge", g.d)[:2]
+        bm, bn = _forward_tiles("fwd_merge", g, causal)[:2]
         if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
             if zero is not None:
                 zero.zero_()

@@ -33,8 +33,9 @@ timeline GPU idle gaps in one profiled driver call (fwd+bwd, causal and not), an
 bwdtiles the fused backward's tiles under 16-bit dK/dV adds, then the driver with the fastest.
 fwdtiles the key-list forward on one and on four warpgroups per program (64 and 256 rows), plain
          and merging (the causal levels), then the driver.
-narrow   blocks that 128-row tiles do not line up with (64, 192): the general kernel and split
-         backward against key lists on 64-row tiles, forward and forward+backward.
+narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key lists on 64-row
+         tiles (fwd_rows64, bwd_rows64) against the general kernel and split backward they ran
+         before, forward and forward+backward, d = 32, 64, 128, each config checked.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
@@ -773,38 +774,38 @@ def d32(n):
     _driver_configs(n, 32, (True,), [{}, best] + [{**best, "fwd_merge": c} for c in D32_TILES["fwd_merge"]])
 
 
-NARROW_SETS = [   # tile sets ({kind: config}) for blocks that 128-row tiles do not line up with
-    {"fwd": (64, 64, 4, 5)},
-    {"fwd": (64, 64, 4, 5), "bwd_narrow": (64, 64, 4, 5)},
-    {"fwd": (64, 64, 4, 3), "bwd_narrow": (64, 64, 4, 3)},
-]
+ROWS64_TILES = {   # head_dim: (forward, fused backward) 64-row tiles to time, CONFIGS' first
+    32: ([(64, 64, 4, 5), (64, 64, 4, 3), (64, 64, 4, 6), (64, 32, 4, 5)], [(64, 64, 4, 5), (64, 64, 4, 3)]),
+    64: ([(64, 64, 4, 5), (64, 64, 4, 3), (64, 64, 4, 6), (64, 32, 4, 5)],
+         [(64, 64, 4, 5), (64, 64, 4, 3), (64, 32, 4, 5)]),
+    128: ([(64, 32, 4, 5), (64, 64, 4, 3), (64, 32, 4, 3), (64, 64, 4, 5)],
+          [(64, 64, 4, 3), (64, 32, 4, 5), (64, 32, 4, 3), (64, 64, 4, 5)]),
+}
 
 
 def narrow(n):
-    """Blocks that the forward's 128-row tiles do not line up with (64, 192; sample sets as large):
-    the general kernel and the split backward (the default there) against key lists with 64-row
-    tiles, forward and forward+backward of the primitive at d = 64, each set checked against the
-    default's outputs; the 256-row block (key lists by default) for scale."""
-    for block in (64, 192, 256):
-        args, kw = problem(1, 32, n, 64, torch.bfloat16, 0, block=block, m=256, tile=block)
-        xs = [x.detach().requires_grad_() for x in args[:3]]
-        gout = torch.randn_like(args[0])
-        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+    """Blocks that the forward's 128-row tiles do not line up with (192, and 64 at d = 64; sample
+    sets as large), which run key lists on 64-row tiles ("fwd_rows64", "bwd_rows64"): the general
+    kernel and split backward they ran before (forced by 128-row tiles in those entries), then
+    each 64-row config, checked against the default's outputs."""
+    for d, (fwd_cfgs, bwd_cfgs) in ROWS64_TILES.items():
+        for block in (192, 64) if d == 64 else (192,):
+            args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=block)
+            xs = [x.detach().requires_grad_() for x in args[:3]]
+            gout = torch.randn_like(args[0])
+            fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
 
-        def fwd_bwd():
-            out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
-            return (out, *torch.autograd.grad(out, xs, gout))
-        want = (fwd()[0], *fwd_bwd()[1:])
-        for sets in [{}] + (NARROW_SETS if block != 256 else []):
-            with contextlib.ExitStack() as patched:
-                for kind, cfg in sets.items():
-                    patched.enter_context(mock.patch.dict(triton_attention.CONFIGS[kind], {64: cfg}))
-                got = (fwd()[0], *fwd_bwd()[1:])
-                diff = max(rel(a, b) for a, b in zip(got, want))
-                label = f"narrow block={block} {sets or 'default'}"
-                note(f"{label} max rel.diff", diff)
-                note(f"{label} fwd", ms(fwd))
-                note(f"{label} fwd+bwd", ms(fwd_bwd))
+            def fwd_bwd():
+                out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+                return (out, *torch.autograd.grad(out, xs, gout))
+            label = f"narrow d={d} block={block} n={n}"
+            with mock.patch.dict(triton_attention.CONFIGS["fwd_rows64"], {d: (128, 64, 4, 3)}), \
+                    mock.patch.dict(triton_attention.CONFIGS["bwd_rows64"], {d: (128, 64, 4, 3)}):
+                note(f"{label} general kernel, split backward: fwd", ms(fwd))
+                note(f"{label} general kernel, split backward: fwd+bwd", ms(fwd_bwd))
+            best = {"fwd_rows64": _fastest_tiles(f"{label} fwd", fwd, "fwd_rows64", d, fwd_cfgs, tol=1e-2),
+                    "bwd_rows64": _fastest_tiles(f"{label} fwd+bwd", fwd_bwd, "bwd_rows64", d, bwd_cfgs, tol=2e-2)}
+            note(f"{label} fastest", best)
 
 
 def main():

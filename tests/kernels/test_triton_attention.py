@@ -112,6 +112,30 @@ def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monk
     assert [grid[0] for grid in launches] == [192 // 64]
 
 
+def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatch):
+    """With 128-row "fwd" and "bwd"/"bwd_narrow" tiles and 64-row blocks, the forward (plain and
+    merging) and the fused backward run key lists on the 64-row tiles ("fwd_rows64",
+    "bwd_rows64"), not the general kernel and the split backward; results as the reference."""
+    from hyperbench_kernels import triton_attention
+    tiles = {"fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
+             "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1)}
+    real = triton_attention._config
+    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
+    fwd, bwd, general = [], [], []
+    monkeypatch.setattr(triton_attention, "_list_kernel", _Spy(triton_attention._list_kernel, fwd))
+    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, bwd))
+    monkeypatch.setattr(triton_attention, "_row_tile_kernel", _Spy(triton_attention._row_tile_kernel, general))
+    _check(79, 1, 2, 192, 32, block=64, tile=64, m=16)
+    assert [grid[0] for grid in fwd] == [192 // 64] and [grid[0] for grid in bwd] == [192 // 64]
+    (q, k, v, qo, ko, smp), _ = _inputs(80, 1, 2, 192, 32, torch.float32, T=3, m=16)
+    kw = dict(block_size=64, sample_tile=64, sample_weight=12.0, scale=32 ** -0.5)
+    old = (torch.zeros(1, 2, 192, 32, device=DEVICE), torch.full((1, 2, 192), float("-inf"), device=DEVICE))
+    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=old)
+    want_out, want_lse = reference.block_sample_attention(q.double(), k.double(), v.double(), qo, ko, smp, **kw)
+    assert len(fwd) == 2 and fwd[-1][0] == 192 // 64 and general == []
+    assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
+
+
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     from hyperbench_kernels import triton_attention
     builds = []
