@@ -55,10 +55,11 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and 10.60 -> 9.57, 34.47 -> 32.40 causal.
     "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # 64-row tiles for the key-list forward (plain and merging) where the 128-row ones do not line
-    # up with the blocks or sample sets but these do (block 64, 192, 320, ...): before v17 those
-    # ran the general kernel, 3.2-5x slower (gpu_probe.py --parts=narrow: block 64 9.05 -> 1.78 ms,
-    # block 192 6.64 -> 2.08 at n = 131072, d = 64, against 1.99 for block 256)
-    "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 5), 64: (64, 64, 4, 5), 128: (64, 32, 4, 5)},
+    # up with the blocks or sample sets but these do (block 64, 192, 320, ...).  Before v17 those
+    # ran the general kernel.  gpu_probe.py --parts=narrow at 62859a0, n = 131072, block 192:
+    # d = 32 5.76 -> 1.39 ms, d = 64 6.64 -> 2.09, d = 128 13.48 -> 3.70; block 64, d = 64 9.05 ->
+    # 1.67 (block 256 on the default tiles: 1.99).  d = 16 untimed.
+    "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 32, 4, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -72,9 +73,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
-    # ... and where neither does, 64-row tiles (else the split backward: block 64 fwd+bwd 16.2 ->
-    # 6.3 ms, block 192 13.4 -> 10.0 at n = 131072, d = 64; gpu_probe.py --parts=narrow)
-    "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 5), 64: (64, 64, 4, 5), 128: (64, 64, 4, 3)},
+    # ... and where neither does, 64-row tiles instead of the split backward (same probe, fwd+bwd of
+    # the primitive with the old forward -> both new: block 192 d = 32 10.32 -> 5.91 ms, d = 64
+    # 18.07 -> 9.95, d = 128 31.77 -> 21.43; block 64, d = 64 23.74 -> 6.19).  d = 16 untimed.
+    "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
