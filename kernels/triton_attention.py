@@ -60,6 +60,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # d = 32 5.76 -> 1.39 ms, d = 64 6.64 -> 2.09, d = 128 13.48 -> 3.70; block 64, d = 64 9.05 ->
     # 1.67 (block 256 on the default tiles: 1.99).  d = 16 untimed.
     "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 32, 4, 5)},
+    # ... and 32-row tiles where only those line up (block 32, 96, 160, ...; the products then run
+    # on mma.sync, not wgmma, which needs 64 rows per warpgroup)
+    "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 4, 5), 128: (32, 32, 4, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -77,6 +80,7 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # the primitive with the old forward -> both new: block 192 d = 32 10.32 -> 5.91 ms, d = 64
     # 18.07 -> 9.95, d = 128 31.77 -> 21.43; block 64, d = 64 23.74 -> 6.19).  d = 16 untimed.
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
+    "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 4, 5), 128: (32, 32, 4, 5)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -657,9 +661,10 @@ def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
 
 
 def _fused_backward_tiles(g: _Geometry, causal: bool):
-    """The fused key-list backward's tiles for this geometry ("bwd", else "bwd_narrow", else
-    "bwd_rows64"), or None where it does not run."""
-    fitting = [c for c in (_config(kind, g.d) for kind in ("bwd", "bwd_narrow", "bwd_rows64"))
+    """The fused key-list backward's tiles for this geometry (the first of "bwd", "bwd_narrow",
+    "bwd_rows64", "bwd_rows32" that lines up with its blocks and sample sets), or None where it
+    does not run."""
+    fitting = [c for c in (_config(kind, g.d) for kind in ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32"))
                if _lists_apply(g, causal, c[0])]
     return fitting[0] if FUSED_LIST_BACKWARD and fitting else None
 
@@ -691,10 +696,11 @@ def _list_unit(g: _Geometry) -> int:
 
 
 def _forward_tiles(kind: str, g: _Geometry, causal: bool):
-    """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim, or the 64-row "fwd_rows64" where
-    key lists apply with those tiles but not with kind's (blocks or sample sets of 64, 192, ...)."""
-    cfg, narrow = _config(kind, g.d), _config("fwd_rows64", g.d)
-    return narrow if not _lists_apply(g, causal, cfg[0]) and _lists_apply(g, causal, narrow[0]) else cfg
+    """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim where key lists apply with its tiles,
+    else the first of the narrower "fwd_rows64", "fwd_rows32" with which they do (blocks or
+    sample sets of 64, 192, ... or 32, 96, ...), else kind's (the general kernel runs)."""
+    configs = [_config(k, g.d) for k in (kind, "fwd_rows64", "fwd_rows32")]
+    return next((c for c in configs if _lists_apply(g, causal, c[0])), configs[0])
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):

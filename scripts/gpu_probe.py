@@ -36,6 +36,7 @@ fwdtiles the key-list forward on one and on four warpgroups per program (64 and 
 narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key lists on 64-row
          tiles (fwd_rows64, bwd_rows64) against the general kernel and split backward they ran
          before, forward and forward+backward, d = 32, 64, 128, each config checked.
+rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel, as narrow.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
@@ -783,29 +784,49 @@ ROWS64_TILES = {   # head_dim: (forward, fused backward) 64-row tiles to time, C
 }
 
 
+def _narrow_tiles(n, d, block, kinds, configs):
+    """Key lists on narrow tiles for blocks (and sample sets) of `block` rows: the general kernel
+    and split backward they ran before (forced by 128-row tiles in the narrow entries `kinds`,
+    (forward, fused backward)), then each config of `configs` (forward list, backward list),
+    checked against the first's outputs."""
+    args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=block)
+    xs = [x.detach().requires_grad_() for x in args[:3]]
+    gout = torch.randn_like(args[0])
+    fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+
+    def fwd_bwd():
+        out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
+        return (out, *torch.autograd.grad(out, xs, gout))
+    label = f"narrow d={d} block={block} n={n}"
+    with contextlib.ExitStack() as patched:
+        for kind in kinds:
+            patched.enter_context(mock.patch.dict(triton_attention.CONFIGS[kind], {d: (128, 64, 4, 3)}))
+        note(f"{label} general kernel, split backward: fwd", ms(fwd))
+        note(f"{label} general kernel, split backward: fwd+bwd", ms(fwd_bwd))
+    best = {kinds[0]: _fastest_tiles(f"{label} fwd", fwd, kinds[0], d, configs[0], tol=1e-2),
+            kinds[1]: _fastest_tiles(f"{label} fwd+bwd", fwd_bwd, kinds[1], d, configs[1], tol=2e-2)}
+    note(f"{label} fastest", best)
+
+
 def narrow(n):
     """Blocks that the forward's 128-row tiles do not line up with (192, and 64 at d = 64; sample
-    sets as large), which run key lists on 64-row tiles ("fwd_rows64", "bwd_rows64"): the general
-    kernel and split backward they ran before (forced by 128-row tiles in those entries), then
-    each 64-row config, checked against the default's outputs."""
-    for d, (fwd_cfgs, bwd_cfgs) in ROWS64_TILES.items():
+    sets as large), which run key lists on 64-row tiles ("fwd_rows64", "bwd_rows64")."""
+    for d, configs in ROWS64_TILES.items():
         for block in (192, 64) if d == 64 else (192,):
-            args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=block)
-            xs = [x.detach().requires_grad_() for x in args[:3]]
-            gout = torch.randn_like(args[0])
-            fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+            _narrow_tiles(n, d, block, ("fwd_rows64", "bwd_rows64"), configs)
 
-            def fwd_bwd():
-                out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
-                return (out, *torch.autograd.grad(out, xs, gout))
-            label = f"narrow d={d} block={block} n={n}"
-            with mock.patch.dict(triton_attention.CONFIGS["fwd_rows64"], {d: (128, 64, 4, 3)}), \
-                    mock.patch.dict(triton_attention.CONFIGS["bwd_rows64"], {d: (128, 64, 4, 3)}):
-                note(f"{label} general kernel, split backward: fwd", ms(fwd))
-                note(f"{label} general kernel, split backward: fwd+bwd", ms(fwd_bwd))
-            best = {"fwd_rows64": _fastest_tiles(f"{label} fwd", fwd, "fwd_rows64", d, fwd_cfgs, tol=1e-2),
-                    "bwd_rows64": _fastest_tiles(f"{label} fwd+bwd", fwd_bwd, "bwd_rows64", d, bwd_cfgs, tol=2e-2)}
-            note(f"{label} fastest", best)
+
+ROWS32_TILES = {   # head_dim: (forward, fused backward) 32-row tiles to time, CONFIGS' first
+    64: ([(32, 64, 4, 5), (32, 64, 2, 5), (32, 32, 4, 5)], [(32, 64, 4, 5), (32, 64, 4, 3), (32, 32, 4, 5)]),
+    128: ([(32, 32, 4, 5), (32, 64, 4, 3)], [(32, 32, 4, 5), (32, 32, 4, 3)]),
+}
+
+
+def rows32(n):
+    """Blocks of 32 rows (sample sets as large), which run key lists on 32-row tiles
+    ("fwd_rows32", "bwd_rows32"; mma.sync products)."""
+    for d, configs in ROWS32_TILES.items():
+        _narrow_tiles(n, d, 32, ("fwd_rows32", "bwd_rows32"), configs)
 
 
 def main():
@@ -817,7 +838,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow, "rows32": rows32}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -136,6 +136,22 @@ def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatc
     assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
 
 
+def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
+    """With 128- and 64-row tiles only lining up with larger blocks, 32-row blocks run key lists
+    on "fwd_rows32" / "bwd_rows32"; results as the reference."""
+    from hyperbench_kernels import triton_attention
+    tiles = {"fwd": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1), "fwd_rows32": (32, 64, 4, 1),
+             "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
+             "bwd_rows32": (32, 64, 4, 1)}
+    real = triton_attention._config
+    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
+    fwd, bwd = [], []
+    monkeypatch.setattr(triton_attention, "_list_kernel", _Spy(triton_attention._list_kernel, fwd))
+    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, bwd))
+    _check(81, 1, 2, 96, 32, block=32, tile=32, m=16)
+    assert [grid[0] for grid in fwd] == [96 // 32] and [grid[0] for grid in bwd] == [96 // 32]
+
+
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     from hyperbench_kernels import triton_attention
     builds = []
