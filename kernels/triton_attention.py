@@ -61,8 +61,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 1.67 (block 256 on the default tiles: 1.99).  d = 16 untimed.
     "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 32, 4, 5)},
     # ... and 32-row tiles where only those line up (block 32, 96, 160, ...; the products then run
-    # on mma.sync, not wgmma, which needs 64 rows per warpgroup)
-    "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 4, 5), 128: (32, 32, 4, 5)},
+    # on mma.sync, not wgmma, which needs 64 rows per warpgroup).  gpu_probe.py --parts=rows32 at
+    # 37ddd54, n = 131072, block 32: d = 64 17.24 -> 2.88 ms, d = 128 42.96 -> 5.93.  d = 16 and
+    # 32 untimed.
+    "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 32, 4, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -80,7 +82,8 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # the primitive with the old forward -> both new: block 192 d = 32 10.32 -> 5.91 ms, d = 64
     # 18.07 -> 9.95, d = 128 31.77 -> 21.43; block 64, d = 64 23.74 -> 6.19).  d = 16 untimed.
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
-    "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 4, 5), 128: (32, 32, 4, 5)},
+    # (same probe, fwd+bwd of the primitive: d = 64 54.65 -> 10.39 ms, d = 128 99.46 -> 20.44)
+    "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 32, 4, 5), 128: (32, 32, 4, 5)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
