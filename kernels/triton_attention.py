@@ -663,13 +663,16 @@ def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
     return dtype != torch.float32 and cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
 
 
+def _lined_up(kinds, g: _Geometry, causal: bool):
+    """The tiles of the first of these CONFIGS kinds (for g's head_dim) whose query tiles line up
+    with g's blocks and sample sets, so that key lists apply; None if none does."""
+    return next((c for c in (_config(kind, g.d) for kind in kinds) if _lists_apply(g, causal, c[0])), None)
+
+
 def _fused_backward_tiles(g: _Geometry, causal: bool):
     """The fused key-list backward's tiles for this geometry (the first of "bwd", "bwd_narrow",
-    "bwd_rows64", "bwd_rows32" that lines up with its blocks and sample sets), or None where it
-    does not run."""
-    fitting = [c for c in (_config(kind, g.d) for kind in ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32"))
-               if _lists_apply(g, causal, c[0])]
-    return fitting[0] if FUSED_LIST_BACKWARD and fitting else None
+    "bwd_rows64", "bwd_rows32" that lines up), or None where it does not run."""
+    return _lined_up(("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32"), g, causal) if FUSED_LIST_BACKWARD else None
 
 
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
@@ -702,8 +705,7 @@ def _forward_tiles(kind: str, g: _Geometry, causal: bool):
     """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim where key lists apply with its tiles,
     else the first of the narrower "fwd_rows64", "fwd_rows32" with which they do (blocks or
     sample sets of 64, 192, ... or 32, 96, ...), else kind's (the general kernel runs)."""
-    configs = [_config(k, g.d) for k in (kind, "fwd_rows64", "fwd_rows32")]
-    return next((c for c in configs if _lists_apply(g, causal, c[0])), configs[0])
+    return _lined_up((kind, "fwd_rows64", "fwd_rows32"), g, causal) or _config(kind, g.d)
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):
@@ -732,12 +734,12 @@ def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
     return key_lists(g, k_order, samples, bn)
 
 
-def _list_launch(g: _Geometry, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
+def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
                  merge=False, k_order=None, zero=None):
-    """zero: a [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows
-    of k_order (see _list_kernel's ZERO_DKDV)."""
+    """cfg: the tiles the caller chose ("dq", or _forward_tiles of "fwd" / "fwd_merge").  zero: a
+    [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows of k_order
+    (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
-    cfg = _config("dq", g.d) if grad else _forward_tiles("fwd_merge" if merge else "fwd", g, False)
     bm, bn, warps, stages = cfg[:4]
     cap = {"maxnreg": cfg[4]} if len(cfg) > 4 else {}   # a register cap, where a config gives one
     rows, bias = lists
@@ -761,10 +763,10 @@ def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=No
                   accumulate=False, lists=None, zero=None):
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel.  zero:
     a buffer the forward clears as well (see _list_launch)."""
-    bm, bn = (_config("dq", g.d) if do is not None else _forward_tiles("fwd", g, causal))[:2]
-    if _lists_apply(g, causal, bm):
-        lists = _lists_for(g, k_order, samples, bn, lists)
-        _list_launch(g, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
+    cfg = _config("dq", g.d) if do is not None else _forward_tiles("fwd", g, causal)
+    if _lists_apply(g, causal, cfg[0]):
+        lists = _lists_for(g, k_order, samples, cfg[1], lists)
+        _list_launch(g, cfg, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
     else:
         if zero is not None:
             zero.zero_()
@@ -807,11 +809,12 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
         if out.shape != q.shape or lse.shape != q.shape[:-1] or out.dtype != q.dtype or lse.dtype != torch.float32:
             raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
                              f"match q {tuple(q.shape)} {q.dtype}")
-        bm, bn = _forward_tiles("fwd_merge", g, causal)[:2]
-        if _lists_apply(g, causal, bm) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
+        cfg = _forward_tiles("fwd_merge", g, causal)
+        if _lists_apply(g, causal, cfg[0]) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
             if zero is not None:
                 zero.zero_()
-            _list_launch(g, q, k, v, q_order, _lists_for(g, k_order, samples, bn, lists), out, lse, merge=True)
+            _list_launch(g, cfg, q, k, v, q_order, _lists_for(g, k_order, samples, cfg[1], lists), out, lse,
+                         merge=True)
             return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)

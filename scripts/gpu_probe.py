@@ -481,10 +481,11 @@ def _grad_errors(args, kw):
     return {f"d{c}": rel(a.grad, b.grad) for c, a, b in zip("qkv", xs, ref)}
 
 
-def _primitive_fwd_bwd(n, d):
+def _primitive_fwd_bwd(n, d, **shape):
     """The primitive's forward+backward through autograd (as a job times it) on the benchmark
-    problem at head_dim d: a call returning the gradients of q, k, v."""
-    args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+    problem at head_dim d (shape: problem's block, m, tile, where not the benchmark's): a call
+    returning the gradients of q, k, v."""
+    args, kw = problem(1, 32, n, d, torch.bfloat16, 0, **shape)
     xs = [x.detach().requires_grad_() for x in args[:3]]
     gout = torch.randn_like(args[0])
 
@@ -790,13 +791,8 @@ def _narrow_tiles(n, d, block, kinds, configs):
     (forward, fused backward)), then each config of `configs` (forward list, backward list),
     checked against the first's outputs."""
     args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=block)
-    xs = [x.detach().requires_grad_() for x in args[:3]]
-    gout = torch.randn_like(args[0])
     fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-
-    def fwd_bwd():
-        out, _ = triton_attention.block_sample_attention(*xs, *args[3:], **kw)
-        return (out, *torch.autograd.grad(out, xs, gout))
+    fwd_bwd = _primitive_fwd_bwd(n, d, block=block, m=256, tile=block)
     label = f"narrow d={d} block={block} n={n}"
     with contextlib.ExitStack() as patched:
         for kind in kinds:

@@ -99,17 +99,25 @@ def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
     assert bool(launches) == (fused and aligned)
 
 
-def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
-    """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
-    64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
+def _tiles_and_launches(monkeypatch, tiles):
+    """CONFIGS entries replaced by `tiles` ({kind: config}), and the grids of every launch of the
+    key-list forward, the fused backward and the general kernel recorded, in that order."""
     from hyperbench_kernels import triton_attention
-    tiles = {"bwd": (128, 64, 4, 1), "bwd_narrow": (64, 64, 4, 1)}
     real = triton_attention._config
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
     launches = []
-    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, launches))
+    for name in ("_list_kernel", "_list_bwd_kernel", "_row_tile_kernel"):
+        launches.append([])
+        monkeypatch.setattr(triton_attention, name, _Spy(getattr(triton_attention, name), launches[-1]))
+    return launches
+
+
+def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
+    """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
+    64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
+    _, bwd, _ = _tiles_and_launches(monkeypatch, {"bwd": (128, 64, 4, 1), "bwd_narrow": (64, 64, 4, 1)})
     _check(77, 1, 2, 192, 32, block=64, tile=64, m=16)
-    assert [grid[0] for grid in launches] == [192 // 64]
+    assert [grid[0] for grid in bwd] == [192 // 64]
 
 
 def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatch):
@@ -117,14 +125,9 @@ def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatc
     merging) and the fused backward run key lists on the 64-row tiles ("fwd_rows64",
     "bwd_rows64"), not the general kernel and the split backward; results as the reference."""
     from hyperbench_kernels import triton_attention
-    tiles = {"fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
-             "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1)}
-    real = triton_attention._config
-    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
-    fwd, bwd, general = [], [], []
-    monkeypatch.setattr(triton_attention, "_list_kernel", _Spy(triton_attention._list_kernel, fwd))
-    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, bwd))
-    monkeypatch.setattr(triton_attention, "_row_tile_kernel", _Spy(triton_attention._row_tile_kernel, general))
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, {
+        "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
+        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1)})
     _check(79, 1, 2, 192, 32, block=64, tile=64, m=16)
     assert [grid[0] for grid in fwd] == [192 // 64] and [grid[0] for grid in bwd] == [192 // 64]
     (q, k, v, qo, ko, smp), _ = _inputs(80, 1, 2, 192, 32, torch.float32, T=3, m=16)
@@ -139,15 +142,10 @@ def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatc
 def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
     """With 128- and 64-row tiles only lining up with larger blocks, 32-row blocks run key lists
     on "fwd_rows32" / "bwd_rows32"; results as the reference."""
-    from hyperbench_kernels import triton_attention
-    tiles = {"fwd": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1), "fwd_rows32": (32, 64, 4, 1),
-             "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
-             "bwd_rows32": (32, 64, 4, 1)}
-    real = triton_attention._config
-    monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
-    fwd, bwd = [], []
-    monkeypatch.setattr(triton_attention, "_list_kernel", _Spy(triton_attention._list_kernel, fwd))
-    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, bwd))
+    fwd, bwd, _ = _tiles_and_launches(monkeypatch, {
+        "fwd": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1), "fwd_rows32": (32, 64, 4, 1),
+        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
+        "bwd_rows32": (32, 64, 4, 1)})
     _check(81, 1, 2, 96, 32, block=32, tile=32, m=16)
     assert [grid[0] for grid in fwd] == [96 // 32] and [grid[0] for grid in bwd] == [96 // 32]
 
