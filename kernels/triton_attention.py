@@ -65,6 +65,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 37ddd54, n = 131072, block 32: d = 64 17.24 -> 2.88 ms, d = 128 42.96 -> 5.93.  d = 16 and
     # 32 untimed.
     "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 32, 4, 5)},
+    # ... and 16-row tiles for blocks or sample sets that are odd multiples of 16 (16, 48, 80, ...),
+    # the last sizes the issue allows.  Untimed until gpu_probe.py --parts=rows16.
+    "fwd_rows16": {16: (16, 64, 1, 3), 32: (16, 64, 1, 5), 64: (16, 64, 1, 5), 128: (16, 32, 1, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -84,6 +87,7 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
     # (same probe, fwd+bwd of the primitive: d = 64 54.65 -> 10.39 ms, d = 128 99.46 -> 20.44)
     "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 32, 4, 5), 128: (32, 32, 4, 5)},
+    "bwd_rows16": {16: (16, 64, 1, 3), 32: (16, 64, 1, 3), 64: (16, 32, 1, 5), 128: (16, 32, 1, 5)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -671,8 +675,9 @@ def _lined_up(kinds, g: _Geometry, causal: bool):
 
 def _fused_backward_tiles(g: _Geometry, causal: bool):
     """The fused key-list backward's tiles for this geometry (the first of "bwd", "bwd_narrow",
-    "bwd_rows64", "bwd_rows32" that lines up), or None where it does not run."""
-    return _lined_up(("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32"), g, causal) if FUSED_LIST_BACKWARD else None
+    "bwd_rows64", "bwd_rows32", "bwd_rows16" that lines up), or None where it does not run."""
+    kinds = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
+    return _lined_up(kinds, g, causal) if FUSED_LIST_BACKWARD else None
 
 
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
@@ -703,9 +708,10 @@ def _list_unit(g: _Geometry) -> int:
 
 def _forward_tiles(kind: str, g: _Geometry, causal: bool):
     """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim where key lists apply with its tiles,
-    else the first of the narrower "fwd_rows64", "fwd_rows32" with which they do (blocks or
-    sample sets of 64, 192, ... or 32, 96, ...), else kind's (the general kernel runs)."""
-    return _lined_up((kind, "fwd_rows64", "fwd_rows32"), g, causal) or _config(kind, g.d)
+    else the first of the narrower "fwd_rows64", "fwd_rows32", "fwd_rows16" with which they do
+    (blocks or sample sets of 64, 192, ...; 32, 96, ...; 16, 48, ...), else kind's (the general
+    kernel runs: causal pieces, or sizes that are not multiples of 16)."""
+    return _lined_up((kind, "fwd_rows64", "fwd_rows32", "fwd_rows16"), g, causal) or _config(kind, g.d)
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):

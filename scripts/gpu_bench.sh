@@ -11,6 +11,8 @@
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
 #   d32       head_dim 32, n = 4096..131072, fwd and fwd+bwd
+#   blocks    the bucket-size axis at n = 131072: hyper at block_size BLOCKS (sample 256), fwd and
+#             fwd+bwd, causal and not; 256 is the goal step's shape, the others run narrower tiles
 #   presets   PRESETS (default: every paper preset), then `hyperbench plot all`
 #   metric    issue 4's metric cost at n = 131072: every input kind, causal and not, the metric's
 #             time (metric_ms) beside the SDPA cuDNN forward of the same run
@@ -35,6 +37,7 @@ PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
 # curve, long and d128 measure these (e.g. CAUSALS=true MODES=fwd+bwd to re-measure one corner).
 CAUSALS=${CAUSALS:-false,true}
+BLOCKS=${BLOCKS:-32,48,64,128,192,256,512}
 MODES=${MODES:-}
 # results/ is packed after every step, so a run cut short by a time limit still returns what it made.
 hb() { echo "+ hyperbench $*"; hyperbench "$@" $EXTRA 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
@@ -63,6 +66,9 @@ for step in $STEPS; do
     d32)
       hb run -m head_dim=32 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
+    blocks)
+      hb run -m seq_len=131072 block_size=$BLOCKS 'methods=[hyper]' causal=$CAUSALS \
+         mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;
@@ -73,6 +79,6 @@ for step in $STEPS; do
       hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 presets metric tiles scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 blocks presets metric tiles scaleout)"; exit 2 ;;
   esac
 done

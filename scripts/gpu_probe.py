@@ -37,6 +37,7 @@ narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key 
          tiles (fwd_rows64, bwd_rows64) against the general kernel and split backward they ran
          before, forward and forward+backward, d = 32, 64, 128, each config checked.
 rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel, as narrow.
+rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel, as narrow.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
@@ -825,6 +826,20 @@ def rows32(n):
         _narrow_tiles(n, d, 32, ("fwd_rows32", "bwd_rows32"), configs)
 
 
+ROWS16_TILES = {   # head_dim: (forward, fused backward) 16-row tiles to time, CONFIGS' first
+    64: ([(16, 64, 1, 5), (16, 32, 1, 5), (16, 64, 1, 3), (16, 64, 2, 5), (16, 64, 4, 5)],
+         [(16, 32, 1, 5), (16, 64, 1, 3), (16, 32, 2, 5), (16, 64, 2, 3)]),
+    128: ([(16, 32, 1, 5), (16, 64, 1, 3), (16, 32, 2, 5)], [(16, 32, 1, 5), (16, 32, 1, 3), (16, 32, 2, 3)]),
+}
+
+
+def rows16(n):
+    """Blocks of 48 rows (sample sets as large), which only 16-row tiles line up with
+    ("fwd_rows16", "bwd_rows16"; mma.sync products on 1-4 warps), as rows32."""
+    for d, configs in ROWS16_TILES.items():
+        _narrow_tiles(n, d, 48, ("fwd_rows16", "bwd_rows16"), configs)
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -834,7 +849,8 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow, "rows32": rows32}[part](n)
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow, "rows32": rows32,
+         "rows16": rows16}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

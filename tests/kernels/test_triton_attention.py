@@ -150,6 +150,27 @@ def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
     assert [grid[0] for grid in fwd] == [96 // 32] and [grid[0] for grid in bwd] == [96 // 32]
 
 
+def test_blocks_of_odd_multiples_of_16_rows_run_key_lists_on_16_row_tiles(monkeypatch):
+    """48-row blocks and sample sets, which only 16-row tiles line up with, run key lists on
+    "fwd_rows16" / "bwd_rows16" (forward, merging forward and fused backward), not the general
+    kernel; an odd length (its last block short) and results as the reference."""
+    from hyperbench_kernels import triton_attention
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, {
+        "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
+        "fwd_rows32": (32, 64, 4, 1), "fwd_rows16": (16, 32, 1, 1),
+        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
+        "bwd_rows32": (32, 64, 4, 1), "bwd_rows16": (16, 32, 1, 1)})
+    _check(82, 1, 2, 130, 32, block=48, tile=48, m=16)
+    assert [grid[0] for grid in fwd] == [9] and [grid[0] for grid in bwd] == [9] and general == []
+    (q, k, v, qo, ko, smp), _ = _inputs(83, 1, 2, 96, 32, torch.float32, T=2, m=16)
+    kw = dict(block_size=48, sample_tile=48, sample_weight=6.0, scale=32 ** -0.5)
+    old = (torch.zeros(1, 2, 96, 32, device=DEVICE), torch.full((1, 2, 96), float("-inf"), device=DEVICE))
+    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=old)
+    want_out, want_lse = reference.block_sample_attention(q.double(), k.double(), v.double(), qo, ko, smp, **kw)
+    assert fwd[-1][0] == 96 // 16 and general == []
+    assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
+
+
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     from hyperbench_kernels import triton_attention
     builds = []
