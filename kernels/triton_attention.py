@@ -66,8 +66,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 32 untimed.
     "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 32, 4, 5)},
     # ... and 16-row tiles for blocks or sample sets that are odd multiples of 16 (16, 48, 80, ...),
-    # the last sizes the issue allows.  Untimed until gpu_probe.py --parts=rows16.
-    "fwd_rows16": {16: (16, 64, 1, 3), 32: (16, 64, 1, 5), 64: (16, 64, 1, 5), 128: (16, 32, 1, 5)},
+    # the last sizes the issue allows (one warp: more only split the keys).  gpu_probe.py
+    # --parts=rows16 at 7540a47, n = 131072, block 48: d = 64 14.49 -> 3.68 ms, d = 128 33.09 -> 7.15.
+    # d = 16 and 32 untimed.
+    "fwd_rows16": {16: (16, 64, 1, 3), 32: (16, 32, 1, 5), 64: (16, 32, 1, 5), 128: (16, 32, 1, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
     "fwd_general": {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (256, 64, 8, 3)},
@@ -87,7 +89,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
     # (same probe, fwd+bwd of the primitive: d = 64 54.65 -> 10.39 ms, d = 128 99.46 -> 20.44)
     "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 32, 4, 5), 128: (32, 32, 4, 5)},
-    "bwd_rows16": {16: (16, 64, 1, 3), 32: (16, 64, 1, 3), 64: (16, 32, 1, 5), 128: (16, 32, 1, 5)},
+    # (same probe, fwd+bwd of the primitive: d = 64 45.90 -> 20.53 ms, d = 128 79.06 -> 42.35; the
+    # dK/dV adds of a list per 16 query rows are what is left)
+    "bwd_rows16": {16: (16, 32, 2, 3), 32: (16, 32, 2, 3), 64: (16, 32, 2, 5), 128: (16, 32, 2, 3)},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
