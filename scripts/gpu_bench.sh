@@ -10,7 +10,7 @@
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
 #   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
 #   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
-#   d32       head_dim 32, n = 4096..131072, fwd and fwd+bwd
+#   d32, d16  head_dim 32 or 16, n = 4096..131072, fwd and fwd+bwd
 #   blocks    the bucket-size axis at n = 131072: hyper at block_size BLOCKS (sample 256), fwd and
 #             fwd+bwd, causal and not; 256 is the goal step's shape, the others run narrower tiles
 #   presets   PRESETS (default: every paper preset), then `hyperbench plot all`
@@ -60,11 +60,8 @@ for step in $STEPS; do
     long)
       hb run -m seq_len=262144 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
          isolate=false budget_s=60 'timing.warmup=1' ;;
-    d128)
-      hb run -m head_dim=128 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
-         causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
-    d32)
-      hb run -m head_dim=32 seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
+    d128|d32|d16)
+      hb run -m head_dim=${step#d} seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
     blocks)
       hb run -m seq_len=131072 block_size=$BLOCKS 'methods=[hyper]' causal=$CAUSALS \
@@ -79,6 +76,6 @@ for step in $STEPS; do
       hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
-    *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 blocks presets metric tiles scaleout)"; exit 2 ;;
+    *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 d16 blocks presets metric tiles scaleout)"; exit 2 ;;
   esac
 done

@@ -241,9 +241,11 @@ def correctness(parts):
             guarded(check_driver, 16384, causal, torch.bfloat16)
             if causal:
                 guarded(check_driver, 16384, causal, torch.bfloat16, False)
-            # head_dim 32 (the "32 welcome"): its own tiles, leaves and hashing
-            guarded(check_driver_inference, 16384, causal, torch.bfloat16, 32)
-            guarded(check_driver, 16384, causal, torch.bfloat16, True, 32)
+            # head_dims 32 (the "32 welcome") and 16 (the config accepts it): their own
+            # tiles, leaves and hashing
+            for d in (32, 16):
+                guarded(check_driver_inference, 16384, causal, torch.bfloat16, d)
+                guarded(check_driver, 16384, causal, torch.bfloat16, True, d)
             # blocks the 128-row tiles do not line up with: key lists on 64-, 32- and 16-row tiles
             for block in (32, 48, 192):
                 guarded(check_driver, 16384, causal, torch.bfloat16, True, 64, block)
@@ -257,7 +259,7 @@ def correctness(parts):
 def primitive_checks():
     for dtype in (torch.bfloat16, torch.float16):
         tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
-        for d in (32, 64, 128):
+        for d in (16, 32, 64, 128):
             for n in (4096, 16384):
                 guarded(check_primitive, f"primitive n={n} {dtype} d={d} tile=256",
                                 *problem(1, 4, n, d, dtype, n + d), tol)

@@ -40,6 +40,7 @@ rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel
 rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel, as narrow.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
+d16      the same for head_dim 16.
 autogradthreads fwd+bwd at n = 1024…16384 (hyper, SDPA cuDNN) as hyperbench times it, with and
          without the autograd engine's device threads, in five processes.
 overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of one call, and
@@ -755,26 +756,38 @@ def bwdtiles(n):
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
 
-D32_TILES = {   # kind: tile configs for head_dim 32 to time, the default (v9's, never re-tuned) first
-    "fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
-            (128, 128, 8, 5), (128, 128, 8, 3)],
-    "bwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (256, 64, 8, 5), (256, 64, 8, 3),
-            (256, 128, 8, 3)],
-    "fwd_merge": [(128, 64, 4, 5), (128, 64, 8, 5), (128, 128, 8, 5)],
+SMALL_D_TILES = {   # head_dim: kind: tile configs to time, the default (v9's, never re-tuned then) first
+    32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
+                 (128, 128, 8, 5), (128, 128, 8, 3)],
+         "bwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (256, 64, 8, 5), (256, 64, 8, 3),
+                 (256, 128, 8, 3)],
+         "fwd_merge": [(128, 64, 4, 5), (128, 64, 8, 5), (128, 128, 8, 5)]},
+    16: {"fwd": [(128, 64, 4, 3), (128, 64, 8, 5), (128, 64, 8, 6), (128, 128, 8, 5), (256, 64, 8, 5)],
+         "bwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (256, 64, 8, 5), (256, 128, 8, 3)],
+         "fwd_merge": [(128, 64, 4, 3), (128, 64, 8, 5), (128, 128, 8, 5)]},
 }
 
 
+def _small_d(n, d):
+    """head_dim d (32 or 16), whose tiles were set in v9 and not timed since: the plain forward and
+    the fused backward (each config checked against the default's outputs), then the driver with
+    the fastest, non-causal, and causal with each merging-forward config on top."""
+    tiles = SMALL_D_TILES[d]
+    args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+    best = {"fwd": _fastest_tiles(f"d{d} fwd n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
+                                  "fwd", d, tiles["fwd"], tol=1e-2),
+            "bwd": _fastest_tiles(f"d{d} bwd n={n}", _primitive_fwd_bwd(n, d), "bwd", d, tiles["bwd"], tol=2e-2)}
+    note(f"d{d} fastest", best)
+    _driver_configs(n, d, (False,), [{}, best])
+    _driver_configs(n, d, (True,), [{}, best] + [{**best, "fwd_merge": c} for c in tiles["fwd_merge"]])
+
+
 def d32(n):
-    """head_dim 32, whose tiles were set in v9 and never timed since: the plain forward and the
-    fused backward (each config checked against the default's outputs), then the driver with the
-    fastest, non-causal, and causal with each merging-forward config on top."""
-    args, kw = problem(1, 32, n, 32, torch.bfloat16, 0)
-    best = {"fwd": _fastest_tiles(f"d32 fwd n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
-                                  "fwd", 32, D32_TILES["fwd"], tol=1e-2),
-            "bwd": _fastest_tiles(f"d32 bwd n={n}", _primitive_fwd_bwd(n, 32), "bwd", 32, D32_TILES["bwd"], tol=2e-2)}
-    note("d32 fastest", best)
-    _driver_configs(n, 32, (False,), [{}, best])
-    _driver_configs(n, 32, (True,), [{}, best] + [{**best, "fwd_merge": c} for c in D32_TILES["fwd_merge"]])
+    _small_d(n, 32)
+
+
+def d16(n):
+    _small_d(n, 16)
 
 
 ROWS64_TILES = {   # head_dim: (forward, fused backward) 64-row tiles to time, CONFIGS' first
@@ -849,7 +862,7 @@ def main():
          "stages_causal": stages_causal, "adds16": adds16, "fwdsplit": fwdsplit,
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
-         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "narrow": narrow, "rows32": rows32,
+         "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
