@@ -80,7 +80,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 10.70 ms) and in the causal recursion (gpu_probe.py at 3b30c8b: 46.1 against 46.8 ms); at
     # d = 128, 256 rows and 5 stages need more shared memory than an SM has, and 128 rows with 5
     # stages beat 256 with 2 (above)
-    "bwd": {16: (128, 64, 4, 3), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
+    # head_dim 16 (v18, gpu_probe.py --parts=d16 at 719672c): 5 stages, fused backward 4.04 -> 3.68 ms,
+    # the driver's fwd+bwd 4.32 -> 3.96; its forward and merging forward keep v9's tiles, the fastest
+    # of those timed (forward 1.31 ms against 1.49 on 8 warps).
+    "bwd": {16: (128, 64, 4, 5), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
     # ... and where neither does, 64-row tiles instead of the split backward (same probe, fwd+bwd of
