@@ -45,7 +45,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # 2.05 ms, backward 6.57 -> 5.93 ms.  d = 128: forward 4.25 -> 3.68 ms, backward 13.67 -> 11.93.
     # The plain forward at d = 64 runs on 8 warps (v11: the driver's forward 2.53 against 2.58 ms
     # with 4, gpu_probe.py --parts=fwdsplit) ...
-    "fwd": {16: (128, 64, 4, 3), 32: (128, 64, 8, 6), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
+    # head_dim 16 (v18, gpu_probe.py --parts=d16 at 37f76f5): 4 warps, 6 stages, forward 1.31 -> 1.17
+    # ms, the driver's 1.59 -> 1.46 (8 warps: 1.49 ms).
+    "fwd": {16: (128, 64, 4, 6), 32: (128, 64, 8, 6), 64: (128, 64, 8, 5), 128: (256, 32, 8, 5)},
     # ... but where it merges into the rows' (out, lse) in place (the causal recursion's levels) on
     # 4: on 8, loading the rows' old state takes it past 128 registers, one program per SM (v15:
     # 142 registers, causal forward 14.04 against 11.35 ms); capped at 128 it was slower still
@@ -81,8 +83,8 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # d = 128, 256 rows and 5 stages need more shared memory than an SM has, and 128 rows with 5
     # stages beat 256 with 2 (above)
     # head_dim 16 (v18, gpu_probe.py --parts=d16 at 719672c): 5 stages, fused backward 4.04 -> 3.68 ms,
-    # the driver's fwd+bwd 4.32 -> 3.96; its forward and merging forward keep v9's tiles, the fastest
-    # of those timed (forward 1.31 ms against 1.49 on 8 warps).
+    # the driver's fwd+bwd 4.32 -> 3.96 (3.73 with the forward above); its merging forward keeps
+    # v9's tiles, the fastest of those timed (8 warps: causal forward 9.00 against 8.60 ms).
     "bwd": {16: (128, 64, 4, 5), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
