@@ -55,7 +55,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # head_dim 32's "fwd", "fwd_merge" and "bwd" (v17, gpu_probe.py --parts=d32; until then v9's
     # tiles): the merging forward fits 8 warps there (123 registers), and the driver at n = 131072
     # took fwd 2.44 -> 1.99 ms, fwd+bwd 6.15 -> 5.23 non-causal and 10.60 -> 9.57, 34.47 -> 32.40 causal.
-    "fwd_merge": {16: (128, 64, 4, 3), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
+    # head_dim 16's merging forward on 5 stages (v18, gpu_probe.py --parts=d16 at 253433a): the causal
+    # forward 8.60 -> 8.20 ms, forward+backward 28.31 -> 27.87.
+    "fwd_merge": {16: (128, 64, 4, 5), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
     # 64-row tiles for the key-list forward (plain and merging) where the 128-row ones do not line
     # up with the blocks or sample sets but these do (block 64, 192, 320, ...).  Before v17 those
     # ran the general kernel.  gpu_probe.py --parts=narrow at 62859a0, n = 131072, block 192:
@@ -83,8 +85,7 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # d = 128, 256 rows and 5 stages need more shared memory than an SM has, and 128 rows with 5
     # stages beat 256 with 2 (above)
     # head_dim 16 (v18, gpu_probe.py --parts=d16 at 719672c): 5 stages, fused backward 4.04 -> 3.68 ms,
-    # the driver's fwd+bwd 4.32 -> 3.96 (3.73 with the forward above); its merging forward keeps
-    # v9's tiles, the fastest of those timed (8 warps: causal forward 9.00 against 8.60 ms).
+    # the driver's fwd+bwd 4.32 -> 3.96 (3.73 with the forward above).
     "bwd": {16: (128, 64, 4, 5), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
     # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
