@@ -35,7 +35,7 @@ CHECKS=${CHECKS:-leaves,driver,primitive}
 STEPS=${STEPS:-"check headline goal curve"}
 PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
-# curve, long and d128 measure these (e.g. CAUSALS=true MODES=fwd+bwd to re-measure one corner).
+# curve, long, d128/d32/d16 and blocks measure these (e.g. CAUSALS=true MODES=fwd+bwd to re-measure one corner).
 CAUSALS=${CAUSALS:-false,true}
 BLOCKS=${BLOCKS:-32,48,64,128,192,256,512}
 MODES=${MODES:-}

@@ -756,7 +756,7 @@ def bwdtiles(n):
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
 
-SMALL_D_TILES = {   # head_dim: kind: tile configs to time, the default (v9's, never re-tuned then) first
+SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
          "bwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (256, 64, 8, 5), (256, 64, 8, 3),

@@ -112,6 +112,18 @@ def _tiles_and_launches(monkeypatch, tiles):
     return launches
 
 
+def _check_merging_forward(seed, n, block):
+    """The forward merging into rows that hold nothing yet (out 0, lse -inf), blocks and sample
+    sets of `block` rows, against the reference."""
+    from hyperbench_kernels import triton_attention
+    (q, k, v, qo, ko, smp), _ = _inputs(seed, 1, 2, n, 32, torch.float32, T=-(-n // block), m=16)
+    kw = dict(block_size=block, sample_tile=block, sample_weight=n / 16, scale=32 ** -0.5)
+    old = (torch.zeros(1, 2, n, 32, device=DEVICE), torch.full((1, 2, n), float("-inf"), device=DEVICE))
+    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=old)
+    want_out, want_lse = reference.block_sample_attention(q.double(), k.double(), v.double(), qo, ko, smp, **kw)
+    assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
+
+
 def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
     """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
     64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
@@ -124,19 +136,13 @@ def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatc
     """With 128-row "fwd" and "bwd"/"bwd_narrow" tiles and 64-row blocks, the forward (plain and
     merging) and the fused backward run key lists on the 64-row tiles ("fwd_rows64",
     "bwd_rows64"), not the general kernel and the split backward; results as the reference."""
-    from hyperbench_kernels import triton_attention
     fwd, bwd, general = _tiles_and_launches(monkeypatch, {
         "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
         "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1)})
     _check(79, 1, 2, 192, 32, block=64, tile=64, m=16)
     assert [grid[0] for grid in fwd] == [192 // 64] and [grid[0] for grid in bwd] == [192 // 64]
-    (q, k, v, qo, ko, smp), _ = _inputs(80, 1, 2, 192, 32, torch.float32, T=3, m=16)
-    kw = dict(block_size=64, sample_tile=64, sample_weight=12.0, scale=32 ** -0.5)
-    old = (torch.zeros(1, 2, 192, 32, device=DEVICE), torch.full((1, 2, 192), float("-inf"), device=DEVICE))
-    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=old)
-    want_out, want_lse = reference.block_sample_attention(q.double(), k.double(), v.double(), qo, ko, smp, **kw)
+    _check_merging_forward(80, 192, 64)
     assert len(fwd) == 2 and fwd[-1][0] == 192 // 64 and general == []
-    assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
 
 
 def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
@@ -154,7 +160,6 @@ def test_blocks_of_odd_multiples_of_16_rows_run_key_lists_on_16_row_tiles(monkey
     """48-row blocks and sample sets, which only 16-row tiles line up with, run key lists on
     "fwd_rows16" / "bwd_rows16" (forward, merging forward and fused backward), not the general
     kernel; an odd length (its last block short) and results as the reference."""
-    from hyperbench_kernels import triton_attention
     fwd, bwd, general = _tiles_and_launches(monkeypatch, {
         "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
         "fwd_rows32": (32, 64, 4, 1), "fwd_rows16": (16, 32, 1, 1),
@@ -162,13 +167,8 @@ def test_blocks_of_odd_multiples_of_16_rows_run_key_lists_on_16_row_tiles(monkey
         "bwd_rows32": (32, 64, 4, 1), "bwd_rows16": (16, 32, 1, 1)})
     _check(82, 1, 2, 130, 32, block=48, tile=48, m=16)
     assert [grid[0] for grid in fwd] == [9] and [grid[0] for grid in bwd] == [9] and general == []
-    (q, k, v, qo, ko, smp), _ = _inputs(83, 1, 2, 96, 32, torch.float32, T=2, m=16)
-    kw = dict(block_size=48, sample_tile=48, sample_weight=6.0, scale=32 ** -0.5)
-    old = (torch.zeros(1, 2, 96, 32, device=DEVICE), torch.full((1, 2, 96), float("-inf"), device=DEVICE))
-    out, lse = triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw, into=old)
-    want_out, want_lse = reference.block_sample_attention(q.double(), k.double(), v.double(), qo, ko, smp, **kw)
-    assert fwd[-1][0] == 96 // 16 and general == []
-    assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
+    _check_merging_forward(83, 96, 48)
+    assert len(fwd) == 2 and fwd[-1][0] == 96 // 16 and general == []
 
 
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
