@@ -112,6 +112,15 @@ def _tiles_and_launches(monkeypatch, tiles):
     return launches
 
 
+# Every forward and fused-backward kind at the rows its name says (the interpreter's default is 64
+# rows for all): each narrow-tile test below must pick the widest one that lines up with its blocks.
+_TILES_BY_ROWS = {
+    "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
+    "fwd_rows32": (32, 64, 4, 1), "fwd_rows16": (16, 32, 1, 1),
+    "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
+    "bwd_rows32": (32, 64, 4, 1), "bwd_rows16": (16, 32, 1, 1)}
+
+
 def _check_merging_forward(seed, n, block):
     """The forward merging into rows that hold nothing yet (out 0, lse -inf), blocks and sample
     sets of `block` rows, against the reference."""
@@ -135,10 +144,9 @@ def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monk
 def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatch):
     """With 128-row "fwd" and "bwd"/"bwd_narrow" tiles and 64-row blocks, the forward (plain and
     merging) and the fused backward run key lists on the 64-row tiles ("fwd_rows64",
-    "bwd_rows64"), not the general kernel and the split backward; results as the reference."""
-    fwd, bwd, general = _tiles_and_launches(monkeypatch, {
-        "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
-        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1)})
+    "bwd_rows64"; not the narrower 32- and 16-row ones, which line up too), not the general kernel
+    and the split backward; results as the reference."""
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
     _check(79, 1, 2, 192, 32, block=64, tile=64, m=16)
     assert [grid[0] for grid in fwd] == [192 // 64] and [grid[0] for grid in bwd] == [192 // 64]
     _check_merging_forward(80, 192, 64)
@@ -147,11 +155,9 @@ def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatc
 
 def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
     """With 128- and 64-row tiles only lining up with larger blocks, 32-row blocks run key lists
-    on "fwd_rows32" / "bwd_rows32"; results as the reference."""
-    fwd, bwd, _ = _tiles_and_launches(monkeypatch, {
-        "fwd": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1), "fwd_rows32": (32, 64, 4, 1),
-        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
-        "bwd_rows32": (32, 64, 4, 1)})
+    on "fwd_rows32" / "bwd_rows32" (not the 16-row ones, which line up too); results as the
+    reference."""
+    fwd, bwd, _ = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
     _check(81, 1, 2, 96, 32, block=32, tile=32, m=16)
     assert [grid[0] for grid in fwd] == [96 // 32] and [grid[0] for grid in bwd] == [96 // 32]
 
@@ -160,11 +166,7 @@ def test_blocks_of_odd_multiples_of_16_rows_run_key_lists_on_16_row_tiles(monkey
     """48-row blocks and sample sets, which only 16-row tiles line up with, run key lists on
     "fwd_rows16" / "bwd_rows16" (forward, merging forward and fused backward), not the general
     kernel; an odd length (its last block short) and results as the reference."""
-    fwd, bwd, general = _tiles_and_launches(monkeypatch, {
-        "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
-        "fwd_rows32": (32, 64, 4, 1), "fwd_rows16": (16, 32, 1, 1),
-        "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
-        "bwd_rows32": (32, 64, 4, 1), "bwd_rows16": (16, 32, 1, 1)})
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
     _check(82, 1, 2, 130, 32, block=48, tile=48, m=16)
     assert [grid[0] for grid in fwd] == [9] and [grid[0] for grid in bwd] == [9] and general == []
     _check_merging_forward(83, 96, 48)
