@@ -19,6 +19,7 @@ Layout of the work (sorted positions r, c; original rows through q_order / k_ord
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -98,6 +99,21 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # (same probe, fwd+bwd of the primitive: d = 64 45.90 -> 20.53 ms, d = 128 79.06 -> 42.35; the
     # dK/dV adds of a list per 16 query rows are what is left)
     "bwd_rows16": {16: (16, 32, 2, 3), 32: (16, 32, 2, 3), 64: (16, 32, 2, 5), 128: (16, 32, 2, 3)},
+}
+# Time per query row of each key-list kind's tiles relative to its role's widest ("fwd" and
+# "fwd_merge", "bwd"; a kind not listed: 1.0), so that _cheapest_tiles can weigh narrow tiles that
+# divide a unit of rows sharing a key list against wider ones left part empty.  From the blocks
+# step of gpu_bench.sh at eb53ee3 (n = 131072, d = 64, every kind on the blocks it divides; time
+# less planning, per row and list key): narrower tiles gather each key row for fewer queries, and
+# the backward's programs each add their whole list's dK/dV.
+ROW_COST = {
+    "fwd_rows64": {16: 1.1, 32: 1.1, 64: 1.1, 128: 1.1},
+    "fwd_rows32": {16: 2.1, 32: 2.1, 64: 2.1, 128: 2.1},
+    "fwd_rows16": {16: 2.7, 32: 2.7, 64: 2.7, 128: 2.7},
+    "bwd_narrow": {16: 1.4, 32: 1.4, 64: 1.4, 128: 1.4},
+    "bwd_rows64": {16: 2.1, 32: 2.1, 64: 2.1, 128: 2.1},
+    "bwd_rows32": {16: 3.2, 32: 3.2, 64: 3.2, 128: 3.2},
+    "bwd_rows16": {16: 4.7, 32: 4.7, 64: 4.7, 128: 4.7},
 }
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
@@ -338,15 +354,18 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM: tl.constexpr, D: tl.constexpr):
-    """Query tile pid of head bh: where its key list starts (one list per U rows, NL a head), its
-    rows' validity, the column offsets, the rows' original indices and their gathered queries."""
-    rows = pid * BM + tl.arange(0, BM)
-    row_ok = rows < n
+def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr):
+    """Query tile pid of head bh by its row of the tile table TT (first sorted row, end, unit:
+    see _row_tiles; a unit's last tile may be part empty): where its unit's key list starts (NL
+    a head), its sorted rows and their validity, the column offsets, the rows' original indices
+    and their gathered queries."""
+    r0, r1, unit = tl.load(TT + pid * 3), tl.load(TT + pid * 3 + 1), tl.load(TT + pid * 3 + 2)
+    rows = r0 + tl.arange(0, BM)
+    row_ok = rows < r1
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
-    lists = (bh.to(tl.int64) * NL + (pid * BM) // U) * L
-    return lists, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
+    lists = (bh.to(tl.int64) * NL + unit) * L
+    return lists, rows, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
 
 
 @triton.jit
@@ -360,9 +379,9 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 
 
 @triton.jit
-def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
+def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, NL, U, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
+                 H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
                  ZERO_DKDV: tl.constexpr):
@@ -380,7 +399,7 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM, D)
+    lists, rows, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
@@ -402,7 +421,6 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     if ZERO_DKDV:
-        rows = pid * BM + tl.arange(0, BM)
         k_rows = tl.load(KO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
         dst = DKV + bh.to(tl.int64) * sz_h + k_rows[:, None] * D + offs_d[None, :]
         zero = tl.zeros([BM, D], dtype=DKV.dtype.element_ty)
@@ -411,9 +429,9 @@ def _list_kernel(Q, K, V, QO, KR, KB, Out, Lse, DO, Delta, KO, DKV,
 
 
 @triton.jit
-def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
+def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, NL, U, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
+                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
                      STORE_SAMPLES: tl.constexpr):
@@ -425,13 +443,13 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, pid, bh, n, L, NL, U, sqn, BM, D)
+    lists, rows, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-        # rows past n: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
+        # rows past n or past the unit: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
         p = tl.exp2(qk - lse2[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
@@ -458,15 +476,15 @@ def _list_bwd_kernel(Q, K, V, QO, KR, KB, Lse, DO, Delta, DQ, DK, DV,
 
 
 @triton.jit
-def _key_lists_kernel(KO, S, KR, KB, n, block, tile, m, s_head, L, log2_w, U,
+def _key_lists_kernel(KO, S, US, KR, KB, n, block, tile, m, s_head, L, log2_w,
                       SHARED_SET: tl.constexpr, CH: tl.constexpr):
-    """Key list of the U sorted query rows from pid·U (see key_lists): block keys, then samples,
-    then padding."""
+    """Key list of unit pid, the sorted query rows from US[pid] (see key_lists): block keys, then
+    samples, then padding."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     bh64 = bh.to(tl.int64)
     KO += bh64 * n
     base = (bh64 * tl.num_programs(0) + pid) * L
-    r0 = pid * U
+    r0 = tl.load(US + pid)
     blk = r0 // block
     for j0 in range(0, block, CH):
         j = j0 + tl.arange(0, CH)
@@ -672,22 +690,31 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
 
 
 def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
-    """Whether a fresh fused backward adds dK/dV up in `dtype` (see DKDV_16BIT_ADDS)."""
-    per_set = 0 if not g.has_samples else cdiv(g.tile if g.T > 1 else g.n, bm)
-    return dtype != torch.float32 and cdiv(g.block, bm) + per_set <= DKDV_16BIT_ADDS
+    """Whether a fresh fused backward adds dK/dV up in `dtype` (see DKDV_16BIT_ADDS): the programs
+    adding into a key row are the query tiles of its block and those of each sample set it is in."""
+    adders = _layout(g.n, g.block, g.tile, bm).adders(g.has_samples)
+    return dtype != torch.float32 and adders <= DKDV_16BIT_ADDS
 
 
-def _lined_up(kinds, g: _Geometry, causal: bool):
-    """The tiles of the first of these CONFIGS kinds (for g's head_dim) whose query tiles line up
-    with g's blocks and sample sets, so that key lists apply; None if none does."""
-    return next((c for c in (_config(kind, g.d) for kind in kinds) if _lists_apply(g, causal, c[0])), None)
+def _cheapest_tiles(kinds, g: _Geometry, causal: bool):
+    """The tiles (for g's head_dim) of the one of these CONFIGS kinds that covers the units of
+    rows sharing a key list in the least time by ROW_COST: per unit, cdiv(its rows, BM) tiles of
+    BM rows, the last one part empty where BM does not divide them.  The first of equals; None
+    where key lists do not apply."""
+    if not _lists_apply(g, causal):
+        return None
+
+    def cost(kind):
+        bm = _config(kind, g.d)[0]
+        return _layout(g.n, g.block, g.tile, bm).n_tiles * bm * ROW_COST.get(kind, {}).get(g.d, 1.0)
+    return _config(min(kinds, key=cost), g.d)
 
 
 def _fused_backward_tiles(g: _Geometry, causal: bool):
-    """The fused key-list backward's tiles for this geometry (the first of "bwd", "bwd_narrow",
-    "bwd_rows64", "bwd_rows32", "bwd_rows16" that lines up), or None where it does not run."""
+    """The fused key-list backward's tiles for this geometry (the cheapest of "bwd", "bwd_narrow",
+    "bwd_rows64", "bwd_rows32", "bwd_rows16"), or None where it does not run."""
     kinds = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
-    return _lined_up(kinds, g, causal) if FUSED_LIST_BACKWARD else None
+    return _cheapest_tiles(kinds, g, causal) if FUSED_LIST_BACKWARD else None
 
 
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
@@ -705,39 +732,70 @@ def _or(x, default):
     return default if x is None else x
 
 
-def _lists_apply(g: _Geometry, causal: bool, bm: int) -> bool:
-    """Every query tile lies in one block and one sample set, and no causal mask: key lists work."""
-    return (USE_KEY_LISTS and not causal and g.block % bm == 0
-            and (g.T == 1 or g.tile % bm == 0))
+def _lists_apply(g: _Geometry, causal: bool) -> bool:
+    """Key lists work: no causal mask, and blocks and sample sets of whole 16-row tiles, the
+    narrowest there are (the config's sizes always are; a sequence shorter than its block may not
+    be, and the general kernel runs)."""
+    return USE_KEY_LISTS and not causal and g.block % 16 == 0 and (g.T == 1 or g.tile % 16 == 0)
 
 
-def _list_unit(g: _Geometry) -> int:
-    """Sorted query rows that see the same keys: one block and one sample set."""
-    return g.block if g.T == 1 else math.gcd(g.block, g.tile)
+class _Layout:
+    """The units of sorted query rows that see the same keys (one block and one sample set: the
+    rows between consecutive multiples of either) and the query tiles of BM rows that cover
+    them, a unit's last tile part empty where BM does not divide it.  Host tensors, built once
+    per shape; `on(device)` gives the device copies the kernels read."""
+
+    def __init__(self, n: int, block: int, tile: int, bm: int):
+        cuts = torch.cat([torch.arange(0, n, block), torch.arange(0, n, tile), torch.tensor([n])])
+        self.units = torch.unique(cuts).to(torch.int32)                    # unit starts, then n
+        starts, ends = self.units[:-1].long(), self.units[1:].long()
+        per_unit = (ends - starts + bm - 1) // bm
+        unit = torch.repeat_interleave(torch.arange(len(starts)), per_unit)
+        first = torch.cumsum(per_unit, 0) - per_unit                     # each unit's first tile
+        r0 = starts[unit] + (torch.arange(len(unit)) - first[unit]) * bm
+        self.tiles = torch.stack([r0, torch.minimum(r0 + bm, ends[unit]), unit], 1).to(torch.int32)
+        self.n_tiles = len(unit)
+        self.by_block = int(torch.bincount(r0 // block).max())
+        self.by_set = int(torch.bincount(r0 // tile).max())
+        self._on = {}
+
+    def adders(self, sampled: bool) -> int:
+        """Most query tiles adding into one key row: its block's, and its sample set's."""
+        return self.by_block + (self.by_set if sampled else 0)
+
+    def on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.units.to(device), self.tiles.to(device))
+        return self._on[key]
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(n: int, block: int, tile: int, bm: int) -> _Layout:
+    return _Layout(n, block, tile, bm)
 
 
 def _forward_tiles(kind: str, g: _Geometry, causal: bool):
-    """CONFIGS[kind] ("fwd" or "fwd_merge") for g's head_dim where key lists apply with its tiles,
-    else the first of the narrower "fwd_rows64", "fwd_rows32", "fwd_rows16" with which they do
-    (blocks or sample sets of 64, 192, ...; 32, 96, ...; 16, 48, ...), else kind's (the general
-    kernel runs: causal pieces, or sizes that are not multiples of 16)."""
-    return _lined_up((kind, "fwd_rows64", "fwd_rows32", "fwd_rows16"), g, causal) or _config(kind, g.d)
+    """The cheapest tiles of CONFIGS[kind] ("fwd" or "fwd_merge") and the narrower "fwd_rows64",
+    "fwd_rows32", "fwd_rows16" for g's head_dim where key lists apply, else kind's (the general
+    kernel runs: causal pieces, or blocks and sets that are not multiples of 16 rows)."""
+    return _cheapest_tiles((kind, "fwd_rows64", "fwd_rows32", "fwd_rows16"), g, causal) or _config(kind, g.d)
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):
-    """Per unit of sorted query rows that see the same keys (_list_unit: a block, or the part of
-    one inside a sample set): the original rows of those keys (the block's keys, then the sample
-    set) and each key's exp2-domain bias (0, log2 w, or -inf for padding and for samples inside the
+    """Per unit of sorted query rows that see the same keys (_Layout: a block, or the part of one
+    inside a sample set): the original rows of those keys (the block's keys, then the sample set)
+    and each key's exp2-domain bias (0, log2 w, or -inf for padding and for samples inside the
     rows' own block).  Lengths padded to a multiple of bn with masked keys.  Every query tile
-    (_lists_apply) lies in one unit, so the forward's and the backward's tiles share one build.
+    lies in one unit, whatever its rows, so the forward's and the backward's tiles share one build.
     Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
-    U = _list_unit(g)
-    nl = cdiv(g.n, U)
+    units, _ = _layout(g.n, g.block, g.tile, 16).on(k_order.device)
+    nl = len(units) - 1
     L = cdiv(g.block + g.m, bn) * bn
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
     bias = torch.empty(g.B, g.H, nl, L, dtype=torch.float32, device=k_order.device)
     _key_lists_kernel[(nl, g.B * g.H)](
-        k_order, _or(samples, k_order), rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w, U,
+        k_order, _or(samples, k_order), units, rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
         SHARED_SET=g.T == 1, CH=64, num_warps=4)
     return rows, bias
 
@@ -760,10 +818,11 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
     cap = {"maxnreg": cfg[4]} if len(cfg) > 4 else {}   # a register cap, where a config gives one
     rows, bias = lists
     dummy = lse
-    _list_kernel[(cdiv(g.n, bm), g.B * g.H)](
-        q, k, v, q_order, rows, bias, out, lse, _or(do, dummy), _or(delta, dummy), _or(k_order, q_order),
-        _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2],
-        _list_unit(g), g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
+    layout = _layout(g.n, g.block, g.tile, bm)
+    _list_kernel[(layout.n_tiles, g.B * g.H)](
+        q, k, v, q_order, layout.on(q.device)[1], rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+        _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1],
+        rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
         num_warps=warps, num_stages=stages, **cap)
@@ -780,7 +839,7 @@ def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=No
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel.  zero:
     a buffer the forward clears as well (see _list_launch)."""
     cfg = _config("dq", g.d) if do is not None else _forward_tiles("fwd", g, causal)
-    if _lists_apply(g, causal, cfg[0]):
+    if _lists_apply(g, causal):
         lists = _lists_for(g, k_order, samples, cfg[1], lists)
         _list_launch(g, cfg, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
     else:
@@ -804,8 +863,8 @@ def prepared_lists(q, k, v, q_order, k_order, samples, *, block_size: int, sampl
     arguments, built once for both (their `lists`); None where the key-list kernels do not apply."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-    bm, bn = _forward_tiles("fwd", g, causal)[:2]
-    return key_lists(g, k_order, samples, bn) if _lists_apply(g, causal, bm) else None
+    bn = _forward_tiles("fwd", g, causal)[1]
+    return key_lists(g, k_order, samples, bn) if _lists_apply(g, causal) else None
 
 
 def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
@@ -826,7 +885,7 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
             raise ValueError(f"into: out {tuple(out.shape)} {out.dtype}, lse {tuple(lse.shape)} {lse.dtype} do not "
                              f"match q {tuple(q.shape)} {q.dtype}")
         cfg = _forward_tiles("fwd_merge", g, causal)
-        if _lists_apply(g, causal, cfg[0]) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
+        if _lists_apply(g, causal) and _by_head_stride(out, g.H) and _by_head_stride(lse, g.H):
             if zero is not None:
                 zero.zero_()
             _list_launch(g, cfg, q, k, v, q_order, _lists_for(g, k_order, samples, cfg[1], lists), out, lse,
@@ -871,10 +930,10 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             dk.zero_()
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
-        _list_bwd_kernel[(cdiv(g.n, bm), g.B * g.H)](
-            q, k, v, q_order, rows, bias, lse, dout, delta, dq, dk, dv,
-            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], _list_unit(g),
-            g.block, g.qk_scale,
+        layout = _layout(g.n, g.block, g.tile, bm)
+        _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
+            q, k, v, q_order, layout.on(q.device)[1], rows, bias, lse, dout, delta, dq, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)

@@ -38,6 +38,9 @@ narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key 
          before, forward and forward+backward, d = 32, 64, 128, each config checked.
 rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel, as narrow.
 rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel, as narrow.
+padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128: the forward and the fused
+         backward on each kind's tiles (narrow ones dividing the rows that share a key list, wide
+         ones part empty) against ROW_COST's pick, each checked against the pick's outputs.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 d16      the same for head_dim 16.
@@ -853,6 +856,43 @@ def rows16(n):
         _narrow_tiles(n, d, 48, ("fwd_rows16", "bwd_rows16"), configs)
 
 
+FWD_KINDS = ("fwd", "fwd_rows64", "fwd_rows32", "fwd_rows16")
+BWD_KINDS = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
+
+
+def _each_kind(label, fn, kinds, d, tol):
+    """fn run with each of `kinds` forced in turn (ROW_COST 0 for it: _cheapest_tiles then takes
+    it), its outputs checked against those of the cost model's own choice; {kind: ms}."""
+    want, times = fn(), {}
+    for kind in kinds:
+        with mock.patch.object(triton_attention, "ROW_COST", {kind: {d: 0.0}}):
+            got = fn()
+            diff = max(rel(a, b) for a, b in zip(got, want))
+            ok = diff <= tol and all(bool(torch.isfinite(g).all()) for g in got)
+            times[kind] = ms(fn)
+            note(f"{label} {kind} (rel.diff {diff:.1e}{'' if ok else ' FAILED'})", times[kind])
+    return times
+
+
+def padded(n):
+    """Blocks whose rows, or whose parts inside 256-row sample sets (the config's), the widest
+    tiles do not divide: the primitive's forward and fused backward with each kind's tiles forced
+    (narrow ones that divide the units, wide ones part empty), head_dim 64 and 128, against what
+    ROW_COST picks.  Also one sample set per head (the published variant) at two blocks."""
+    shapes = [(d, block, 256) for d in (64, 128) for block in (32, 48, 64, 80, 96, 112, 144, 160, 192, 208, 240)]
+    shapes += [(64, 48, 0), (64, 96, 0)]
+    for d, block, tile in shapes:
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=tile)
+        g = triton_attention._Geometry(args[0], args[5], block, tile, kw["sample_weight"], kw["scale"])
+        picks = (triton_attention._forward_tiles("fwd", g, False), triton_attention._fused_backward_tiles(g, False))
+        label = f"padded d={d} block={block} tile={tile} n={n}"
+        note(f"{label} ROW_COST picks", picks)
+        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+        fwd_ms = _each_kind(f"{label} fwd", fwd, FWD_KINDS, d, 1e-2)
+        bwd_ms = _each_kind(f"{label} bwd", backward_call(args, kw), BWD_KINDS, d, 2e-2)
+        note(f"{label} fastest", (min(fwd_ms, key=fwd_ms.get), min(bwd_ms, key=bwd_ms.get)))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -863,7 +903,7 @@ def main():
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
-         "rows16": rows16}[part](n)
+         "rows16": rows16, "padded": padded}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -5,7 +5,6 @@ are fp32/fp16 (the interpreter's bf16 dot is wrong).  Gradients come from a loss
 outputs, so the lse gradient path (driver merges) is checked too.
 """
 
-
 from unittest import mock
 
 import pytest
@@ -74,51 +73,71 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
 
 
 @pytest.mark.parametrize("n,block,tile,m", [
-    (37, 16, 16, 5),      # odd n, ragged last block and tile, m not a multiple of 16
+    (37, 16, 16, 5),      # odd n, ragged last block and tile, m not a multiple of 16; tiles part empty
     (100, 24, 40, 20),    # block not a multiple of BLOCK_M, tiles straddle blocks and sets
     (131, 64, 64, 16),    # aligned blocks, ragged tail
     (128, 64, 64, 32),    # key lists: tiles aligned with blocks and sets
     (150, 64, 0, 20),     # key lists, one sample set shared by the head, ragged tail
     (200, 128, 64, 24),   # key lists, two query tiles per block, own-block samples masked
-    (96, 32, 0, 24),      # general kernel, one sample set shared by the head
+    (96, 32, 0, 24),      # key lists on tiles half empty, one sample set shared by the head
+    (90, 40, 0, 24),      # general kernel (blocks not of whole 16-row tiles), one set for the head
     (130, 64, 64, 0),     # key lists without samples, ragged tail
     (300, 128, 256, 24),  # key lists, one list per block shared by two query tiles, ragged tail
     (200, 128, 0, 16),    # key lists shared by two query tiles, one sample set for the head
+    (200, 48, 64, 16),    # blocks straddle sample sets: a list per block and set, tiles part empty
 ])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-bwd", "split-bwd"])
 def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
-    """Both backward paths where key lists apply: the fused one and the dQ + dK/dV kernels."""
+    """Both backward paths where key lists apply (blocks and sample sets of whole 16-row tiles):
+    the fused one and the dQ + dK/dV kernels."""
     from hyperbench_kernels import triton_attention
     monkeypatch.setattr(triton_attention, "FUSED_LIST_BACKWARD", fused)
     launches = []
     real = triton_attention._list_bwd_kernel
     monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(real, launches))
     _check(1000 + n, 2, 2, n, 32, block=block, tile=tile, m=m)
-    bm = triton_attention._config("bwd", 32)[0]
-    aligned = block % bm == 0 and (tile == 0 or tile % bm == 0)
-    assert bool(launches) == (fused and aligned)
+    assert bool(launches) == (fused and min(block, n) % 16 == 0 and tile % 16 == 0)
 
 
-def _tiles_and_launches(monkeypatch, tiles):
-    """CONFIGS entries replaced by `tiles` ({kind: config}), and the grids of every launch of the
-    key-list forward, the fused backward and the general kernel recorded, in that order."""
+def _tiles_and_launches(monkeypatch, tiles, costs=None):
+    """CONFIGS entries replaced by `tiles` ({kind: config}) and ROW_COST by `costs`, and every
+    launch of the key-list forward, the fused backward and the general kernel recorded, in that
+    order, as (programs, BLOCK_M)."""
     from hyperbench_kernels import triton_attention
     real = triton_attention._config
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: tiles.get(kind) or real(kind, d))
+    if costs is not None:
+        monkeypatch.setattr(triton_attention, "ROW_COST", costs)
     launches = []
     for name in ("_list_kernel", "_list_bwd_kernel", "_row_tile_kernel"):
         launches.append([])
-        monkeypatch.setattr(triton_attention, name, _Spy(getattr(triton_attention, name), launches[-1]))
+        monkeypatch.setattr(triton_attention, name, _TileSpy(getattr(triton_attention, name), launches[-1]))
     return launches
 
 
+class _TileSpy:
+    """Stands in for a Triton kernel: `spy[grid](..., BM=...)` records (programs, BM), then runs it."""
+
+    def __init__(self, kernel, calls):
+        self.kernel, self.calls = kernel, calls
+
+    def __getitem__(self, grid):
+        def launch(*a, **kw):
+            self.calls.append((grid[0], kw.get("BM")))
+            return self.kernel[grid](*a, **kw)
+        return launch
+
+
 # Every forward and fused-backward kind at the rows its name says (the interpreter's default is 64
-# rows for all): each narrow-tile test below must pick the widest one that lines up with its blocks.
+# rows for all), and a cost per row for each that grows as the tiles narrow, as on the H200.
 _TILES_BY_ROWS = {
     "fwd": (128, 64, 4, 1), "fwd_merge": (128, 64, 4, 1), "fwd_rows64": (64, 64, 4, 1),
     "fwd_rows32": (32, 64, 4, 1), "fwd_rows16": (16, 32, 1, 1),
     "bwd": (128, 64, 4, 1), "bwd_narrow": (128, 64, 4, 1), "bwd_rows64": (64, 64, 4, 1),
     "bwd_rows32": (32, 64, 4, 1), "bwd_rows16": (16, 32, 1, 1)}
+_COSTS = {kind: {32: cost} for kind, cost in (
+    ("fwd_rows64", 1.1), ("fwd_rows32", 1.5), ("fwd_rows16", 3.0),
+    ("bwd_narrow", 1.2), ("bwd_rows64", 1.1), ("bwd_rows32", 1.5), ("bwd_rows16", 3.0))}
 
 
 def _check_merging_forward(seed, n, block):
@@ -133,44 +152,54 @@ def _check_merging_forward(seed, n, block):
     assert _rel(out, want_out) < TOL[torch.float32] and _rel(lse, want_lse) < TOL[torch.float32]
 
 
-def test_fused_backward_takes_narrower_tiles_where_the_wide_ones_do_not_fit(monkeypatch):
-    """Key lists need query tiles inside one block and one sample set: with 128-row "bwd" tiles and
-    64-row blocks, the fused backward runs on the "bwd_narrow" tiles instead of the split one."""
-    _, bwd, _ = _tiles_and_launches(monkeypatch, {"bwd": (128, 64, 4, 1), "bwd_narrow": (64, 64, 4, 1)})
-    _check(77, 1, 2, 192, 32, block=64, tile=64, m=16)
-    assert [grid[0] for grid in bwd] == [192 // 64]
-
-
-def test_blocks_narrower_than_the_tiles_run_key_lists_on_64_row_tiles(monkeypatch):
-    """With 128-row "fwd" and "bwd"/"bwd_narrow" tiles and 64-row blocks, the forward (plain and
-    merging) and the fused backward run key lists on the 64-row tiles ("fwd_rows64",
-    "bwd_rows64"; not the narrower 32- and 16-row ones, which line up too), not the general kernel
-    and the split backward; results as the reference."""
-    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
+def test_blocks_narrower_than_the_tiles_run_key_lists_on_narrow_tiles_that_divide_them(monkeypatch):
+    """With 128-row "fwd" and "bwd" tiles and 64-row blocks, the forward (plain and merging) and
+    the fused backward run key lists on the 64-row tiles, not the 128-row ones half empty nor the
+    narrower 32- and 16-row ones (which divide the blocks too, at a higher cost per row), and not
+    the general kernel and the split backward; results as the reference."""
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS, _COSTS)
     _check(79, 1, 2, 192, 32, block=64, tile=64, m=16)
-    assert [grid[0] for grid in fwd] == [192 // 64] and [grid[0] for grid in bwd] == [192 // 64]
+    assert fwd == [(3, 64)] and bwd == [(3, 64)]
     _check_merging_forward(80, 192, 64)
-    assert len(fwd) == 2 and fwd[-1][0] == 192 // 64 and general == []
+    assert fwd[-1] == (3, 64) and general == []
 
 
 def test_blocks_of_32_rows_run_key_lists_on_32_row_tiles(monkeypatch):
-    """With 128- and 64-row tiles only lining up with larger blocks, 32-row blocks run key lists
-    on "fwd_rows32" / "bwd_rows32" (not the 16-row ones, which line up too); results as the
-    reference."""
-    fwd, bwd, _ = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
+    """32-row blocks run key lists on "fwd_rows32" / "bwd_rows32" where those cost less than 64-
+    and 128-row tiles half or three quarters empty; results as the reference."""
+    fwd, bwd, _ = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS, _COSTS)
     _check(81, 1, 2, 96, 32, block=32, tile=32, m=16)
-    assert [grid[0] for grid in fwd] == [96 // 32] and [grid[0] for grid in bwd] == [96 // 32]
+    assert fwd == [(3, 32)] and bwd == [(3, 32)]
 
 
-def test_blocks_of_odd_multiples_of_16_rows_run_key_lists_on_16_row_tiles(monkeypatch):
-    """48-row blocks and sample sets, which only 16-row tiles line up with, run key lists on
-    "fwd_rows16" / "bwd_rows16" (forward, merging forward and fused backward), not the general
-    kernel; an odd length (its last block short) and results as the reference."""
-    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS)
+def test_blocks_of_odd_multiples_of_16_rows_run_the_cheapest_tiles_part_empty(monkeypatch):
+    """48-row blocks and sample sets, which only 16-row tiles divide: at the costs of _COSTS the
+    forward, merging forward and fused backward run one 64-row tile per block with its last 16
+    rows empty (an odd length, its last block short; results as the reference); where every kind
+    costs the same per row, the 16-row tiles (fewest empty rows) run.  Never the general kernel."""
+    from hyperbench_kernels import triton_attention
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS, _COSTS)
     _check(82, 1, 2, 130, 32, block=48, tile=48, m=16)
-    assert [grid[0] for grid in fwd] == [9] and [grid[0] for grid in bwd] == [9] and general == []
+    assert fwd == [(3, 64)] and bwd == [(3, 64)] and general == []
     _check_merging_forward(83, 96, 48)
-    assert len(fwd) == 2 and fwd[-1][0] == 96 // 16 and general == []
+    assert fwd[-1] == (2, 64) and general == []
+    fwd.clear(), bwd.clear()
+    monkeypatch.setattr(triton_attention, "ROW_COST", {})
+    _check(84, 1, 2, 130, 32, block=48, tile=48, m=16)
+    assert fwd == [(9, 16)] and bwd == [(9, 16)] and general == []
+
+
+def test_rows_of_one_block_and_one_sample_set_share_a_key_list(monkeypatch):
+    """48-row blocks and 64-row sample sets: one key list per stretch of rows between consecutive
+    cuts at multiples of either (0, 48, 64, 96, 128, 144, 192, then 200: 7 lists), covered at the
+    costs of _COSTS by 32-row tiles (2 + 1 + 1 + 1 + 1 + 2 + 1 = 9, the last part empty); results
+    as the reference."""
+    from hyperbench_kernels import triton_attention
+    builds = []
+    monkeypatch.setattr(triton_attention, "_key_lists_kernel", _Spy(triton_attention._key_lists_kernel, builds))
+    fwd, bwd, general = _tiles_and_launches(monkeypatch, _TILES_BY_ROWS, _COSTS)
+    _check(85, 1, 2, 200, 32, block=48, tile=64, m=16)
+    assert builds == [(7, 2)] and fwd == [(9, 32)] and bwd == [(9, 32)] and general == []
 
 
 def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
@@ -379,11 +408,12 @@ def test_a_register_cap_in_a_config_reaches_the_launch(monkeypatch):
     assert launches == [96]
 
 
-@pytest.mark.parametrize("n", [256, 200], ids=["aligned", "ragged"])
-def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n):
+@pytest.mark.parametrize("n,block", [(256, 64), (200, 64), (200, 48)], ids=["aligned", "ragged", "part-empty"])
+def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n, block):
     """Where dK/dV add up in 16 bits, the forward's kernel clears the backward's buffer (here
     handed over full of NaN, so a row it missed shows): the gradients match the reference, and a
-    second backward of the same graph (which cannot reuse the buffer) gives them again."""
+    second backward of the same graph (which cannot reuse the buffer) gives them again.  Also with
+    blocks that the tiles do not divide (the interpreter's 64 rows, blocks of 48)."""
     from hyperbench_kernels import triton_attention
     handed = []
     real = triton_attention.zeroed_dkdv
@@ -394,8 +424,8 @@ def test_forward_clears_the_backwards_dkdv_buffer(monkeypatch, n):
         return None if buf is None else buf.fill_(float("nan"))
     monkeypatch.setattr(triton_attention, "zeroed_dkdv", poisoned)
     m = 32
-    (q, k, v, qo, ko, smp), g = _inputs(97, 1, 2, n, 32, torch.float16, T=-(-n // 64), m=m)
-    kw = dict(block_size=64, sample_tile=64, sample_weight=n / m, scale=32 ** -0.5)
+    (q, k, v, qo, ko, smp), g = _inputs(97, 1, 2, n, 32, torch.float16, T=-(-n // block), m=m)
+    kw = dict(block_size=block, sample_tile=block, sample_weight=n / m, scale=32 ** -0.5)
     gout = torch.randn(1, 2, n, 32, generator=g).to(DEVICE)
     xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
     out, lse = block_sample_attention(*xs, qo, ko, smp, **kw)
