@@ -100,21 +100,19 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # dK/dV adds of a list per 16 query rows are what is left)
     "bwd_rows16": {16: (16, 32, 2, 3), 32: (16, 32, 2, 3), 64: (16, 32, 2, 5), 128: (16, 32, 2, 3)},
 }
-# Time per query row of each key-list kind's tiles relative to its role's widest ("fwd" and
-# "fwd_merge", "bwd"; a kind not listed: 1.0), so that _cheapest_tiles can weigh narrow tiles that
-# divide a unit of rows sharing a key list against wider ones left part empty.  From the blocks
-# step of gpu_bench.sh at eb53ee3 (n = 131072, d = 64, every kind on the blocks it divides; time
-# less planning, per row and list key): narrower tiles gather each key row for fewer queries, and
-# the backward's programs each add their whole list's dK/dV.
-ROW_COST = {
-    "fwd_rows64": {16: 1.1, 32: 1.1, 64: 1.1, 128: 1.1},
-    "fwd_rows32": {16: 2.1, 32: 2.1, 64: 2.1, 128: 2.1},
-    "fwd_rows16": {16: 2.7, 32: 2.7, 64: 2.7, 128: 2.7},
-    "bwd_narrow": {16: 1.4, 32: 1.4, 64: 1.4, 128: 1.4},
-    "bwd_rows64": {16: 2.1, 32: 2.1, 64: 2.1, 128: 2.1},
-    "bwd_rows32": {16: 3.2, 32: 3.2, 64: 3.2, 128: 3.2},
-    "bwd_rows16": {16: 4.7, 32: 4.7, 64: 4.7, 128: 4.7},
-}
+# Time per query row and list key of each key-list kind's tiles relative to its role's widest
+# ("fwd" and "fwd_merge", "bwd"; a kind not listed: 1.0), so that _cheapest_tiles can weigh narrow
+# tiles that divide the units of rows sharing a key list against wider ones left part empty.
+# gpu_probe.py --parts=padded at 45dee29 (n = 131072, 256-row sample sets, blocks 32 ... 240, each
+# kind forced): the median over blocks of time / (tiles × BM × list length).  With these the choice
+# was the fastest kind in 47 of 48 cases (the other within 0.5%).  Narrower tiles gather each key
+# row for fewer queries, and each backward program adds its whole list's dK/dV.  d = 16 and 32
+# were not measured and take d = 64's.
+_ROW_COST_D64 = {"fwd_rows64": 1.06, "fwd_rows32": 2.12, "fwd_rows16": 2.10,
+                 "bwd_narrow": 1.28, "bwd_rows64": 1.53, "bwd_rows32": 2.47, "bwd_rows16": 4.09}
+_ROW_COST_D128 = {"fwd_rows64": 1.21, "fwd_rows32": 3.05, "fwd_rows16": 2.53,
+                  "bwd_narrow": 1.27, "bwd_rows64": 1.48, "bwd_rows32": 2.35, "bwd_rows16": 3.74}
+ROW_COST = {kind: {16: c, 32: c, 64: c, 128: _ROW_COST_D128[kind]} for kind, c in _ROW_COST_D64.items()}
 # Query rows per virtual tile when one sample set is shared by a whole head (sample_tile 0): the
 # sampled dK/dV is split over such chunks so a head's few sample chunks still fill the GPU.
 SHARED_SET_CHUNK = 2048
