@@ -441,12 +441,14 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr):
+                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
     original rows (fp32, or 16-bit: DKDV_16BIT_ADDS), since a key is in the lists of several tiles
-    (its block's, its sample set's)."""
+    (its block's, its sample set's).
+    REREAD_ROWS: the rows' indices for dQ's store read again after the loop rather than held
+    through it (see _reread_rows)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -479,8 +481,9 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
             live = live & (~plain)
         tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
         tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
-    rows, row_ok = _tile_rows(TT, pid, BM)
-    q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
+    if REREAD_ROWS:
+        rows, row_ok = _tile_rows(TT, pid, BM)
+        q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
     _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
 
@@ -719,6 +722,14 @@ def _cheapest_tiles(kinds, g: _Geometry, causal: bool):
     return _config(min(kinds, key=cost), g.d)
 
 
+def _reread_rows(bm: int) -> bool:
+    """Whether the fused backward reads its rows' indices again after the key loop: on the 256-row
+    tiles (d = 64's "bwd", at the register ceiling) that cut spills 204 -> 72 bytes and the
+    backward at block 256 5.24 -> 5.16 ms; on 4-warp 128-row ones it made block 128's backward
+    6.25 ms against 4.68 holding them (A/B on the H200 at 198dc00, n = 131072, d = 64)."""
+    return bm >= 256
+
+
 def _fused_backward_tiles(g: _Geometry, causal: bool):
     """The fused key-list backward's tiles for this geometry (the cheapest of "bwd", "bwd_narrow",
     "bwd_rows64", "bwd_rows32", "bwd_rows16"), or None where it does not run."""
@@ -945,7 +956,8 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
-            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], num_warps=warps, num_stages=stages)
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), num_warps=warps,
+            num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)

@@ -61,7 +61,8 @@ def list_kernels(d: int) -> dict:
                                                   MERGE=kind == "fwd_merge", ZERO_DKDV=zero), warps, stages)
     bm, bn, warps, stages = ta.CONFIGS["bwd"][d][:4]
     found["fused backward"] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0,
-                                                             STORE_BLOCK=False, STORE_SAMPLES=False), warps, stages)
+                                                             STORE_BLOCK=False, STORE_SAMPLES=False,
+                                                             REREAD_ROWS=ta._reread_rows(bm)), warps, stages)
     return found
 
 
