@@ -59,21 +59,21 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # head_dim 16's merging forward on 5 stages (v18, gpu_probe.py --parts=d16 at 253433a): the causal
     # forward 8.60 -> 8.20 ms, forward+backward 28.31 -> 27.87.
     "fwd_merge": {16: (128, 64, 4, 5), 32: (128, 64, 8, 5), 64: (128, 64, 4, 5), 128: (256, 32, 8, 5)},
-    # 64-row tiles for the key-list forward (plain and merging) where the 128-row ones do not line
-    # up with the blocks or sample sets but these do (block 64, 192, 320, ...).  Before v17 those
-    # ran the general kernel.  gpu_probe.py --parts=narrow at 62859a0, n = 131072, block 192:
-    # d = 32 5.76 -> 1.39 ms, d = 64 6.64 -> 2.09, d = 128 13.48 -> 3.70; block 64, d = 64 9.05 ->
-    # 1.67 (block 256 on the default tiles: 1.99).  d = 16 untimed.
+    # 64-row tiles for the key-list forward (plain and merging), for blocks or sample sets the
+    # 128-row ones do not line up with (block 64, 192, 320, ...; since v19 wherever ROW_COST says
+    # they are the cheapest, part empty or not).  Before v17 those ran the general kernel.
+    # gpu_probe.py --parts=narrow at 62859a0, n = 131072, block 192: d = 32 5.76 -> 1.39 ms,
+    # d = 64 6.64 -> 2.09, d = 128 13.48 -> 3.70; block 64, d = 64 9.05 -> 1.67 (block 256 on the
+    # default tiles: 1.99).  d = 16 untimed.
     "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 32, 4, 5)},
-    # ... and 32-row tiles where only those line up (block 32, 96, 160, ...; the products then run
-    # on mma.sync, not wgmma, which needs 64 rows per warpgroup).  gpu_probe.py --parts=rows32 at
-    # 37ddd54, n = 131072, block 32: d = 64 17.24 -> 2.88 ms, d = 128 42.96 -> 5.93.  d = 16 and
-    # 32 untimed.
+    # ... and 32-row tiles (block 32, 96, 160, ...; the products then run on mma.sync, not wgmma,
+    # which needs 64 rows per warpgroup).  gpu_probe.py --parts=rows32 at 37ddd54, n = 131072,
+    # block 32: d = 64 17.24 -> 2.88 ms, d = 128 42.96 -> 5.93.  d = 16 and 32 untimed.
     "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 32, 4, 5)},
-    # ... and 16-row tiles for blocks or sample sets that are odd multiples of 16 (16, 48, 80, ...),
-    # the last sizes the issue allows (one warp: more only split the keys).  gpu_probe.py
-    # --parts=rows16 at 7540a47, n = 131072, block 48: d = 64 14.49 -> 3.68 ms, d = 128 33.09 -> 7.15.
-    # d = 16 and 32 untimed.
+    # ... and 16-row tiles, which divide every size the issue allows (16, 48, 80, ...; one warp:
+    # more only split the keys; v19: at block 48, 64-row tiles a quarter empty are faster).
+    # gpu_probe.py --parts=rows16 at 7540a47, n = 131072, block 48: d = 64 14.49 -> 3.68 ms,
+    # d = 128 33.09 -> 7.15.  d = 16 and 32 untimed.
     "fwd_rows16": {16: (16, 64, 1, 3), 32: (16, 32, 1, 5), 64: (16, 32, 1, 5), 128: (16, 32, 1, 5)},
     # the general forward (_row_tile_kernel: tiles not aligned with blocks or sample sets, causal
     # exact pieces) keeps the tiles it was last timed with (v9); 5 stages were not timed on it
@@ -88,9 +88,9 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # head_dim 16 (v18, gpu_probe.py --parts=d16 at 719672c): 5 stages, fused backward 4.04 -> 3.68 ms,
     # the driver's fwd+bwd 4.32 -> 3.96 (3.73 with the forward above).
     "bwd": {16: (128, 64, 4, 5), 32: (128, 64, 4, 5), 64: (256, 64, 8, 5), 128: (128, 64, 8, 5)},
-    # ... and where BLOCK_M of "bwd" does not divide the block or sample set (key lists need it)
+    # ... and 128-row tiles at d = 64 where the 256-row ones would be mostly empty
     "bwd_narrow": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)},
-    # ... and where neither does, 64-row tiles instead of the split backward (same probe, fwd+bwd of
+    # ... and 64-row tiles (before v17 those blocks ran the split backward; same probe, fwd+bwd of
     # the primitive with the old forward -> both new: block 192 d = 32 10.32 -> 5.91 ms, d = 64
     # 18.07 -> 9.95, d = 128 31.77 -> 21.43; block 64, d = 64 23.74 -> 6.19).  d = 16 untimed.
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 3), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
