@@ -354,7 +354,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 @triton.jit
 def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr):
     """Query tile pid of head bh by its row of the tile table TT (first sorted row, end, unit:
-    see _row_tiles; a unit's last tile may be part empty): where its unit's key list starts (NL
+    see _Layout; a unit's last tile may be part empty): where its unit's key list starts (NL
     a head), its sorted rows and their validity, the column offsets, the rows' original indices
     and their gathered queries."""
     rows, row_ok = _tile_rows(TT, pid, BM)
@@ -425,8 +425,9 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     if ZERO_DKDV:
-        # the rows again from the table, not kept from before the loop: 18 more registers held
-        # through it cost the training forward 60% (a probe at fa5e3921: 2.0 -> 3.2 ms)
+        # the rows again from the table, not kept from before the loop: holding them took the
+        # kernel to 137 registers, one program per SM instead of two (fa5e392's profile: this
+        # forward 3.24 ms against 2.01 without the clearing)
         rows, row_ok = _tile_rows(TT, pid, BM)
         k_rows = tl.load(KO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
         dst = DKV + bh.to(tl.int64) * sz_h + k_rows[:, None] * D + offs_d[None, :]
@@ -724,7 +725,7 @@ def _cheapest_tiles(kinds, g: _Geometry, causal: bool):
 
 def _reread_rows(bm: int) -> bool:
     """Whether the fused backward reads its rows' indices again after the key loop: on the 256-row
-    tiles (d = 64's "bwd", at the register ceiling) that cut spills 204 -> 72 bytes and the
+    tiles (d = 64's "bwd", at the register ceiling) that cut spills (ptxas: 204 -> 72 bytes) and the
     backward at block 256 5.24 -> 5.16 ms; on 4-warp 128-row ones it made block 128's backward
     6.25 ms against 4.68 holding them (A/B on the H200 at 198dc00, n = 131072, d = 64)."""
     return bm >= 256
@@ -809,7 +810,7 @@ def key_lists(g: _Geometry, k_order, samples, bn: int):
     rows' own block).  Lengths padded to a multiple of bn with masked keys.  Every query tile
     lies in one unit, whatever its rows, so the forward's and the backward's tiles share one build.
     Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
-    units, _ = _layout(g.n, g.block, g.tile, 16).on(k_order.device)
+    units, _ = _layout(g.n, g.block, g.tile, 16).on(k_order.device)   # the units, whatever the tiles
     nl = len(units) - 1
     L = cdiv(g.block + g.m, bn) * bn
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
