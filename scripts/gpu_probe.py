@@ -802,22 +802,26 @@ ROWS64_TILES = {   # head_dim: (forward, fused backward) 64-row tiles to time, C
 }
 
 
+def _forcing(kinds, d):
+    """A context in which _cheapest_tiles takes these kinds (ROW_COST 0 for them, 1 for the rest)."""
+    return mock.patch.object(triton_attention, "ROW_COST", {kind: {d: 0.0} for kind in kinds})
+
+
 def _narrow_tiles(n, d, block, kinds, configs):
-    """Key lists on narrow tiles for blocks (and sample sets) of `block` rows: the general kernel
-    and split backward they ran before (forced by 128-row tiles in the narrow entries `kinds`,
-    (forward, fused backward)), then each config of `configs` (forward list, backward list),
-    checked against the first's outputs."""
+    """Key lists on the narrow tile kinds `kinds` (forward, fused backward) for blocks (and sample
+    sets) of `block` rows: the general kernel and split backward they ran before (key lists off),
+    then, with those kinds forced, each config of `configs` (forward list, backward list), checked
+    against the first's outputs."""
     args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=block)
     fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
     fwd_bwd = _primitive_fwd_bwd(n, d, block=block, m=256, tile=block)
     label = f"narrow d={d} block={block} n={n}"
-    with contextlib.ExitStack() as patched:
-        for kind in kinds:
-            patched.enter_context(mock.patch.dict(triton_attention.CONFIGS[kind], {d: (128, 64, 4, 3)}))
+    with mock.patch.object(triton_attention, "USE_KEY_LISTS", False):
         note(f"{label} general kernel, split backward: fwd", ms(fwd))
         note(f"{label} general kernel, split backward: fwd+bwd", ms(fwd_bwd))
-    best = {kinds[0]: _fastest_tiles(f"{label} fwd", fwd, kinds[0], d, configs[0], tol=1e-2),
-            kinds[1]: _fastest_tiles(f"{label} fwd+bwd", fwd_bwd, kinds[1], d, configs[1], tol=2e-2)}
+    with _forcing(kinds, d):
+        best = {kinds[0]: _fastest_tiles(f"{label} fwd", fwd, kinds[0], d, configs[0], tol=1e-2),
+                kinds[1]: _fastest_tiles(f"{label} fwd+bwd", fwd_bwd, kinds[1], d, configs[1], tol=2e-2)}
     note(f"{label} fastest", best)
 
 
@@ -861,11 +865,11 @@ BWD_KINDS = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
 
 
 def _each_kind(label, fn, kinds, d, tol):
-    """fn run with each of `kinds` forced in turn (ROW_COST 0 for it: _cheapest_tiles then takes
-    it), its outputs checked against those of the cost model's own choice; {kind: ms}."""
+    """fn run with each of `kinds` forced in turn (_forcing), its outputs checked against those of
+    the cost model's own choice; {kind: ms}."""
     want, times = fn(), {}
     for kind in kinds:
-        with mock.patch.object(triton_attention, "ROW_COST", {kind: {d: 0.0}}):
+        with _forcing((kind,), d):
             got = fn()
             diff = max(rel(a, b) for a, b in zip(got, want))
             ok = diff <= tol and all(bool(torch.isfinite(g).all()) for g in got)

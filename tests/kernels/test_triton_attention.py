@@ -111,21 +111,9 @@ def _tiles_and_launches(monkeypatch, tiles, costs=None):
     launches = []
     for name in ("_list_kernel", "_list_bwd_kernel", "_row_tile_kernel"):
         launches.append([])
-        monkeypatch.setattr(triton_attention, name, _TileSpy(getattr(triton_attention, name), launches[-1]))
+        monkeypatch.setattr(triton_attention, name, _Spy(getattr(triton_attention, name), launches[-1],
+                                                         lambda grid, kw: (grid[0], kw.get("BM"))))
     return launches
-
-
-class _TileSpy:
-    """Stands in for a Triton kernel: `spy[grid](..., BM=...)` records (programs, BM), then runs it."""
-
-    def __init__(self, kernel, calls):
-        self.kernel, self.calls = kernel, calls
-
-    def __getitem__(self, grid):
-        def launch(*a, **kw):
-            self.calls.append((grid[0], kw.get("BM")))
-            return self.kernel[grid](*a, **kw)
-        return launch
 
 
 # Every forward and fused-backward kind at the rows its name says (the interpreter's default is 64
@@ -211,14 +199,17 @@ def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
 
 
 class _Spy:
-    """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it."""
+    """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it; what it
+    records is record(grid, keyword arguments), by default the grid."""
 
-    def __init__(self, kernel, calls):
-        self.kernel, self.calls = kernel, calls
+    def __init__(self, kernel, calls, record=lambda grid, kw: grid):
+        self.kernel, self.calls, self.record = kernel, calls, record
 
     def __getitem__(self, grid):
-        self.calls.append(grid)
-        return self.kernel[grid]
+        def launch(*a, **kw):
+            self.calls.append(self.record(grid, kw))
+            return self.kernel[grid](*a, **kw)
+        return launch
 
 
 def test_no_samples_and_strided_inputs():
