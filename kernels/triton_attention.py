@@ -148,11 +148,8 @@ DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 # The key-list forward's softmax against a fixed bound on each row's scores instead of a running
 # row max (_list_kernel's BOUNDED): no max and no rescaling per key step (SASS of the loop at
 # (128, 64, 8, 5): 379 -> 308 instructions a step).  Not for fp16, whose P (below 2^-14
-# subnormal) would lose bits under a loose bound.  Module-level so the GPU scripts can time both;
-# HYPERBENCH_BOUNDED_SOFTMAX=0 turns it off.
-BOUNDED_SOFTMAX = os.environ.get("HYPERBENCH_BOUNDED_SOFTMAX", "1") != "0"
-# (experiment) the bounded forward's row sums as a product with a column of ones on the tensor cores
-ROW_SUMS_ON_TENSOR_CORES = False
+# subnormal) would lose bits under a loose bound.  Module-level so the GPU scripts can time both.
+BOUNDED_SOFTMAX = True
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -419,26 +416,15 @@ def _online_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, m_i, l_i
 
 @triton.jit
 def _bounded_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, bound, l_i, acc,
-                  BN: tl.constexpr, PREC: tl.constexpr, TC_SUM: tl.constexpr):
+                  BN: tl.constexpr, PREC: tl.constexpr):
     """The softmax sums over the list's L keys against a fixed bound on every row's scores
     instead of a running max: no row max, no rescaling of the sums."""
-    if TC_SUM:
-        l2 = tl.zeros([l_i.shape[0], 16], dtype=tl.float32) + l_i[:, None] * 0.0625
-        ones = tl.full([BN, 16], 1.0, dtype=q.dtype)
-        for j0 in range(0, L, BN):
-            k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-            p = tl.exp2(qk - bound[:, None]).to(v.dtype)
-            l2 = tl.dot(p, ones, l2, input_precision=PREC)
-            acc += tl.dot(p, v, input_precision=PREC)
-        l_i = tl.sum(l2, 1) * 0.0625
-    else:
-        for j0 in range(0, L, BN):
-            k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-            p = tl.exp2(qk - bound[:, None])
-            l_i += tl.sum(p, 1)
-            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    for j0 in range(0, L, BN):
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        p = tl.exp2(qk - bound[:, None])
+        l_i += tl.sum(p, 1)
+        acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
     return l_i, acc
 
 
@@ -448,7 +434,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, KN, FLAG, Out, Lse, DO, Delta, KO, DKV
                  H, n, L, NL, kn_shift, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, BOUNDED: tl.constexpr, RETRY: tl.constexpr, TC_SUM: tl.constexpr = False):
+                 ZERO_DKDV: tl.constexpr, BOUNDED: tl.constexpr, RETRY: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -488,7 +474,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, KN, FLAG, Out, Lse, DO, Delta, KO, DKV
             bound = tl.maximum(bound, m_i)
             scale = tl.exp2(m_i - bound)
             l_i, acc = _bounded_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, bound,
-                                     l_i * scale, acc * scale[:, None], BN, PREC, TC_SUM)
+                                     l_i * scale, acc * scale[:, None], BN, PREC)
             m_i = bound
             loose = tl.min(tl.where(row_ok, l_i, 1.0)) < 8.673617379884035e-19   # 2^-60
             tl.store(FLAG + bh * tl.num_programs(0) + pid, loose.to(tl.int8))
@@ -949,8 +935,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
     common = dict(D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate),
                   MERGE=merge, num_warps=warps, num_stages=stages, **cap)
     grid = (layout.n_tiles, g.B * g.H)
-    _list_kernel[grid](*args, ZERO_DKDV=zero is not None, BOUNDED=bounded, RETRY=False,
-                       TC_SUM=bounded and ROW_SUMS_ON_TENSOR_CORES, **common)
+    _list_kernel[grid](*args, ZERO_DKDV=zero is not None, BOUNDED=bounded, RETRY=False, **common)
     if bounded:   # the online softmax again, on the tiles whose bound was too loose (none, as a rule)
         _list_kernel[grid](*args, ZERO_DKDV=False, BOUNDED=False, RETRY=True, **common)
 
