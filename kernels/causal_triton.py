@@ -52,13 +52,11 @@ def _exact_triton_piece(q, causal, scale):
                                                scale=scale, causal=causal))
 
 
-def _lower_left_forward(q, k, v, p, scale, generator, into, ranks, orders=None, key_norm=None):
+def _lower_left_forward(q, k, v, p, scale, generator, into, ranks, orders=None):
     """Bottom half's queries against the top half's keys (non-causal HyperAttention), merged in
     place into `into` = (out, lse) those rows hold from their diagonal part; ranks: the LSH bucket
     ranks of these queries and keys; orders: their sort orders where the top call sorted every
-    level at once; key_norm: the largest key norm of each head of the whole call (the top call's
-    hashing gives them), which bounds this piece's scores. Returns the piece's record for the
-    backward."""
+    level at once. Returns the piece's record for the backward."""
     driver.check_square(q, k)
     if q.shape[2] < p.min_seq_len:
         out, lse, piece = _exact_forward(q, k, v, False, scale)
@@ -69,7 +67,7 @@ def _lower_left_forward(q, k, v, p, scale, generator, into, ranks, orders=None, 
               causal=False)
     # one build of the key lists for this piece's forward and backward
     kw["lists"] = triton_attention.prepared_lists(q, k, v, q_order, k_order, samples, **kw)
-    triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw, into=into, key_norm=key_norm)
+    triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw, into=into)
     return ("triton", q_order, k_order, samples, kw)
 
 
@@ -99,36 +97,30 @@ def _leaves_first(q, k, v, p, scale):
 def _plan_all_levels(q, k, p, generator):
     """The recursion's LSH planning, made once at the top: one set of hyperplanes (as the
     specification draws), every row of q and k hashed once, and every level's sort in one pass
-    where the length halves into whole chunks.  -> (ranks, orders, key_norm): the rows' bucket
-    ranks, or () when orders holds every sorted level's (query order, key order); orders None
-    otherwise; each head's largest key norm from the same hashing launch ([B, H]), else None."""
-    norms = None
-    if q.shape == k.shape and q.dtype == k.dtype:   # hashed in one launch, which measures the norms
-        norms = torch.zeros(2, q.shape[0], q.shape[1], device=q.device, dtype=torch.float32)
-    both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, generator, "triton"), norms)
-    key_norm = None if norms is None else norms[1]
+    where the length halves into whole chunks.  -> (ranks, orders): the rows' bucket ranks, or ()
+    when orders holds every sorted level's (query order, key order); orders None otherwise."""
+    both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, generator, "triton"))
     if driver.SORT == "counting" and isinstance(both, torch.Tensor):
         orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(q.shape[2], p.min_seq_len))
         if orders:
-            return (), orders, key_norm
-    return tuple(both), None, key_norm
+            return (), orders
+    return tuple(both), None
 
 
-def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None, key_norm=None):
+def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None):
     """(out, lse, tree): tree holds each level's piece record for the backward.  ranks: the LSH
     bucket ranks of q's and k's rows; the top call draws the hyperplanes (one set for every level,
     as the specification does) and hashes each row once, and the levels take slices.  orders: the
     sort orders of this level's piece and the deeper ones', where the top call sorted every level
     in one pass (triton_sort.recursion_orders, for lengths that halve into whole chunks); ranks are
     () then, since the levels below the sorted ones have exact pieces.  leaves: the deepest level's
-    (out, lse, record), computed by the top call before anything else (_leaves_first); key_norm:
-    the top call's heads' largest key norms (from its hashing)."""
+    (out, lse, record), computed by the top call before anything else (_leaves_first)."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
         return leaves if leaves is not None else _exact_forward(q, k, v, True, scale)
     if ranks is None:
         leaves = _leaves_first(q, k, v, p, scale)
-        ranks, orders, key_norm = _plan_all_levels(q, k, p, generator)
+        ranks, orders = _plan_all_levels(q, k, p, generator)
     if n % 2:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v))
         # the zero row is on the negative side of every hyperplane: bucket 0, Gray rank 0
@@ -136,12 +128,12 @@ def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None,
     half = q.shape[2] // 2
     halves = [x.reshape(B, 2 * H, half, d) for x in (q, k, v)]
     out_d, lse_d, sub = _forward(*halves, p, scale, generator, tuple(r.reshape(B, 2 * H, half) for r in ranks),
-                                 orders and orders[1:], leaves, key_norm)
+                                 orders and orders[1:], leaves)
     out_d, lse_d = out_d.reshape(B, H, 2 * half, d), lse_d.reshape(B, H, 2 * half)
     piece = _lower_left_forward(q[:, :, half:], k[:, :, :half], v[:, :, :half], p, scale, generator,
                                 (out_d[:, :, half:], lse_d[:, :, half:]),
                                 ranks and (ranks[0][:, :, half:], ranks[1][:, :, :half]),
-                                orders[0] if orders else None, key_norm)
+                                orders[0] if orders else None)
     return out_d[:, :, :n], lse_d[:, :, :n], (sub, piece)
 
 

@@ -57,13 +57,12 @@ def _bucket_rank(backend: str):
     return lsh.bucket_rank
 
 
-def bucket_ranks(backend: str, q, k, proj, norms=None):
+def bucket_ranks(backend: str, q, k, proj):
     """The bucket ranks of q's and k's rows: one [2, B, H, n] tensor from one launch (triton, equal
-    shapes), else a pair.  norms: a zeroed fp32 [2, B, H] tensor for the triton launch to fill
-    with each head's largest row norm of q and of k (triton_lsh.bucket_ranks); else left as is."""
+    shapes), else a pair."""
     if backend == "triton" and q.shape == k.shape and q.dtype == k.dtype:
         from .triton_lsh import bucket_ranks as both
-        return both([q, k], proj, norms)
+        return both([q, k], proj)
     rank = _bucket_rank(backend)
     return rank(q, proj), rank(k, proj)
 
@@ -113,18 +112,17 @@ def draw_projections(q, p: HyperParams, generator, backend: str = "torch"):
                                 rounded=backend != "triton")
 
 
-def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None, orders=None, norms=None):
+def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None, orders=None):
     """The random part of one non-causal HyperAttention, drawn in a fixed order: (q_order,
     k_order, samples, sample_weight); samples None when sample_size is 0.  proj: hyperplanes drawn
     already (the causal recursion draws one set for all its levels); ranks: the rows' bucket ranks
     under them, computed already; orders: (q_order, k_order) sorted already (the sort draws
-    nothing, so the samples are the same either way); norms: see bucket_ranks, filled where this
-    call hashes."""
+    nothing, so the samples are the same either way)."""
     n = q.shape[2]
     if orders is None:
         if ranks is None:
             proj = draw_projections(q, p, generator, backend) if proj is None else proj
-            ranks = bucket_ranks(backend, q, k, proj, norms)
+            ranks = bucket_ranks(backend, q, k, proj)
         orders = _sort_orders(backend, ranks, p.lsh_num_projs)
     q_order, k_order = orders
     samples, weight = None, 1.0
@@ -145,14 +143,9 @@ def _non_causal(q, k, v, p: HyperParams, scale, generator, backend, proj=None):
     check_square(q, k)
     if q.shape[2] < p.min_seq_len:
         return _exact(q, k, v, False, scale, backend)
-    norms = None
-    if backend == "triton" and q.shape == k.shape and q.dtype == k.dtype:
-        # the hashing launch's row norms, which bound the kernel's scores (its BOUNDED_SOFTMAX)
-        norms = torch.zeros(2, q.shape[0], q.shape[1], device=q.device, dtype=torch.float32)
-    q_order, k_order, samples, weight = lsh_plan(q, k, p, generator, backend, proj, norms=norms)
-    extra = {} if norms is None else {"key_norm": norms[1]}
+    q_order, k_order, samples, weight = lsh_plan(q, k, p, generator, backend, proj)
     return _primitive(backend)(q, k, v, q_order, k_order, samples, block_size=p.block_size,
-                               sample_tile=p.sample_tile, sample_weight=weight, scale=scale, **extra)
+                               sample_tile=p.sample_tile, sample_weight=weight, scale=scale)
 
 
 def _causal(q, k, v, p: HyperParams, scale, generator, backend, proj=None):

@@ -145,13 +145,6 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 
 
-# The key-list forward's softmax against a fixed bound on each row's scores instead of a running
-# row max (_list_kernel's BOUNDED): no max and no rescaling per key step (SASS of the loop at
-# (128, 64, 8, 5): 379 -> 308 instructions a step).  Not for fp16, whose P (below 2^-14
-# subnormal) would lose bits under a loose bound.  Module-level so the GPU scripts can time both.
-BOUNDED_SOFTMAX = True
-
-
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
@@ -237,19 +230,6 @@ def _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D: tl.cons
     l_i = tl.where(has_old, 1.0, 0.0)
     acc = tl.load(Out + out_base + q_idx[:, None] * D + offs_d[None, :], mask=(row_ok & has_old)[:, None],
                   other=0.0).to(tl.float32)
-    return m_i, l_i, acc
-
-
-@triton.jit
-def _start_state(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, BM: tl.constexpr, D: tl.constexpr,
-                 MERGE: tl.constexpr):
-    """The forward's online-softmax state before any key: empty, or (MERGE) the rows' own."""
-    if MERGE:
-        m_i, l_i, acc = _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D)
-    else:
-        m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
-        l_i = tl.zeros([BM], dtype=tl.float32)
-        acc = tl.zeros([BM, D], dtype=tl.float32)
     return m_i, l_i, acc
 
 
@@ -403,38 +383,12 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 
 
 @triton.jit
-def _online_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, m_i, l_i, acc,
-                 BN: tl.constexpr, PREC: tl.constexpr):
-    """The online softmax (running row max, rescaled sums) over the list's L keys from state
-    (m_i, l_i, acc)."""
-    for j0 in range(0, L, BN):
-        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-        m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
-    return m_i, l_i, acc
-
-
-@triton.jit
-def _bounded_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, bound, l_i, acc,
-                  BN: tl.constexpr, PREC: tl.constexpr):
-    """The softmax sums over the list's L keys against a fixed bound on every row's scores
-    instead of a running max: no row max, no rescaling of the sums."""
-    for j0 in range(0, L, BN):
-        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-        p = tl.exp2(qk - bound[:, None])
-        l_i += tl.sum(p, 1)
-        acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-    return l_i, acc
-
-
-@triton.jit
-def _list_kernel(Q, K, V, QO, TT, KR, KB, KN, FLAG, Out, Lse, DO, Delta, KO, DKV,
+def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, NL, kn_shift, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
+                 H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, BOUNDED: tl.constexpr, RETRY: tl.constexpr):
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -444,16 +398,8 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, KN, FLAG, Out, Lse, DO, Delta, KO, DKV
     starting its online softmax from them (_resume_from).
     ZERO_DKDV: the forward also zeroes the backward's dK and dV (DKV: both, sz_kv apart, head
     stride sz_h) in the key rows at its own sorted positions (KO: the key order), so that every row
-    is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own.
-    BOUNDED: the forward's softmax runs against a fixed bound on each row's scores instead of a
-    running max (_bounded_keys): |q·k| <= |q| max|k|, KN[bh >> kn_shift] holding the head's
-    largest key norm, plus the largest bias.  Where a row's sum comes out below 2^-60, the bound
-    was so loose that terms may have flushed to zero: the tile stores nothing and sets its FLAG
-    for a RETRY launch, which runs the online softmax on the flagged tiles only."""
+    is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    if RETRY:
-        if tl.load(FLAG + bh * tl.num_programs(0) + pid) == 0:
-            return
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
@@ -461,29 +407,23 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, KN, FLAG, Out, Lse, DO, Delta, KO, DKV
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
-        for j0 in range(0, L, BN):
-            k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+    elif MERGE:
+        m_i, l_i, acc = _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D)
+    else:
+        m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
+        l_i = tl.zeros([BM], dtype=tl.float32)
+        acc = tl.zeros([BM, D], dtype=tl.float32)
+    for j0 in range(0, L, BN):
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+        if GRAD:
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
+        else:
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
+    if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
-        m_i, l_i, acc = _start_state(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, BM, D, MERGE)
-        if BOUNDED:
-            qf = q.to(tl.float32)
-            bound = tl.sqrt(tl.sum(qf * qf, 1)) * (tl.load(KN + (bh >> kn_shift)) * qk_scale) + tl.maximum(log2_w, 0.0)
-            bound = tl.maximum(bound, m_i)
-            scale = tl.exp2(m_i - bound)
-            l_i, acc = _bounded_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, bound,
-                                     l_i * scale, acc * scale[:, None], BN, PREC)
-            m_i = bound
-            loose = tl.min(tl.where(row_ok, l_i, 1.0)) < 8.673617379884035e-19   # 2^-60
-            tl.store(FLAG + bh * tl.num_programs(0) + pid, loose.to(tl.int8))
-            if not loose:
-                _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
-        else:
-            m_i, l_i, acc = _online_keys(q, K, V, KR, KB, lists, L, skn, svn, offs_d, qk_scale, m_i, l_i, acc,
-                                         BN, PREC)
-            _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
+        _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     if ZERO_DKDV:
         # the rows again from the table, not kept from before the loop: holding them took the
         # kernel to 137 registers, one program per SM instead of two (fa5e392's profile: this
@@ -889,55 +829,24 @@ def _lists_for(g: _Geometry, k_order, samples, bn: int, lists):
     return key_lists(g, k_order, samples, bn)
 
 
-def _bounded(q, do) -> bool:
-    """Whether a key-list launch runs its softmax against a bound (see BOUNDED_SOFTMAX)."""
-    return BOUNDED_SOFTMAX and do is None and q.dtype != torch.float16
-
-
-def key_norms(k: torch.Tensor) -> torch.Tensor:
-    """[B, H] fp32: the largest row norm of each head of k [B, H, n, d] (the hashing kernel gives
-    these for free where it runs: triton_lsh.bucket_ranks(norms=...))."""
-    return torch.linalg.vector_norm(k, dim=-1, dtype=torch.float32).amax(-1)
-
-
-def _norm_shift(key_norm: torch.Tensor, H: int) -> int:
-    """log2 of the heads of this call per key_norm entry: the causal levels run a head's rows as
-    2^level heads, whose keys lie in the head key_norm was taken over."""
-    per = H // key_norm.shape[-1]
-    if key_norm.dim() != 2 or key_norm.shape[-1] * per != H or per & (per - 1):
-        raise ValueError(f"key_norm {tuple(key_norm.shape)}: [B, H >> s] fp32 needed for {H} heads")
-    return per.bit_length() - 1
-
-
 def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, delta=None, accumulate=False,
-                 merge=False, k_order=None, zero=None, key_norm=None):
+                 merge=False, k_order=None, zero=None):
     """cfg: the tiles the caller chose ("dq", or _forward_tiles of "fwd" / "fwd_merge").  zero: a
     [2, B, H, n, d] buffer (dK, dV of the backward) the forward zeroes by the key rows of k_order
-    (see _list_kernel's ZERO_DKDV).  key_norm: each head's largest key norm ([B, H >> s], s >= 0:
-    see _norm_shift) for a bounded forward, computed here where not given."""
+    (see _list_kernel's ZERO_DKDV)."""
     grad = do is not None
     bm, bn, warps, stages = cfg[:4]
     cap = {"maxnreg": cfg[4]} if len(cfg) > 4 else {}   # a register cap, where a config gives one
     rows, bias = lists
     dummy = lse
     layout = _layout(g.n, g.block, g.tile, bm)
-    bounded = _bounded(q, do)
-    flags, shift = dummy, 0
-    if bounded:
-        key_norm = key_norms(k) if key_norm is None else key_norm
-        shift = _norm_shift(key_norm, g.H)
-        flags = torch.empty(g.B * g.H * layout.n_tiles, device=q.device, dtype=torch.int8)
-    args = (q, k, v, q_order, layout.on(q.device)[1], rows, bias, _or(key_norm, dummy), flags, out, lse,
-            _or(do, dummy), _or(delta, dummy), _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k),
-            *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], shift, g.qk_scale, g.log2_w,
-            _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H), g.n * g.d,
-            0 if zero is None else zero.stride(0))
-    common = dict(D=g.d, BM=bm, BN=bn, GRAD=grad, PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate),
-                  MERGE=merge, num_warps=warps, num_stages=stages, **cap)
-    grid = (layout.n_tiles, g.B * g.H)
-    _list_kernel[grid](*args, ZERO_DKDV=zero is not None, BOUNDED=bounded, RETRY=False, **common)
-    if bounded:   # the online softmax again, on the tiles whose bound was too loose (none, as a rule)
-        _list_kernel[grid](*args, ZERO_DKDV=False, BOUNDED=False, RETRY=True, **common)
+    _list_kernel[(layout.n_tiles, g.B * g.H)](
+        q, k, v, q_order, layout.on(q.device)[1], rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+        _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1],
+        rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
+        g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
+        PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
+        num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -947,14 +856,13 @@ def _grad_strides(lse, do, delta, H: int):
 
 
 def _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, do=None, delta=None,
-                  accumulate=False, lists=None, zero=None, key_norm=None):
+                  accumulate=False, lists=None, zero=None):
     """Forward (do None) or dQ, by key lists where they apply, else by the general kernel.  zero:
     a buffer the forward clears as well (see _list_launch)."""
     cfg = _config("dq", g.d) if do is not None else _forward_tiles("fwd", g, causal)
     if _lists_apply(g, causal):
         lists = _lists_for(g, k_order, samples, cfg[1], lists)
-        _list_launch(g, cfg, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero,
-                     key_norm=key_norm)
+        _list_launch(g, cfg, q, k, v, q_order, lists, out, lse, do, delta, accumulate, k_order=k_order, zero=zero)
     else:
         if zero is not None:
             zero.zero_()
@@ -982,16 +890,14 @@ def prepared_lists(q, k, v, q_order, k_order, samples, *, block_size: int, sampl
 
 def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int, sample_tile: int,
                          sample_weight: float, scale: float, causal: bool = False, into=None, lists=None,
-                         zero=None, key_norm=None):
+                         zero=None):
     """(out, lse) without autograd: for callers that run their own backward
     (kernels/causal_triton.py).  into=(out, lse): an attention of the same rows over other keys
     ([B, H, n, d] in q's dtype with contiguous rows, [B, H, n] fp32), merged with this one in place
     (log-sum-exp) and returned; by the key-list kernel's epilogue where it applies, else through
     temporaries and triton_merge.  lists: prepared_lists(...) of these arguments, to share one
     build of the key lists with the backward.  zero: a contiguous [2, B, H, n, d] buffer (the
-    backward's dK, dV) to clear as well, by the kernel's spare stores where key lists apply.
-    key_norm: [B, H >> s] fp32, the largest key norm of each group of 2^s heads (s >= 0) for the
-    bounded softmax (BOUNDED_SOFTMAX); key_norms(k) where not given."""
+    backward's dK, dV) to clear as well, by the kernel's spare stores where key lists apply."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     if into is not None:
@@ -1004,11 +910,11 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
             if zero is not None:
                 zero.zero_()
             _list_launch(g, cfg, q, k, v, q_order, _lists_for(g, k_order, samples, cfg[1], lists), out, lse,
-                         merge=True, key_norm=key_norm)
+                         merge=True)
             return out, lse
     out = torch.empty(g.B, g.H, g.n, g.d, device=q.device, dtype=q.dtype)
     lse = torch.empty(g.B, g.H, g.n, device=q.device, dtype=torch.float32)
-    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, lists=lists, zero=zero, key_norm=key_norm)
+    _forward_rows(g, q, k, v, q_order, k_order, samples, causal, out, lse, lists=lists, zero=zero)
     return (out, lse) if into is None else merge_into(*into, out, lse)
 
 
@@ -1061,12 +967,11 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
 
 class _BlockSampleAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, q_order, k_order, samples, kw, key_norm):
+    def forward(ctx, q, k, v, q_order, k_order, samples, kw):
         lists = prepared_lists(q, k, v, q_order, k_order, samples, **kw)
         # dK, dV cleared by the forward's own spare stores rather than a fill in the backward
         zeroed = zeroed_dkdv(q, samples, **kw) if any(ctx.needs_input_grad[1:3]) else None
-        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw, lists=lists, zero=zeroed,
-                                        key_norm=key_norm)
+        out, lse = block_sample_forward(q, k, v, q_order, k_order, samples, **kw, lists=lists, zero=zeroed)
         ctx.save_for_backward(q, k, v, q_order, k_order, samples, out, lse)
         ctx.kw, ctx.lists, ctx.zeroed = kw, lists, zeroed
         ctx.set_materialize_grads(False)   # no gradient on lse arrives as None, not a tensor of zeros
@@ -1083,17 +988,16 @@ class _BlockSampleAttention(torch.autograd.Function):
         zeroed, ctx.zeroed = ctx.zeroed, None
         dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw,
                                            lists=ctx.lists, zeroed=zeroed)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
+        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 
 def block_sample_attention(q, k, v, q_order, k_order, samples, *, block_size: int,
                            sample_tile: int, sample_weight: float, scale: float,
-                           causal: bool = False, key_norm=None):
-    """Triton implementation of kernels.reference.block_sample_attention (same contract).
-    key_norm: each head's largest key norm, where the caller has it (block_sample_forward)."""
+                           causal: bool = False):
+    """Triton implementation of kernels.reference.block_sample_attention (same contract)."""
     kw = dict(block_size=block_size, sample_tile=sample_tile, sample_weight=sample_weight, scale=scale,
               causal=causal)
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
-        return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, kw, key_norm)
+        return _BlockSampleAttention.apply(q, k, v, q_order, k_order, samples, kw)
     # inference: no autograd node to build, nothing to save for a backward
-    return block_sample_forward(q, k, v, q_order, k_order, samples, **kw, key_norm=key_norm)
+    return block_sample_forward(q, k, v, q_order, k_order, samples, **kw)

@@ -31,12 +31,11 @@ def _round_to_bf16(x):
 
 
 @triton.jit
-def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, NORM, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
+def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
                         D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
-                        EXACT_FP32: tl.constexpr, NORMS: tl.constexpr):
+                        EXACT_FP32: tl.constexpr):
     """Keys of rows pid·BM.. of head g: of X for g < BH (= B·H), of X2 for the next BH heads, so
-    that q and k are hashed in one launch into one [2, B, H, n] tensor.  NORMS: also the largest
-    row norm of each head into NORM[g] (zeroed by the caller), by an atomic max per tile."""
+    that q and k are hashed in one launch into one [2, B, H, n] tensor."""
     pid, g = tl.program_id(0), tl.program_id(1)
     if g < BH:
         b, h = (g // H).to(tl.int64), (g % H).to(tl.int64)
@@ -62,9 +61,6 @@ def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, NORM, sxb, sxh, sxn, s2b, s2h, s
     bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
     key = tl.load(RANK + bucket)
     tl.store(KEY + g.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
-    if NORMS:
-        xf = x.to(tl.float32)
-        tl.atomic_max(NORM + g, tl.max(tl.sqrt(tl.sum(xf * xf, 1)), 0), sem="relaxed")
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,14 +70,12 @@ def _weights(num_projs: int, width: int, device: torch.device) -> tuple[torch.Te
     return w.to(device), lsh.gray_rank(num_projs).to(torch.int32).to(device)
 
 
-def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor) -> torch.Tensor:
     """Keys of one or two tensors [B, H, n, d] of one shape and dtype (any strides along n, unit
     stride along d) -> [len(xs), B, H, n] in lsh.key_dtype, in one launch.  projections [d, p]:
     the normals as drawn (fp32, lsh.draw_projections(rounded=False)); the kernel rounds them to
     bf16 values itself, so these are the keys lsh.bucket_rank gives under the rounded normals
-    (normals that are bf16 values already, in any float tensor, are used as they are).
-    norms: a zeroed fp32 [len(xs), B, H] tensor that the same launch fills with each head's
-    largest row norm (what the bounded forward of triton_attention needs of the keys)."""
+    (normals that are bf16 values already, in any float tensor, are used as they are)."""
     B, H, n, d = xs[0].shape
     if len(xs) not in (1, 2) or any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError("bucket_ranks takes one or two tensors of one shape and dtype")
@@ -92,15 +86,11 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, norms: torch
     p = projections.contiguous()
     weights, rank = _weights(num_projs, width, x.device)
     keys = torch.empty(len(xs), B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
-    if norms is not None and (norms.shape != (len(xs), B, H) or norms.dtype != torch.float32
-                              or not norms.is_contiguous()):
-        raise ValueError(f"norms must be a contiguous fp32 [{len(xs)}, {B}, {H}] tensor")
     grid = (cdiv(n, BLOCK_ROWS), len(xs) * B * H)
-    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, keys if norms is None else norms,
-                              x.stride(0), x.stride(1), x.stride(2),
+    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, x.stride(0), x.stride(1), x.stride(2),
                               x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
                               D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,
-                              NORMS=norms is not None, num_warps=4)
+                              num_warps=4)
     return keys
 
 

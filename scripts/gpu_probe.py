@@ -41,10 +41,6 @@ rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel
 padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128: the forward and the fused
          backward on each kind's tiles (narrow ones dividing the rows that share a key list, wide
          ones part empty) against ROW_COST's pick, each checked against the pick's outputs.
-bounded  the key-list forward's softmax against a bound on each row's scores (BOUNDED_SOFTMAX) and
-         with the running max: outputs against each other, the primitive's forward (d = 64, 128)
-         and the driver's four goal calls, alternating; then inputs whose bound is far too loose,
-         which every tile retries online (outputs, and what the retry costs).
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 d16      the same for head_dim 16.
@@ -901,54 +897,6 @@ def padded(n):
         note(f"{label} fastest", (min(fwd_ms, key=fwd_ms.get), min(bwd_ms, key=bwd_ms.get)))
 
 
-def _with_bound(on: bool):
-    return mock.patch.object(triton_attention, "BOUNDED_SOFTMAX", on)
-
-
-def bounded(n):
-    """The key-list forward against a bound on each row's scores (BOUNDED_SOFTMAX) and with the
-    running max: outputs of one against the other (bf16, n rows), the primitive's forward and the
-    driver's four goal calls, alternating.  Then inputs whose bound is far too loose (queries with a
-    large part no key shares), which every tile must retry online: same outputs as the online
-    forward, and what the retry costs."""
-    for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        with _with_bound(False):
-            want = fwd()
-        with _with_bound(True):
-            got = fwd()
-        torch.cuda.synchronize()
-        note(f"bounded d={d} n={n} out rel.diff to online", rel(got[0], want[0]))
-        note(f"bounded d={d} n={n} lse max abs.diff to online", (got[1] - want[1]).abs().max().item())
-        note(f"bounded d={d} n={n} finite", bool(torch.isfinite(got[0]).all() and torch.isfinite(got[1]).all()))
-        for rnd in range(2):
-            for on in (False, True):
-                with _with_bound(on):
-                    note(f"bounded primitive fwd d={d} n={n} bounded={on} round {rnd}", ms(fwd))
-    q, k, v, qo, ko, smp = problem(1, 32, n, 64, torch.bfloat16, 1)[0]
-    kw = problem(1, 32, n, 64, torch.bfloat16, 1)[1]
-    k[..., 0] = 0
-    q[..., 0] = 2000.0      # a bound ~0.18 * 2000 * |k| above every score: all tiles retry
-    fwd = lambda: triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw)  # noqa: E731
-    with _with_bound(False):
-        want, t_online = fwd(), ms(fwd)
-    with _with_bound(True):
-        got, t_bound = fwd(), ms(fwd)
-    note("bounded loose inputs out rel.diff to online", rel(got[0], want[0]))
-    note("bounded loose inputs lse max abs.diff to online", (got[1] - want[1]).abs().max().item())
-    note("bounded loose inputs fwd online", t_online)
-    note("bounded loose inputs fwd bounded+retry", t_bound)
-    for rnd in range(2):
-        for causal in (False, True):
-            for grad in (False, True):
-                call = _driver_call(n, 64, causal, grad)
-                for on in (False, True):
-                    with _with_bound(on), (torch.enable_grad() if grad else torch.no_grad()):
-                        note(f"bounded driver n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'} bounded={on} "
-                             f"round {rnd}", ms(call))
-
-
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -959,7 +907,7 @@ def main():
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
-         "rows16": rows16, "padded": padded, "bounded": bounded}[part](n)
+         "rows16": rows16, "padded": padded}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -3,9 +3,7 @@
     python3 scripts/kernel_registers.py [--d=64]
 
 Prints one JSON line per kernel: the plain forward (inference and training, which also clears
-the backward's dK/dV), the merging forward, both forwards' retry launches (the online softmax
-for tiles whose bound was too loose: _list_kernel's BOUNDED) and the fused backward, each on its
-CONFIGS tiles.
+the backward's dK/dV), the merging forward and the fused backward, each on its CONFIGS tiles.
 Triton compiles for a target without a GPU present, and ptxas from its wheel reports the use.
 Integer arguments are taken as multiples of 16, as at the benchmark's shapes, where the
 launches specialise on it.  Must run without TRITON_INTERPRET (the interpreter compiles nothing).
@@ -28,7 +26,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels import triton_attention as ta  # noqa: E402
 
-POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "KN": "*fp32", "FLAG": "*i8", "Lse": "*fp32",
+POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32",
                  "Delta": "*fp32", **{name: "*bf16" for name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "DKV")}}
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
@@ -56,16 +54,11 @@ def usage(kernel, constexprs: dict, warps: int, stages: int) -> dict:
 def list_kernels(d: int) -> dict:
     """Each key-list kernel's use on its tiles at head_dim d (bf16)."""
     found = {}
-    for name, kind, zero, retry in (("forward", "fwd", False, False), ("training forward", "fwd", True, False),
-                                    ("merging forward", "fwd_merge", False, False),
-                                    ("forward retry", "fwd", False, True),
-                                    ("merging forward retry", "fwd_merge", False, True)):
+    for name, kind, zero in (("forward", "fwd", False), ("training forward", "fwd", True),
+                             ("merging forward", "fwd_merge", False)):
         bm, bn, warps, stages = ta.CONFIGS[kind][d][:4]
-        # as a bf16 call runs them: bounded where BOUNDED_SOFTMAX, the retry launch online
         found[name] = usage(ta._list_kernel, dict(D=d, BM=bm, BN=bn, GRAD=False, PREC="tf32", ACCUM=0,
-                                                  MERGE=kind == "fwd_merge", ZERO_DKDV=zero,
-                                                  BOUNDED=ta.BOUNDED_SOFTMAX and not retry, RETRY=retry),
-                            warps, stages)
+                                                  MERGE=kind == "fwd_merge", ZERO_DKDV=zero), warps, stages)
     bm, bn, warps, stages = ta.CONFIGS["bwd"][d][:4]
     found["fused backward"] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0,
                                                              STORE_BLOCK=False, STORE_SAMPLES=False,

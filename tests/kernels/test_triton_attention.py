@@ -5,6 +5,7 @@ are fp32/fp16 (the interpreter's bf16 dot is wrong).  Gradients come from a loss
 outputs, so the lse gradient path (driver merges) is checked too.
 """
 
+from unittest import mock
 
 import pytest
 import torch
@@ -199,16 +200,14 @@ def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
 
 class _Spy:
     """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it; what it
-    records is record(grid, keyword arguments), by default the grid.  A bounded forward's second
-    launch (RETRY: the same grid, for the tiles whose bound was too loose) is not recorded."""
+    records is record(grid, keyword arguments), by default the grid."""
 
     def __init__(self, kernel, calls, record=lambda grid, kw: grid):
         self.kernel, self.calls, self.record = kernel, calls, record
 
     def __getitem__(self, grid):
         def launch(*a, **kw):
-            if not kw.get("RETRY"):
-                self.calls.append(self.record(grid, kw))
+            self.calls.append(self.record(grid, kw))
             return self.kernel[grid](*a, **kw)
         return launch
 
@@ -391,8 +390,9 @@ def test_a_register_cap_in_a_config_reaches_the_launch(monkeypatch):
     from hyperbench_kernels import triton_attention
     monkeypatch.setattr(triton_attention, "_config", lambda kind, d: (64, 64, 4, 1, 96))
     launches = []
-    monkeypatch.setattr(triton_attention, "_list_kernel",
-                        _Spy(triton_attention._list_kernel, launches, lambda grid, kw: kw.get("maxnreg")))
+    real = triton_attention._list_kernel
+    monkeypatch.setattr(triton_attention, "_list_kernel", mock.MagicMock(
+        __getitem__=lambda self, grid: lambda *a, **kw: launches.append(kw.get("maxnreg")) or real[grid](*a, **kw)))
     (q, k, v, qo, ko, smp), _ = _inputs(9, 1, 2, 128, 16, torch.float32, T=2, m=8)
     triton_attention.block_sample_forward(q, k, v, qo, ko, smp, block_size=64, sample_tile=64, sample_weight=16.0,
                                           scale=0.25)

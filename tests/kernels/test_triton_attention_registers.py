@@ -34,8 +34,7 @@ def _programs_per_sm(use):
     return REGISTERS_PER_SM // (use["registers"] * use["warps"] * 32)
 
 
-@pytest.mark.parametrize("kernel", ["forward", "training forward", "merging forward", "forward retry",
-                                    "merging forward retry"])
+@pytest.mark.parametrize("kernel", ["forward", "training forward", "merging forward"])
 def test_the_forwards_at_head_dim_64_fit_two_programs_per_sm_without_spills(d64, kernel):
     """Each forward (the training one also clears the backward's dK/dV; the merging one is the
     causal levels') keeps two programs on an SM, so that one's loads hide behind the other's
