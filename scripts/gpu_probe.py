@@ -38,8 +38,8 @@ narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key 
          before, forward and forward+backward, d = 32, 64, 128, each config checked.
 rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel, as narrow.
 rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel, as narrow.
-padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128: the forward and the fused
-         backward on each kind's tiles (narrow ones dividing the rows that share a key list, wide
+padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128 (--ds=16,32: others): the
+         forward and the fused backward on each kind's tiles (narrow ones dividing the rows that share a key list, wide
          ones part empty) against ROW_COST's pick, each checked against the pick's outputs.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
@@ -882,9 +882,11 @@ def padded(n):
     """Blocks whose rows, or whose parts inside 256-row sample sets (the config's), the widest
     tiles do not divide: the primitive's forward and fused backward with each kind's tiles forced
     (narrow ones that divide the units, wide ones part empty), head_dim 64 and 128, against what
-    ROW_COST picks.  Also one sample set per head (the published variant) at two blocks."""
-    shapes = [(d, block, 256) for d in (64, 128) for block in (32, 48, 64, 80, 96, 112, 144, 160, 192, 208, 240)]
-    shapes += [(64, 48, 0), (64, 96, 0)]
+    ROW_COST picks.  Also one sample set per head (the published variant) at two blocks.
+    --ds=16,32: other head dims (the blocks only)."""
+    ds = [int(d) for d in arg("ds", "64,128").split(",")]
+    shapes = [(d, block, 256) for d in ds for block in (32, 48, 64, 80, 96, 112, 144, 160, 192, 208, 240)]
+    shapes += [(64, 48, 0), (64, 96, 0)] if 64 in ds else []
     for d, block, tile in shapes:
         args, kw = problem(1, 32, n, d, torch.bfloat16, 0, block=block, m=256, tile=tile)
         g = triton_attention._Geometry(args[0], args[5], block, tile, kw["sample_weight"], kw["scale"])
