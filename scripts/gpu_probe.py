@@ -39,8 +39,9 @@ narrow   blocks that 128-row tiles do not line up with (192; 64 at d = 64): key 
 rows32   blocks of 32 rows: key lists on 32-row tiles against the general kernel, as narrow.
 rows16   blocks of 48 rows: key lists on 16-row tiles against the general kernel, as narrow.
 padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128 (--ds=16,32: others): the
-         forward and the fused backward on each kind's tiles (narrow ones dividing the rows that share a key list, wide
-         ones part empty) against ROW_COST's pick, each checked against the pick's outputs.
+         forward and the fused backward on each kind's tiles (narrow ones dividing the rows that
+         share a key list, wide ones part empty) against ROW_COST's pick, each checked against
+         the pick's outputs.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 d16      the same for head_dim 16.
