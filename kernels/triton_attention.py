@@ -65,13 +65,11 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # gpu_probe.py --parts=narrow at 62859a0, n = 131072, block 192: d = 32 5.76 -> 1.39 ms,
     # d = 64 6.64 -> 2.09, d = 128 13.48 -> 3.70; block 64, d = 64 9.05 -> 1.67 (block 256 on the
     # default tiles: 1.99).  d = 16 untimed.
-    # d = 128 re-timed at d3c1a4a (same probe, block 192): (64, 64, 4, 5) 3.74 ms against 3.94.
-    "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 64, 4, 5)},
+    "fwd_rows64": {16: (64, 64, 4, 3), 32: (64, 32, 4, 5), 64: (64, 32, 4, 5), 128: (64, 32, 4, 5)},
     # ... and 32-row tiles (block 32, 96, 160, ...; the products then run on mma.sync, not wgmma,
     # which needs 64 rows per warpgroup).  gpu_probe.py --parts=rows32 at 37ddd54, n = 131072,
     # block 32: d = 64 17.24 -> 2.88 ms, d = 128 42.96 -> 5.93.  d = 16 and 32 untimed.
-    # d = 128 re-timed at d3c1a4a: (32, 64, 4, 3) 6.46 ms against 6.67.
-    "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 64, 4, 3)},
+    "fwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 64, 2, 5), 128: (32, 32, 4, 5)},
     # ... and 16-row tiles, which divide every size the issue allows (16, 48, 80, ...; one warp:
     # more only split the keys; v19: at block 48, 64-row tiles a quarter empty are faster).
     # gpu_probe.py --parts=rows16 at 7540a47, n = 131072, block 48: d = 64 14.49 -> 3.68 ms,
@@ -95,7 +93,8 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # ... and 64-row tiles (before v17 those blocks ran the split backward; same probe, fwd+bwd of
     # the primitive with the old forward -> both new: block 192 d = 32 10.32 -> 5.91 ms, d = 64
     # 18.07 -> 9.95, d = 128 31.77 -> 21.43; block 64, d = 64 23.74 -> 6.19).  d = 16 untimed.
-    # d = 32 re-timed at d3c1a4a (block 192, fwd+bwd of the primitive): (64, 64, 4, 5) 5.62 ms against 6.00.
+    # d = 32 re-timed at d3c1a4a and 9c60673 (block 192, fwd+bwd of the primitive): (64, 64, 4, 5)
+    # 5.62 ms against 6.00 for (64, 64, 4, 3), the fastest again at 9c60673 (5.60).
     "bwd_rows64": {16: (64, 64, 4, 3), 32: (64, 64, 4, 5), 64: (64, 64, 4, 5), 128: (64, 32, 4, 3)},
     # (same probe, fwd+bwd of the primitive: d = 64 54.65 -> 10.39 ms, d = 128 99.46 -> 20.44)
     "bwd_rows32": {16: (32, 64, 4, 3), 32: (32, 64, 4, 5), 64: (32, 32, 4, 5), 128: (32, 32, 4, 5)},
@@ -110,15 +109,16 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
 # kind forced): the median over blocks of time / (tiles × BM × list length).  With these the choice
 # was the fastest kind in 47 of 48 cases (the other within 0.5%).  Narrower tiles gather each key
 # row for fewer queries, and each backward program adds its whole list's dK/dV.
-# d = 16 and 32: the same probe with --ds=16,32 at d3c1a4a (the fastest in 42 of 44 cases, counting
-# d = 16's bwd_narrow and bwd_rows64, one config, as one; the others +3.5% and +7.7%; d = 64's
-# costs, which they took before, picked it in 29, up to +19.7%).  d = 32's fwd_rows64 measured
-# 0.97; kept at 1.0 so that blocks the 128-row tiles divide keep the tiles tuned for them.
+# d = 16: the same probe with --ds=16 at d3c1a4a; d = 32: --ds=32 at 9c60673, after its
+# bwd_rows64 tiles changed (together the fastest kind in 42 of 44 cases, counting d = 16's
+# bwd_narrow and bwd_rows64, one config, as one; the others +3.5% and +8.3%; d = 64's costs,
+# which they took before, picked it in 29, up to +19.7%).  d = 32's fwd_rows64 measured 0.97;
+# kept at 1.0 so that blocks the 128-row tiles divide keep the tiles tuned for them.
 _ROW_COST_BY_D = {
     16: {"fwd_rows64": 1.22, "fwd_rows32": 2.25, "fwd_rows16": 2.21,
          "bwd_narrow": 1.07, "bwd_rows64": 1.07, "bwd_rows32": 2.30, "bwd_rows16": 2.76},
-    32: {"fwd_rows64": 1.0, "fwd_rows32": 2.19, "fwd_rows16": 1.54,
-         "bwd_narrow": 1.27, "bwd_rows64": 1.26, "bwd_rows32": 2.32, "bwd_rows16": 3.30},
+    32: {"fwd_rows64": 1.0, "fwd_rows32": 2.17, "fwd_rows16": 1.54,
+         "bwd_narrow": 1.28, "bwd_rows64": 1.14, "bwd_rows32": 2.32, "bwd_rows16": 3.30},
     64: {"fwd_rows64": 1.06, "fwd_rows32": 2.12, "fwd_rows16": 2.10,
          "bwd_narrow": 1.28, "bwd_rows64": 1.53, "bwd_rows32": 2.47, "bwd_rows16": 4.09},
     128: {"fwd_rows64": 1.21, "fwd_rows32": 3.05, "fwd_rows16": 2.53,
