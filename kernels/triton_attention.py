@@ -360,6 +360,27 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
+    elif MERGE and MERGE_LATE:
+        rows, row_ok = _tile_rows(TT, pid, BM)
+        q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
+        lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=float("-inf")) * 1.4426950408889634
+        m_new = tl.maximum(m_i, lse_old)
+        a = tl.exp2(m_i - m_new)
+        b = tl.exp2(lse_old - m_new)
+        l_t = l_i * a + b
+        inv = 1.0 / tl.where(l_t > 0, l_t, 1.0)
+        wa = a * inv
+        wb = b * inv
+        acc2 = tl.reshape(acc, [BM, 2, D // 2])
+        acc2 = tl.permute(acc2, [0, 2, 1])
+        lo, hi = tl.split(acc2)
+        half = tl.arange(0, D // 2)
+        base = Out + out_base + q_idx[:, None] * D + half[None, :]
+        old_lo = tl.load(base, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        tl.store(base, (lo * wa[:, None] + old_lo * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+        old_hi = tl.load(base + D // 2, mask=row_ok[:, None], other=0.0).to(tl.float32)
+        tl.store(base + D // 2, (hi * wa[:, None] + old_hi * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+        tl.store(Lse + lse_base + q_idx, (m_new + tl.log2(tl.where(l_t > 0, l_t, 1.0))) * 0.6931471805599453, mask=row_ok)
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
