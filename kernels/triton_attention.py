@@ -157,11 +157,6 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 
 
-# (experiment) the merging forward merges in its epilogue, in two column halves, instead of
-# starting from the rows' state
-MERGE_IN_EPILOGUE = False
-
-
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
@@ -360,27 +355,6 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
-    elif MERGE and MERGE_LATE:
-        rows, row_ok = _tile_rows(TT, pid, BM)
-        q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
-        lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=float("-inf")) * 1.4426950408889634
-        m_new = tl.maximum(m_i, lse_old)
-        a = tl.exp2(m_i - m_new)
-        b = tl.exp2(lse_old - m_new)
-        l_t = l_i * a + b
-        inv = 1.0 / tl.where(l_t > 0, l_t, 1.0)
-        wa = a * inv
-        wb = b * inv
-        acc2 = tl.reshape(acc, [BM, 2, D // 2])
-        acc2 = tl.permute(acc2, [0, 2, 1])
-        lo, hi = tl.split(acc2)
-        half = tl.arange(0, D // 2)
-        base = Out + out_base + q_idx[:, None] * D + half[None, :]
-        old_lo = tl.load(base, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(base, (lo * wa[:, None] + old_lo * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        old_hi = tl.load(base + D // 2, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(base + D // 2, (hi * wa[:, None] + old_hi * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        tl.store(Lse + lse_base + q_idx, (m_new + tl.log2(tl.where(l_t > 0, l_t, 1.0))) * 0.6931471805599453, mask=row_ok)
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
 
@@ -426,7 +400,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, MERGE_LATE: tl.constexpr = False):
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -445,7 +419,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
-    elif MERGE and not MERGE_LATE:
+    elif MERGE:
         m_i, l_i, acc = _resume_from(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, D)
     else:
         m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
@@ -460,27 +434,6 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
             m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
-    elif MERGE and MERGE_LATE:
-        rows, row_ok = _tile_rows(TT, pid, BM)
-        q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
-        lse_old = tl.load(Lse + lse_base + q_idx, mask=row_ok, other=float("-inf")) * 1.4426950408889634
-        m_new = tl.maximum(m_i, lse_old)
-        a = tl.exp2(m_i - m_new)
-        b = tl.exp2(lse_old - m_new)
-        l_t = l_i * a + b
-        inv = 1.0 / tl.where(l_t > 0, l_t, 1.0)
-        wa = a * inv
-        wb = b * inv
-        acc2 = tl.reshape(acc, [BM, 2, D // 2])
-        acc2 = tl.permute(acc2, [0, 2, 1])
-        lo, hi = tl.split(acc2)
-        half = tl.arange(0, D // 2)
-        base = Out + out_base + q_idx[:, None] * D + half[None, :]
-        old_lo = tl.load(base, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(base, (lo * wa[:, None] + old_lo * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        old_hi = tl.load(base + D // 2, mask=row_ok[:, None], other=0.0).to(tl.float32)
-        tl.store(base + D // 2, (hi * wa[:, None] + old_hi * wb[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-        tl.store(Lse + lse_base + q_idx, (m_new + tl.log2(tl.where(l_t > 0, l_t, 1.0))) * 0.6931471805599453, mask=row_ok)
     else:
         _store_out_lse(Out, Lse, out_base, lse_base, q_idx, offs_d, row_ok, m_i, l_i, acc, D)
     if ZERO_DKDV:
@@ -905,7 +858,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        MERGE_LATE=merge and MERGE_IN_EPILOGUE, num_warps=warps, num_stages=stages, **cap)
+        num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):

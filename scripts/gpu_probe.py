@@ -900,30 +900,6 @@ def padded(n):
         note(f"{label} fastest", (min(fwd_ms, key=fwd_ms.get), min(bwd_ms, key=bwd_ms.get)))
 
 
-def mergelate(n):
-    """The causal levels' merging forward on 8 warps with its merge in the epilogue (two column
-    halves; 124 registers offline) against the default (4 warps, merge as the starting state):
-    outputs of one against the other, then the causal driver, alternating."""
-    late = {"fwd_merge": (128, 64, 8, 5)}
-    for d in (64,):
-        for grad in (False, True):
-            call = _driver_call(n, d, True, grad)
-            outs = {}
-            for rnd in range(3):
-                for name, cfgs, on in (("default", {}, False), ("late 8 warps", late, True),
-                                       ("late 4 warps", {}, True)):
-                    with contextlib.ExitStack() as patched:
-                        patched.enter_context(mock.patch.object(triton_attention, "MERGE_IN_EPILOGUE", on))
-                        for kind, cfg in cfgs.items():
-                            patched.enter_context(mock.patch.dict(triton_attention.CONFIGS[kind], {d: cfg}))
-                        with torch.enable_grad() if grad else torch.no_grad():
-                            if rnd == 0 and not grad:
-                                outs[name] = call().detach().clone()
-                                note(f"mergelate {name} out rel.diff to default", rel(outs[name], outs["default"]))
-                            note(f"mergelate d={d} n={n} causal {'fwd+bwd' if grad else 'fwd'} {name} round {rnd}",
-                                 ms(call))
-
-
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -934,7 +910,7 @@ def main():
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
-         "rows16": rows16, "padded": padded, "mergelate": mergelate}[part](n)
+         "rows16": rows16, "padded": padded}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
