@@ -177,6 +177,20 @@ def test_blocks_of_odd_multiples_of_16_rows_run_the_cheapest_tiles_part_empty(mo
     assert fwd == [(9, 16)] and bwd == [(9, 16)] and general == []
 
 
+def test_every_narrow_tile_kind_has_a_measured_cost_at_every_head_dim():
+    """_cheapest_tiles takes a kind without a ROW_COST entry as costing what the widest kind does per
+    row, so a missing entry would quietly put narrow tiles on blocks the wide ones cover: every
+    kind the choice weighs has a cost at every head_dim the kernels take, and none is below the
+    widest kind's (the choice would then leave tiles tuned for the default blocks)."""
+    from hyperbench_kernels import triton_attention
+    narrow = [kind for kind in triton_attention.CONFIGS
+              if kind.startswith(("fwd_rows", "bwd_rows")) or kind == "bwd_narrow"]
+    assert sorted(triton_attention.ROW_COST) == sorted(narrow)
+    for kind in narrow:
+        assert sorted(triton_attention.ROW_COST[kind]) == sorted(triton_attention.CONFIGS[kind]) == [16, 32, 64, 128]
+        assert min(triton_attention.ROW_COST[kind].values()) >= 1.0, kind
+
+
 def test_rows_of_one_block_and_one_sample_set_share_a_key_list(monkeypatch):
     """48-row blocks and 64-row sample sets: one key list per stretch of rows between consecutive
     cuts at multiples of either (0, 48, 64, 96, 128, 144, 192, then 200: 7 lists), covered at the
