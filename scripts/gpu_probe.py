@@ -42,6 +42,8 @@ padded   blocks (32 … 240) with 256-row sample sets, d = 64 and 128 (--ds=16,3
          forward and the fused backward on each kind's tiles (narrow ones dividing the rows that
          share a key list, wide ones part empty) against ROW_COST's pick, each checked against
          the pick's outputs.
+fwdsteps the key-list forward (d = 64) on 32-key steps and other stage counts, then the causal
+         driver with such tiles for the merging forward.
 d32      head_dim 32's tiles (set in v9, never timed since): forward, fused backward and the causal
          levels' merging forward, each checked against the default's outputs, then the driver.
 d16      the same for head_dim 16.
@@ -746,6 +748,22 @@ def fwdtiles(n):
         _driver_configs(n, d, (True,), [{}] + [{"fwd_merge": c} for c in MERGE_TILES[d]])
 
 
+FWD_STEPS = [(128, 64, 8, 5), (128, 32, 8, 5), (128, 32, 8, 6), (128, 32, 8, 7), (128, 64, 8, 4), (128, 64, 8, 6)]
+MERGE_STEPS = [(128, 32, 4, 5), (128, 32, 4, 6), (128, 32, 8, 6)]
+
+
+def fwdsteps(n):
+    """The key-list forward at d = 64 with steps of 32 keys (twice the steps, each softmax burst
+    between two barriers half as long; v20's ncu: the warps of a program all reach the softmax at
+    once) and other stage counts: the plain forward alone, each checked against the default's
+    outputs, then the causal driver with such tiles for the merging forward."""
+    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
+    best = _fastest_tiles(f"fwdsteps d=64 n={n}", lambda: triton_attention.block_sample_forward(*args, **kw),
+                          "fwd", 64, FWD_STEPS, tol=1e-2)
+    note("fwdsteps d=64 fastest", best)
+    _driver_configs(n, 64, (True,), [{}] + [{"fwd_merge": c} for c in MERGE_STEPS] + [{}])
+
+
 BWD_TILES = {64: [(256, 64, 8, 5), (128, 64, 8, 5), (128, 64, 4, 5), (256, 64, 8, 6), (128, 64, 4, 6)],
              128: [(128, 64, 8, 5), (128, 64, 4, 5), (64, 64, 4, 5), (128, 32, 4, 5)]}
 
@@ -910,7 +928,7 @@ def main():
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
-         "rows16": rows16, "padded": padded}[part](n)
+         "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
