@@ -102,6 +102,10 @@ CONFIGS = {   # tuned on the H200 at n = 131072 (scripts/gpu_kernel_check.py --s
     # dK/dV adds of a list per 16 query rows are what is left)
     "bwd_rows16": {16: (16, 32, 2, 3), 32: (16, 32, 2, 3), 64: (16, 32, 2, 5), 128: (16, 32, 2, 3)},
 }
+# The key-list tile kinds the cost model weighs, widest first: a forward's own kind ("fwd" or
+# "fwd_merge") and the narrower ones after it; the fused backward's.
+NARROW_FORWARD_KINDS = ("fwd_rows64", "fwd_rows32", "fwd_rows16")
+BACKWARD_KINDS = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
 # Time per query row and list key of each key-list kind's tiles relative to its role's widest
 # ("fwd" and "fwd_merge", "bwd"; a kind not listed: 1.0), so that _cheapest_tiles can weigh narrow
 # tiles that divide the units of rows sharing a key list against wider ones left part empty.
@@ -746,8 +750,7 @@ def _reread_rows(bm: int) -> bool:
 def _fused_backward_tiles(g: _Geometry, causal: bool):
     """The fused key-list backward's tiles for this geometry (the cheapest of "bwd", "bwd_narrow",
     "bwd_rows64", "bwd_rows32", "bwd_rows16"), or None where it does not run."""
-    kinds = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
-    return _cheapest_tiles(kinds, g, causal) if FUSED_LIST_BACKWARD else None
+    return _cheapest_tiles(BACKWARD_KINDS, g, causal) if FUSED_LIST_BACKWARD else None
 
 
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
@@ -776,7 +779,8 @@ class _Layout:
     """The units of sorted query rows that see the same keys (one block and one sample set: the
     rows between consecutive multiples of either) and the query tiles of BM rows that cover
     them, a unit's last tile part empty where BM does not divide it.  Host tensors, built once
-    per shape; `on(device)` gives the device copies the kernels read."""
+    per shape; `units_on(device)` and `tiles_on(device)` give the device copies the kernels read,
+    each copied once, when first asked for."""
 
     def __init__(self, n: int, block: int, tile: int, bm: int):
         cuts = torch.cat([torch.arange(0, n, block), torch.arange(0, n, tile), torch.tensor([n])])
@@ -796,10 +800,16 @@ class _Layout:
         """Most query tiles adding into one key row: its block's, and its sample set's."""
         return self.by_block + (self.by_set if sampled else 0)
 
-    def on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = str(device)
+    def units_on(self, device) -> torch.Tensor:
+        return self._copy("units", device)
+
+    def tiles_on(self, device) -> torch.Tensor:
+        return self._copy("tiles", device)
+
+    def _copy(self, name: str, device) -> torch.Tensor:
+        key = (name, str(device))
         if key not in self._on:
-            self._on[key] = (self.units.to(device), self.tiles.to(device))
+            self._on[key] = getattr(self, name).to(device)
         return self._on[key]
 
 
@@ -812,7 +822,7 @@ def _forward_tiles(kind: str, g: _Geometry, causal: bool):
     """The cheapest tiles of CONFIGS[kind] ("fwd" or "fwd_merge") and the narrower "fwd_rows64",
     "fwd_rows32", "fwd_rows16" for g's head_dim where key lists apply, else kind's (the general
     kernel runs: causal pieces, or blocks and sets that are not multiples of 16 rows)."""
-    return _cheapest_tiles((kind, "fwd_rows64", "fwd_rows32", "fwd_rows16"), g, causal) or _config(kind, g.d)
+    return _cheapest_tiles((kind, *NARROW_FORWARD_KINDS), g, causal) or _config(kind, g.d)
 
 
 def key_lists(g: _Geometry, k_order, samples, bn: int):
@@ -822,7 +832,7 @@ def key_lists(g: _Geometry, k_order, samples, bn: int):
     rows' own block).  Lengths padded to a multiple of bn with masked keys.  Every query tile
     lies in one unit, whatever its rows, so the forward's and the backward's tiles share one build.
     Built by one small kernel: a pure memory pass, much cheaper than the chain of torch ops."""
-    units, _ = _layout(g.n, g.block, g.tile, 16).on(k_order.device)   # the units, whatever the tiles
+    units = _layout(g.n, g.block, g.tile, 16).units_on(k_order.device)   # the units, whatever the tiles
     nl = len(units) - 1
     L = cdiv(g.block + g.m, bn) * bn
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
@@ -853,7 +863,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
     dummy = lse
     layout = _layout(g.n, g.block, g.tile, bm)
     _list_kernel[(layout.n_tiles, g.B * g.H)](
-        q, k, v, q_order, layout.on(q.device)[1], rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+        q, k, v, q_order, layout.tiles_on(q.device), rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1],
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
@@ -965,7 +975,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
         layout = _layout(g.n, g.block, g.tile, bm)
         _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
-            q, k, v, q_order, layout.on(q.device)[1], rows, bias, lse, dout, delta, dq, dk, dv,
+            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],

@@ -879,8 +879,8 @@ def rows16(n):
         _narrow_tiles(n, d, 48, ("fwd_rows16", "bwd_rows16"), configs)
 
 
-FWD_KINDS = ("fwd", "fwd_rows64", "fwd_rows32", "fwd_rows16")
-BWD_KINDS = ("bwd", "bwd_narrow", "bwd_rows64", "bwd_rows32", "bwd_rows16")
+FWD_KINDS = ("fwd", *triton_attention.NARROW_FORWARD_KINDS)
+BWD_KINDS = triton_attention.BACKWARD_KINDS
 
 
 def _each_kind(label, fn, kinds, d, tol):
