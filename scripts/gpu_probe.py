@@ -58,6 +58,9 @@ launchcost the CPU time of one Triton launch of each kernel of a driver call, th
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
+tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
+         specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
+         forward's outputs, beside that forward and the copies' own time.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -918,6 +921,49 @@ def padded(n):
         note(f"{label} fastest", (min(fwd_ms, key=fwd_ms.get), min(bwd_ms, key=bwd_ms.get)))
 
 
+# (BM, BN, warps, stages), warp_specialize: with it, 4 warps become one producer and two consumer
+# warpgroups (12 warps); on 8 Triton 3.6 leaves the loop as it is (probe_tma_ws.py's report).
+TMA_TILES = [((128, 64, 8, 3), False), ((128, 64, 8, 5), False), ((128, 64, 4, 3), False),
+             ((128, 64, 4, 2), True), ((128, 64, 4, 3), True), ((128, 64, 4, 4), True),
+             ((128, 128, 4, 2), True), ((256, 64, 4, 2), True)]
+
+
+def tmaws(n):
+    """Whether warp specialisation would pay for the copies it needs (probe_tma_ws.py): the forward
+    (B=1, H=32, d=64, bf16, block 256, samples 256 per 256 rows) as it is; the copies (the sorted
+    queries and every unit's key list, keys and values, by torch.gather); the same forward on the
+    copies through TMA descriptors, each tile config checked against the first."""
+    import probe_tma_ws
+    probe_tma_ws.use_torch_allocator()
+    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
+    q, k, v, qo, _, _ = args
+    ref_out, ref_lse = triton_attention.block_sample_forward(*args, **kw)
+    note(f"tmaws n={n} key-list forward as it is", ms(lambda: triton_attention.block_sample_forward(*args, **kw)))
+    rows, bias = triton_attention.prepared_lists(*args, **kw)
+    B, H, NL, L = rows.shape
+    d = q.shape[-1]
+    by_q = qo[..., None].expand(-1, -1, -1, d)
+    by_list = rows.view(B, H, NL * L).long()[..., None].expand(-1, -1, -1, d)
+
+    def copies():
+        return torch.gather(q, 2, by_q), torch.gather(k, 2, by_list), torch.gather(v, 2, by_list)
+    qs, kc, vc = copies()
+    note("tmaws copies (sorted queries, every list's keys and values; torch.gather)", ms(copies))
+    note("tmaws copies: GB read and written", 2 * 2 * (qs.numel() + kc.numel() + vc.numel()) / 1e9)
+    kc, vc = (x.view(B, H, NL, L, d) for x in (kc, vc))
+    for tiles, ws in TMA_TILES:
+        label = f"tmaws window forward tiles {tiles} warp_specialize={ws}"
+        fn = lambda: probe_tma_ws.window_forward(qs, q, qo, kc, vc, bias, unit=n // NL,  # noqa: E731
+                                                 qk_scale=kw["scale"] * triton_attention.LOG2E, tiles=tiles, ws=ws)
+        try:
+            out, lse = fn()
+            note(f"{label}: out rel err, lse max abs err",
+                 (rel(out, ref_out), (lse - ref_lse).abs().max().item()))
+            note(label, ms(fn))
+        except Exception as e:  # noqa: BLE001  (a config that does not compile is a finding)
+            note(label, f"failed: {repr(e)[:300]}")
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -928,7 +974,8 @@ def main():
          "overhead": overhead, "timeline": timeline,
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
-         "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps}[part](n)
+         "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
+         "tmaws": tmaws}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
