@@ -81,10 +81,10 @@ def window_forward(qs, q, q_order, kc, vc, bias, *, unit: int, qk_scale: float, 
     return out, lse
 
 
-def use_torch_allocator():
+def use_torch_allocator(device="cuda"):
     """Device-side descriptors need scratch memory from an allocator Triton is given."""
     import torch
-    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device=device, dtype=torch.int8))
 
 
 def compile_report(tiles, ws: bool, q_gather: bool) -> str:
