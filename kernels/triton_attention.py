@@ -205,21 +205,6 @@ def _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D:
 
 
 @triton.jit
-def _grad_rows_from_out(DO, Lse, O, DLSE, bh, sdo_h, sl_h, sout_h, sdl_h, q_idx, offs_d, row_ok, D: tl.constexpr,
-                        HAS_DLSE: tl.constexpr):
-    """As _grad_rows, with Δ = rowsum(dO ∘ O) − dlse computed from the rows' outputs (the same
-    sum as triton_delta's, in fp32) rather than read."""
-    bh = bh.to(tl.int64)
-    do = _gather_rows(DO + bh * sdo_h, q_idx, D, offs_d, row_ok)
-    lse2 = tl.load(Lse + bh * sl_h + q_idx, mask=row_ok, other=0.0) * 1.4426950408889634
-    o = _gather_rows(O + bh * sout_h, q_idx, D, offs_d, row_ok)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
-    if HAS_DLSE:
-        delta -= tl.load(DLSE + bh * sdl_h + q_idx, mask=row_ok, other=0.0)
-    return do, lse2, delta
-
-
-@triton.jit
 def _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D: tl.constexpr, ACCUM: tl.constexpr):
     """dQ of a query tile into its original rows (scores were in the exp2 domain: × ln 2); ACCUM
     (see _ACCUM_CODE) 1 or 2: added to what is there."""
@@ -468,32 +453,24 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
 
 
 @triton.jit
-def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, O, DLSE, DQ, DK, DV,
+def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, sout_h,
+                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, DELTA_FROM_OUT: tl.constexpr,
-                     HAS_DLSE: tl.constexpr):
+                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
     original rows (fp32, or 16-bit: DKDV_16BIT_ADDS), since a key is in the lists of several tiles
     (its block's, its sample set's).
     REREAD_ROWS: the rows' indices for dQ's store read again after the loop rather than held
-    through it (see _reread_rows).
-    DELTA_FROM_OUT: Δ = rowsum(dO ∘ O) − dlse computed here from the rows' outputs O (head stride
-    sout_h) and, HAS_DLSE, the lse gradient DLSE (head stride sdl_h), instead of read from Delta:
-    the tile reads its dO rows anyway, so this saves a pass over dO and O."""
+    through it (see _reread_rows)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
-    if DELTA_FROM_OUT:
-        do, lse2, delta = _grad_rows_from_out(DO, Lse, O, DLSE, bh, sdo_h, sl_h, sout_h, sdl_h, q_idx, offs_d,
-                                              row_ok, D, HAS_DLSE)
-    else:
-        do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
+    do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
     for j0 in range(0, L, BN):
@@ -693,12 +670,6 @@ def _by_head_stride(x: torch.Tensor, H: int) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _read_in_place(x: torch.Tensor, H: int) -> torch.Tensor:
-    """x itself where the kernels can read it by head stride (row slices of longer heads, as the
-    causal recursion passes), else a contiguous copy."""
-    return x if _by_head_stride(x, H) else x.contiguous()
 
 
 def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, out, lse,
@@ -971,10 +942,8 @@ def block_sample_forward(q, k, v, q_order, k_order, samples, *, block_size: int,
 
 def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, *, block_size: int,
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
-                          grads=None, accumulate: bool = False, lists=None, zeroed=None, out=None, dlse=None):
-    """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse, or delta None and the
-    rows' out (and dlse, None for no gradient on lse), from which the fused backward computes Δ
-    itself (elsewhere a Δ pass does): new tensors (dq in q's
+                          grads=None, accumulate: bool = False, lists=None, zeroed=None):
+    """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
     dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`,
     three fp32 [B, H, n, d] tensors that may be row slices of larger ones (accumulate: added to
     what they hold).
@@ -984,22 +953,13 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     n, d] dK, dV buffer a forward cleared (zeroed_dkdv), added into where its dtype fits."""
     q, k, v, q_order, k_order, samples = _prepare(q, k, v, q_order, k_order, samples)
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
-    if delta is None and out is None:
-        raise ValueError("block_sample_backward needs delta, or out to compute it from")
-    tiles = _fused_backward_tiles(g, causal)
-    if delta is None and not tiles:
-        delta = row_delta(dout, out, dlse)
-    from_out = delta is None          # the fused kernel computes Δ from out
-    if from_out:
-        out = _read_in_place(out, g.H)
-        dlse = None if dlse is None else _read_in_place(dlse.float(), g.H)
-        delta = lse        # a dummy: the kernel reads no Δ then
     # Row slices of longer heads (the causal recursion's pieces) are read in place, no copy.
-    dout, lse, delta = (_read_in_place(x, g.H) for x in (dout, lse, delta))
+    dout, lse, delta = (x if _by_head_stride(x, g.H) else x.contiguous() for x in (dout, lse, delta))
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
     if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
         raise ValueError("dk and dv must be fp32 with the same strides")
+    tiles = _fused_backward_tiles(g, causal)
     if tiles:
         bm, bn, warps, stages = tiles
         if dk is None:       # the fused kernel only adds into dK, dV
@@ -1014,16 +974,13 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
         layout = _layout(g.n, g.block, g.tile, bm)
-        # with Δ from out, the Δ head stride serves dlse's
-        delta_rows = _or(dlse, lse) if from_out else delta
         _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
-            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, _or(out, dout), _or(dlse, lse),
-            dq, dk, dv, *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block,
-            g.qk_scale, _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta_rows, g.H),
-            _head_stride(out, g.H) if from_out else 0, D=g.d, BM=bm, BN=bn,
+            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv,
+            *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
+            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
-            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), DELTA_FROM_OUT=from_out,
-            HAS_DLSE=dlse is not None, num_warps=warps, num_stages=stages)
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), num_warps=warps,
+            num_stages=stages)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)
@@ -1048,11 +1005,11 @@ class _BlockSampleAttention(torch.autograd.Function):
         if dout is None:
             dout = torch.zeros_like(out)
         dout = dout.contiguous()
+        delta = row_delta(dout, out, dlse)   # dS = P (dP - delta)
         # the forward's cleared buffer serves one backward; another (retain_graph) starts from zeros
         zeroed, ctx.zeroed = ctx.zeroed, None
-        # Δ = rowsum(dO ∘ O) − dlse (dS = P (dP − Δ)) from out, inside the fused backward where it runs
-        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, None, **ctx.kw,
-                                           lists=ctx.lists, zeroed=zeroed, out=out, dlse=dlse)
+        dq, dk, dv = block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, **ctx.kw,
+                                           lists=ctx.lists, zeroed=zeroed)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 

@@ -27,8 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels import triton_attention as ta  # noqa: E402
 
 POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32",
-                 "Delta": "*fp32", "DLSE": "*fp32",
-                 **{name: "*bf16" for name in ("Q", "K", "V", "Out", "O", "DO", "DQ", "DK", "DV", "DKV")}}
+                 "Delta": "*fp32", **{name: "*bf16" for name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "DKV")}}
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
@@ -61,11 +60,9 @@ def list_kernels(d: int) -> dict:
         found[name] = usage(ta._list_kernel, dict(D=d, BM=bm, BN=bn, GRAD=False, PREC="tf32", ACCUM=0,
                                                   MERGE=kind == "fwd_merge", ZERO_DKDV=zero), warps, stages)
     bm, bn, warps, stages = ta.CONFIGS["bwd"][d][:4]
-    # the plain call's backward computes Δ from out; the causal levels' read the final rows' Δ
-    for name, from_out in (("fused backward", True), ("fused backward, Δ given", False)):
-        found[name] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0, STORE_BLOCK=False,
-                                                      STORE_SAMPLES=False, REREAD_ROWS=ta._reread_rows(bm),
-                                                      DELTA_FROM_OUT=from_out, HAS_DLSE=False), warps, stages)
+    found["fused backward"] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0,
+                                                             STORE_BLOCK=False, STORE_SAMPLES=False,
+                                                             REREAD_ROWS=ta._reread_rows(bm)), warps, stages)
     return found
 
 

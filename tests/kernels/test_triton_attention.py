@@ -41,7 +41,7 @@ def _inputs(seed, B, H, n, d, dtype, *, T, m, permute=True, strided=False):
 
 
 def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float32, permute=True,
-           strided=False, samples_override=None, grad=True, lse_grad=True):
+           strided=False, samples_override=None, grad=True):
     T = 1 if tile == 0 else -(-n // tile)
     (q, k, v, qo, ko, smp), g = _inputs(seed, B, H, n, d, dtype, T=T, m=m, permute=permute,
                                         strided=strided)
@@ -64,8 +64,7 @@ def _check(seed, B, H, n, d, *, block, tile, m, causal=False, dtype=torch.float3
     assert _rel(lse, ref_lse) < tol, _rel(lse, ref_lse)
     if not grad:
         return
-    glse = glse if lse_grad else torch.zeros_like(glse)
-    ((out.float() * gout).sum() + ((lse * glse).sum() if lse_grad else 0)).backward()
+    ((out.float() * gout).sum() + (lse * glse).sum()).backward()
     ((ref_out * gout.double()).sum() + (ref_lse * glse.double()).sum()).backward()
     for name, x, rx in zip("qkv", xs, ref_xs):
         assert x.grad.dtype == dtype and torch.isfinite(x.grad).all(), name
@@ -98,21 +97,6 @@ def test_block_sample_fp32(n, block, tile, m, fused, monkeypatch):
     monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(real, launches))
     _check(1000 + n, 2, 2, n, 32, block=block, tile=tile, m=m)
     assert bool(launches) == (fused and min(block, n) % 16 == 0 and tile % 16 == 0)
-
-
-@pytest.mark.parametrize("lse_grad", [False, True], ids=["loss-through-out", "loss-through-out-and-lse"])
-def test_the_fused_backward_computes_delta_itself(monkeypatch, lse_grad):
-    """Δ = rowsum(dO ∘ O) − dlse comes from the rows' outputs inside the fused backward, which
-    reads their dO anyway: no Δ pass runs (v21), with or without a gradient on lse."""
-    from hyperbench_kernels import triton_attention
-    passes = []
-    real = triton_attention.row_delta
-    monkeypatch.setattr(triton_attention, "row_delta", lambda *a: passes.append(1) or real(*a))
-    launches = []
-    monkeypatch.setattr(triton_attention, "_list_bwd_kernel", _Spy(triton_attention._list_bwd_kernel, launches,
-                                                                   lambda grid, kw: kw["HAS_DLSE"]))
-    _check(77, 1, 2, 200, 32, block=64, tile=64, m=16, lse_grad=lse_grad)
-    assert launches == [lse_grad] and not passes
 
 
 def _tiles_and_launches(monkeypatch, tiles, costs=None):
