@@ -61,6 +61,9 @@ leavesfirst the causal driver with its leaves first (the default) and at the bot
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
          specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
          forward's outputs, beside that forward and the copies' own time.
+persistent the fused backward (d = 64) as one program per SM walking the query tiles in turn,
+         its loop nest flattened or not (scripts/probe_persistent_bwd.py), each checked against
+         the fused backward's gradients and timed beside it.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -964,6 +967,46 @@ def tmaws(n):
             note(label, f"failed: {repr(e)[:300]}")
 
 
+def persistent(n):
+    """The fused backward with persistent programs (probe_persistent_bwd.py): the primitive's
+    backward as it is, then one program per SM over every (query tile, head), its loop nest
+    flattened by Triton or not, on the same key lists, each checked against the first."""
+    import probe_persistent_bwd
+    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
+    q, k, v, qo, _, smp = args
+    out, lse = triton_attention.block_sample_forward(*args, **kw)
+    do = torch.randn_like(out)
+    delta = row_delta(do, out, None)
+    want = triton_attention.block_sample_backward(*args, do, lse, delta, **kw)
+    note(f"persistent n={n} fused backward as it is", ms(lambda: triton_attention.block_sample_backward(
+        *args, do, lse, delta, **kw)))
+    rows, bias = triton_attention.prepared_lists(*args, **kw)
+    bm = triton_attention.CONFIGS["bwd"][64][0]
+    layout = triton_attention._layout(n, kw["block_size"], kw["sample_tile"], bm)
+    tiles = layout.tiles_on(q.device)
+    B, H = q.shape[:2]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for flatten, stages in ((False, 5), (True, 5), (True, 3)):
+        def run():
+            dq = torch.empty_like(q)
+            dk, dv = torch.zeros_like(q), torch.zeros_like(q)
+            probe_persistent_bwd._persistent_list_bwd[(sms,)](
+                q, k, v, qo, tiles, rows, bias, lse, do, delta, dq, dk, dv,
+                *triton_attention._strides(q), *triton_attention._strides(k), *triton_attention._strides(v),
+                H, n, rows.shape[-1], rows.shape[2], layout.n_tiles, B * H, kw["scale"] * triton_attention.LOG2E,
+                triton_attention._head_stride(dq, H), triton_attention._head_stride(dk, H),
+                *triton_attention._grad_strides(lse, do, delta, H), D=64, BM=bm, BN=64, PREC="tf32",
+                FLATTEN=flatten, num_warps=8, num_stages=stages)
+            return dq, dk, dv
+        label = f"persistent n={n} one program per SM, flatten={flatten}, {stages} stages"
+        try:
+            got = run()
+            note(f"{label}: rel err dq, dk, dv", tuple(round(rel(a, b), 5) for a, b in zip(got, want)))
+            note(label, ms(run))
+        except Exception as e:  # noqa: BLE001  (a variant that does not compile is a finding)
+            note(label, f"failed: {repr(e)[:300]}")
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -975,7 +1018,7 @@ def main():
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
-         "tmaws": tmaws}[part](n)
+         "tmaws": tmaws, "persistent": persistent}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -1,0 +1,99 @@
+"""A persistent fused backward: could it hide each program's fixed cost?  A probe, not a kernel.
+
+    python3 scripts/probe_persistent_bwd.py            # no GPU: compile for sm_90a, say if it flattens
+    python3 scripts/gpu_probe.py --parts=persistent    # on the H200: time it (see gpu_probe.py)
+
+The d = 64 fused backward (`_list_bwd_kernel`) runs one program per SM, and a quarter of its time
+does not grow with the key list (gpu_probe.py --parts=gather at e55b862: 1.30 of 5.15 ms): each
+program gathers its rows, fills its copy ring for 8 key steps and stores dQ with nothing to hide
+behind.  `_persistent_list_bwd` is the same work with one program per SM walking the tiles in turn,
+in one loop over (tile, key step) that Triton flattens (`tl.range(..., flatten=True)`), so that the
+copy ring runs on across tiles.  The body is `_list_bwd_kernel`'s, from the same helpers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import sys
+
+import triton
+import triton.language as tl
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kernels.triton_attention import (_grad_rows, _head_ptrs, _list_keys, _list_tile_queries,  # noqa: E402
+                                      _store_dq)
+
+
+@triton.jit
+def _persistent_list_bwd(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
+                         sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                         H, n, L, NL, n_tiles, BH, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
+                         D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr,
+                         FLATTEN: tl.constexpr):
+    """_list_bwd_kernel (ACCUM 0, atomics for dK/dV) over work items (query tile, head), taken
+    by the launch's programs in turn."""
+    k_scale = qk_scale * 0.6931471805599453
+    for w in tl.range(tl.program_id(0), n_tiles * BH, tl.num_programs(0), flatten=FLATTEN):
+        pid, bh = w % n_tiles, w // n_tiles
+        Qh, Kh, Vh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
+        lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Qh, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
+        do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
+        dq = tl.zeros([BM, D], dtype=tl.float32)
+        for j0 in tl.range(0, L, BN):
+            k_idx, bias, k, v = _list_keys(Kh, Vh, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
+            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+            p = tl.exp2(qk - lse2[:, None])
+            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+            live = (bias > float("-inf"))[:, None]
+            dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
+            tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
+            tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
+        _store_dq(DQ, bh.to(tl.int64) * so_h, q_idx, offs_d, row_ok, dq, qk_scale, D, 0)
+
+
+def compile_report(tiles, flatten: bool) -> str:
+    """One line: does the kernel compile for sm_90a, is its loop nest flattened into one loop, and
+    its registers and spills.  No GPU needed."""
+    import subprocess
+    import tempfile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    bm, bn, warps, stages = tiles
+    names = list(inspect.signature(_persistent_list_bwd.fn).parameters)
+    consts = dict(D=64, BM=bm, BN=bn, PREC="tf32", FLATTEN=flatten)
+    kinds = {"QO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32", "Delta": "*fp32",
+             "qk_scale": "fp32", **{p: "*bf16" for p in ("Q", "K", "V", "DO", "DQ", "DK", "DV")}}
+    sig = {p: "constexpr" if p in consts else kinds.get(p, "i32") for p in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(names) if sig[p][0] == "*" or sig[p] == "i32"}
+    src = ASTSource(fn=_persistent_list_bwd, signature=sig,
+                    constexprs={(names.index(k),): v for k, v in consts.items()}, attrs=attrs)
+    label = f"tiles {tiles} flatten={flatten}:"
+    try:
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": warps, "num_stages": stages})
+    except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
+        return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
+    loops = compiled.asm["ttgir"].count("scf.for")
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as f:
+            f.write(compiled.asm["ptx"])
+        report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", os.devnull],
+                                capture_output=True, text=True).stderr
+    use = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores", report))
+    return f"{label} {loops} scf.for in the TTGIR, {use}"
+
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("probe_persistent_bwd.py: unset TRITON_INTERPRET (the interpreter compiles nothing)")
+    print("Triton", triton.__version__, "compiling for sm_90a")
+    for tiles, flatten in (((256, 64, 8, 5), False), ((256, 64, 8, 5), True), ((256, 64, 8, 3), True)):
+        print(compile_report(tiles, flatten))
