@@ -453,6 +453,20 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
 
 
 @triton.jit
+def _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC: tl.constexpr):
+    """One key step of the fused backward: P and dS of the step's score tile, once, for all three
+    gradients.  -> (dq with this step's dS K added, this step's dK and dV for its keys)."""
+    qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
+    p = tl.exp2(qk - lse2[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+    dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+    return dq, dk, dv
+
+
+@triton.jit
 def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
@@ -476,13 +490,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         # rows past n or past the unit: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
-        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-        p = tl.exp2(qk - lse2[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-        dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+        dq, dk, dv = _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC)
         live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
         dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
         if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)

@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kernels.triton_attention import (_grad_rows, _head_ptrs, _list_keys, _list_tile_queries,  # noqa: E402
-                                      _store_dq)
+from kernels.triton_attention import (_grad_rows, _head_ptrs, _list_bwd_step, _list_keys,  # noqa: E402
+                                      _list_tile_queries, _store_dq)
 
 
 @triton.jit
@@ -43,13 +43,7 @@ def _persistent_list_bwd(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         dq = tl.zeros([BM, D], dtype=tl.float32)
         for j0 in tl.range(0, L, BN):
             k_idx, bias, k, v = _list_keys(Kh, Vh, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale + bias[None, :]
-            p = tl.exp2(qk - lse2[:, None])
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * k_scale
+            dq, dk, dv = _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC)
             live = (bias > float("-inf"))[:, None]
             dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
             tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
