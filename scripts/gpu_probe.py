@@ -943,17 +943,11 @@ def tmaws(n):
     ref_out, ref_lse = triton_attention.block_sample_forward(*args, **kw)
     note(f"tmaws n={n} key-list forward as it is", ms(lambda: triton_attention.block_sample_forward(*args, **kw)))
     rows, bias = triton_attention.prepared_lists(*args, **kw)
-    B, H, NL, L = rows.shape
-    d = q.shape[-1]
-    by_q = qo[..., None].expand(-1, -1, -1, d)
-    by_list = rows.view(B, H, NL * L).long()[..., None].expand(-1, -1, -1, d)
-
-    def copies():
-        return torch.gather(q, 2, by_q), torch.gather(k, 2, by_list), torch.gather(v, 2, by_list)
-    qs, kc, vc = copies()
-    note("tmaws copies (sorted queries, every list's keys and values; torch.gather)", ms(copies))
+    qs, kc, vc = probe_tma_ws.list_copies(q, k, v, qo, rows)
+    note("tmaws copies (sorted queries, every list's keys and values; torch.gather)",
+         ms(lambda: probe_tma_ws.list_copies(q, k, v, qo, rows)))
     note("tmaws copies: GB read and written", 2 * 2 * (qs.numel() + kc.numel() + vc.numel()) / 1e9)
-    kc, vc = (x.view(B, H, NL, L, d) for x in (kc, vc))
+    NL = rows.shape[2]
     for tiles, ws in TMA_TILES:
         label = f"tmaws window forward tiles {tiles} warp_specialize={ws}"
         fn = lambda: probe_tma_ws.window_forward(qs, q, qo, kc, vc, bias, unit=n // NL,  # noqa: E731
@@ -973,31 +967,22 @@ def persistent(n):
     flattened by Triton or not, on the same key lists, each checked against the first."""
     import probe_persistent_bwd
     args, kw = problem(1, 32, n, 64, torch.bfloat16, 0)
-    q, k, v, qo, _, smp = args
+    q, k, v, qo, _, _ = args
     out, lse = triton_attention.block_sample_forward(*args, **kw)
     do = torch.randn_like(out)
     delta = row_delta(do, out, None)
     want = triton_attention.block_sample_backward(*args, do, lse, delta, **kw)
     note(f"persistent n={n} fused backward as it is", ms(lambda: triton_attention.block_sample_backward(
         *args, do, lse, delta, **kw)))
-    rows, bias = triton_attention.prepared_lists(*args, **kw)
+    lists = triton_attention.prepared_lists(*args, **kw)
     bm = triton_attention.CONFIGS["bwd"][64][0]
     layout = triton_attention._layout(n, kw["block_size"], kw["sample_tile"], bm)
-    tiles = layout.tiles_on(q.device)
-    B, H = q.shape[:2]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for flatten, stages in ((False, 5), (True, 5), (True, 3), (True, 2)):
         def run():
-            dq = torch.empty_like(q)
-            dk, dv = torch.zeros_like(q), torch.zeros_like(q)
-            probe_persistent_bwd._persistent_list_bwd[(sms,)](
-                q, k, v, qo, tiles, rows, bias, lse, do, delta, dq, dk, dv,
-                *triton_attention._strides(q), *triton_attention._strides(k), *triton_attention._strides(v),
-                H, n, rows.shape[-1], rows.shape[2], layout.n_tiles, B * H, kw["scale"] * triton_attention.LOG2E,
-                triton_attention._head_stride(dq, H), triton_attention._head_stride(dk, H),
-                *triton_attention._grad_strides(lse, do, delta, H), D=64, BM=bm, BN=64, PREC="tf32",
-                FLATTEN=flatten, num_warps=8, num_stages=stages)
-            return dq, dk, dv
+            return probe_persistent_bwd.persistent_backward(q, k, v, qo, lists, layout, lse, do, delta,
+                                                            scale=kw["scale"], programs=sms, flatten=flatten,
+                                                            tiles=(bm, 64, 8, stages))
         label = f"persistent n={n} one program per SM, flatten={flatten}, {stages} stages"
         try:
             got = run()

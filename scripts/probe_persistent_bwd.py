@@ -51,6 +51,26 @@ def _persistent_list_bwd(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         _store_dq(DQ, bh.to(tl.int64) * so_h, q_idx, offs_d, row_ok, dq, qk_scale, D, 0)
 
 
+def persistent_backward(q, k, v, q_order, lists, layout, lse, dout, delta, *, scale: float, programs: int,
+                        flatten: bool, tiles, precision: str = "tf32"):
+    """(dq, dk, dv) of _persistent_list_bwd: `programs` programs over every (query tile of
+    `layout`, head), on `lists` (triton_attention.prepared_lists); dK, dV added into zeros in q's
+    dtype, as the fused backward does where few programs add into a key.  tiles (BM, BN, warps,
+    stages), BM that of `layout`."""
+    import torch
+    from kernels import triton_attention as ta
+    bm, bn, warps, stages = tiles
+    rows, bias = lists
+    B, H, n, d = q.shape
+    dq, dk, dv = torch.empty_like(q), torch.zeros_like(q), torch.zeros_like(q)
+    _persistent_list_bwd[(programs,)](
+        q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv,
+        *ta._strides(q), *ta._strides(k), *ta._strides(v), H, n, rows.shape[-1], rows.shape[2], layout.n_tiles,
+        B * H, scale * ta.LOG2E, ta._head_stride(dq, H), ta._head_stride(dk, H), *ta._grad_strides(lse, dout, delta, H),
+        D=d, BM=bm, BN=bn, PREC=precision, FLATTEN=flatten, num_warps=warps, num_stages=stages)
+    return dq, dk, dv
+
+
 def compile_report(tiles, flatten: bool) -> str:
     """One line: does the kernel compile for sm_90a, is its loop nest flattened into one loop, and
     its registers and spills.  No GPU needed."""

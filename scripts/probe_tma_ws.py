@@ -81,6 +81,18 @@ def window_forward(qs, q, q_order, kc, vc, bias, *, unit: int, qk_scale: float, 
     return out, lse
 
 
+def list_copies(q, k, v, q_order, rows):
+    """The contiguous copies _window_forward reads: the sorted queries [B, H, n, D], and every
+    unit's key list (rows: triton_attention.key_lists' [B, H, NL, L] original key rows) copied out
+    in list order, keys and values, each [B, H, NL, L, D]."""
+    import torch
+    B, H, NL, L = rows.shape
+    d = q.shape[-1]
+    by_list = rows.view(B, H, NL * L).long()[..., None].expand(-1, -1, -1, d)
+    sorted_q = torch.gather(q, 2, q_order[..., None].expand(-1, -1, -1, d))
+    return (sorted_q, *(torch.gather(x, 2, by_list).view(B, H, NL, L, d) for x in (k, v)))
+
+
 def use_torch_allocator(device="cuda"):
     """Device-side descriptors need scratch memory from an allocator Triton is given."""
     import torch

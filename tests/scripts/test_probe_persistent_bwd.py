@@ -26,15 +26,10 @@ def test_programs_walking_the_tiles_give_the_fused_backwards_gradients():
     dout = torch.randn(B, H, n, d, generator=g)
     delta = row_delta(dout, out, None)
     want = triton_attention.block_sample_backward(*args, dout, lse, delta, **kw)
-    rows, bias = triton_attention.prepared_lists(*args, **kw)
-    bm = 64                                          # the interpreter's tiles (triton_attention._config)
-    layout = triton_attention._layout(n, 64, 64, bm)
-    dq, dk, dv = torch.empty_like(q), torch.zeros_like(q), torch.zeros_like(q)
-    probe_persistent_bwd._persistent_list_bwd[(3,)](   # 3 programs walk the 10 (tile, head) items
-        q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv,
-        *triton_attention._strides(q), *triton_attention._strides(k), *triton_attention._strides(v),
-        H, n, rows.shape[-1], rows.shape[2], layout.n_tiles, B * H, kw["scale"] * triton_attention.LOG2E,
-        triton_attention._head_stride(dq, H), triton_attention._head_stride(dk, H),
-        *triton_attention._grad_strides(lse, dout, delta, H), D=d, BM=bm, BN=64, PREC="ieee", FLATTEN=False)
+    lists = triton_attention.prepared_lists(*args, **kw)
+    layout = triton_attention._layout(n, 64, 64, 64)   # the interpreter's 64-row tiles (_config)
+    dq, dk, dv = probe_persistent_bwd.persistent_backward(   # 3 programs walk the 10 (tile, head) items
+        q, k, v, q_order, lists, layout, lse, dout, delta, scale=kw["scale"], programs=3, flatten=False,
+        tiles=(64, 64, 4, 1), precision="ieee")
     for got, expected in zip((dq, dk, dv), want):
         torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)

@@ -23,10 +23,8 @@ def test_the_forward_on_copied_lists_equals_the_key_list_forward():
     kw = dict(block_size=256, sample_tile=256, sample_weight=n / 256, scale=d ** -0.5, causal=False)
     out, lse = triton_attention.block_sample_forward(q, k, v, q_order, k_order, samples, **kw)
     rows, bias = triton_attention.prepared_lists(q, k, v, q_order, k_order, samples, **kw)
-    _, _, units, length = rows.shape
-    by_list = rows.view(B, H, units * length).long()[..., None].expand(-1, -1, -1, d)
-    keys, values = (torch.gather(x, 2, by_list).view(B, H, units, length, d) for x in (k, v))
-    sorted_q = torch.gather(q, 2, q_order[..., None].expand(-1, -1, -1, d))
+    units = rows.shape[2]
+    sorted_q, keys, values = probe_tma_ws.list_copies(q, k, v, q_order, rows)
     got, got_lse = probe_tma_ws.window_forward(sorted_q, q, q_order, keys, values, bias, unit=n // units,
                                                qk_scale=kw["scale"] * triton_attention.LOG2E,
                                                tiles=(64, 64, 4, 1), ws=False)
