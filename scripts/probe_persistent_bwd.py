@@ -1,6 +1,6 @@
 """A persistent fused backward: could it hide each program's fixed cost?  A probe, not a kernel.
 
-    python3 scripts/probe_persistent_bwd.py            # no GPU: compile for sm_90a, say if it flattens
+    python3 scripts/probe_persistent_bwd.py            # no GPU: compile for sm_90a, its resources
     python3 scripts/gpu_probe.py --parts=persistent    # on the H200: time it (see gpu_probe.py)
 
 The d = 64 fused backward (`_list_bwd_kernel`) runs one program per SM, and a quarter of its time
@@ -72,8 +72,8 @@ def persistent_backward(q, k, v, q_order, lists, layout, lse, dout, delta, *, sc
 
 
 def compile_report(tiles, flatten: bool) -> str:
-    """One line: does the kernel compile for sm_90a, is its loop nest flattened into one loop, and
-    its registers and spills.  No GPU needed."""
+    """One line: does the kernel compile for sm_90a, and its shared memory (flattening keeps the
+    next tile's rows there beside the copy ring), registers and spills.  No GPU needed."""
     import subprocess
     import tempfile
     from triton.backends.compiler import GPUTarget
@@ -93,7 +93,6 @@ def compile_report(tiles, flatten: bool) -> str:
                                   options={"num_warps": warps, "num_stages": stages})
     except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
         return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
-    loops = compiled.asm["ttgir"].count("scf.for")
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.ptx")
@@ -102,12 +101,13 @@ def compile_report(tiles, flatten: bool) -> str:
         report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", os.devnull],
                                 capture_output=True, text=True).stderr
     use = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores", report))
-    return f"{label} {loops} scf.for in the TTGIR, {use}"
+    return f"{label} {compiled.metadata.shared / 1024:.0f} KB of shared memory (an SM has 227), {use}"
 
 
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("probe_persistent_bwd.py: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     print("Triton", triton.__version__, "compiling for sm_90a")
-    for tiles, flatten in (((256, 64, 8, 5), False), ((256, 64, 8, 5), True), ((256, 64, 8, 3), True)):
+    for tiles, flatten in (((256, 64, 8, 5), False), ((256, 64, 8, 5), True), ((256, 64, 8, 3), True),
+                          ((256, 64, 8, 2), True)):
         print(compile_report(tiles, flatten))
