@@ -946,7 +946,7 @@ def tmaws(n):
     qs, kc, vc = probe_tma_ws.list_copies(q, k, v, qo, rows)
     note("tmaws copies (sorted queries, every list's keys and values; torch.gather)",
          ms(lambda: probe_tma_ws.list_copies(q, k, v, qo, rows)))
-    note("tmaws copies: GB read and written", 2 * 2 * (qs.numel() + kc.numel() + vc.numel()) / 1e9)
+    note("tmaws copies: read and written", f"{2 * 2 * (qs.numel() + kc.numel() + vc.numel()) / 1e9:.2f} GB")
     NL = rows.shape[2]
     for tiles, ws in TMA_TILES:
         label = f"tmaws window forward tiles {tiles} warp_specialize={ws}"
