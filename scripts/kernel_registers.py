@@ -26,20 +26,27 @@ from triton.compiler import ASTSource
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels import triton_attention as ta  # noqa: E402
 
+# Pointer parameters by name (the key-list kernels' and the probes'); qk_scale is fp32, the rest i32.
 POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32",
-                 "Delta": "*fp32", **{name: "*bf16" for name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "DKV")}}
+                 "Delta": "*fp32", **{name: "*bf16" for name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "DKV",
+                                                                 "QS", "KC", "VC")}}
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
-def usage(kernel, constexprs: dict, warps: int, stages: int) -> dict:
-    """{'registers', 'spill_stores', 'spill_loads' (bytes)} of kernel compiled for sm_90a."""
+def compile_for_h200(kernel, constexprs: dict, warps: int, stages: int):
+    """kernel compiled for sm_90a with no GPU present (its parameters typed by POINTER_TYPES),
+    integer and pointer arguments taken as multiples of 16."""
     names = list(inspect.signature(kernel.fn).parameters)
     sig = {n: "constexpr" if n in constexprs else POINTER_TYPES.get(n, "fp32" if n == "qk_scale" else "i32")
            for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n][0] == "*" or sig[n] == "i32"}
     src = ASTSource(fn=kernel, signature=sig, constexprs={(names.index(k),): v for k, v in constexprs.items()},
                     attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+
+
+def ptxas_use(compiled) -> dict:
+    """{'registers', 'spill_stores', 'spill_loads' (bytes)} that ptxas reports for a compiled kernel."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.ptx")
         with open(path, "w") as f:
@@ -48,7 +55,12 @@ def usage(kernel, constexprs: dict, warps: int, stages: int) -> dict:
                                 capture_output=True, text=True, check=True).stderr
     grab = lambda pattern: int(re.search(pattern, report).group(1))  # noqa: E731
     return {"registers": grab(r"Used (\d+) registers"), "spill_stores": grab(r"(\d+) bytes spill stores"),
-            "spill_loads": grab(r"(\d+) bytes spill loads"), "warps": warps}
+            "spill_loads": grab(r"(\d+) bytes spill loads")}
+
+
+def usage(kernel, constexprs: dict, warps: int, stages: int) -> dict:
+    """{'registers', 'spill_stores', 'spill_loads' (bytes), 'warps'} of kernel compiled for sm_90a."""
+    return {**ptxas_use(compile_for_h200(kernel, constexprs, warps, stages)), "warps": warps}
 
 
 def list_kernels(d: int) -> dict:

@@ -13,9 +13,7 @@ copy ring runs on across tiles.  The body is `_list_bwd_kernel`'s, from the same
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import sys
 
 import triton
@@ -74,34 +72,17 @@ def persistent_backward(q, k, v, q_order, lists, layout, lse, dout, delta, *, sc
 def compile_report(tiles, flatten: bool) -> str:
     """One line: does the kernel compile for sm_90a, and its shared memory (flattening keeps the
     next tile's rows there beside the copy ring), registers and spills.  No GPU needed."""
-    import subprocess
-    import tempfile
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from kernel_registers import compile_for_h200, ptxas_use
     bm, bn, warps, stages = tiles
-    names = list(inspect.signature(_persistent_list_bwd.fn).parameters)
-    consts = dict(D=64, BM=bm, BN=bn, PREC="tf32", FLATTEN=flatten)
-    kinds = {"QO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32", "Delta": "*fp32",
-             "qk_scale": "fp32", **{p: "*bf16" for p in ("Q", "K", "V", "DO", "DQ", "DK", "DV")}}
-    sig = {p: "constexpr" if p in consts else kinds.get(p, "i32") for p in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(names) if sig[p][0] == "*" or sig[p] == "i32"}
-    src = ASTSource(fn=_persistent_list_bwd, signature=sig,
-                    constexprs={(names.index(k),): v for k, v in consts.items()}, attrs=attrs)
     label = f"tiles {tiles} flatten={flatten}:"
     try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                                  options={"num_warps": warps, "num_stages": stages})
+        compiled = compile_for_h200(_persistent_list_bwd, dict(D=64, BM=bm, BN=bn, PREC="tf32", FLATTEN=flatten),
+                                    warps, stages)
     except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
         return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.ptx")
-        with open(path, "w") as f:
-            f.write(compiled.asm["ptx"])
-        report = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", os.devnull],
-                                capture_output=True, text=True).stderr
-    use = " ".join(re.findall(r"Used \d+ registers|\d+ bytes spill stores", report))
-    return f"{label} {compiled.metadata.shared / 1024:.0f} KB of shared memory (an SM has 227), {use}"
+    use = ptxas_use(compiled)
+    return (f"{label} {compiled.metadata.shared / 1024:.0f} KB of shared memory (an SM has 227), "
+            f"{use['registers']} registers, {use['spill_stores']} bytes of spill stores")
 
 
 if __name__ == "__main__":

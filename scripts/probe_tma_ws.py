@@ -16,7 +16,6 @@ through pointers as in the real kernel.  Same lists, same biases, so its outputs
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import sys
@@ -102,21 +101,12 @@ def use_torch_allocator(device="cuda"):
 def compile_report(tiles, ws: bool, q_gather: bool) -> str:
     """One line: does _window_forward compile for sm_90a, and with how many warps and setmaxnreg
     (the mark of warp specialisation)?  No GPU needed."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from kernel_registers import compile_for_h200
     bm, bn, warps, stages = tiles
-    names = list(inspect.signature(_window_forward.fn).parameters)
-    consts = dict(D=64, BM=bm, BN=bn, UNIT=256, WS=ws, Q_GATHER=q_gather)
-    kinds = {"QO": "*i64", "KB": "*fp32", "Lse": "*fp32", "qk_scale": "fp32",
-             **{p: "*bf16" for p in ("QS", "Q", "KC", "VC", "Out")}}
-    sig = {p: "constexpr" if p in consts else kinds.get(p, "i32") for p in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(names) if sig[p][0] == "*" or sig[p] == "i32"}
-    src = ASTSource(fn=_window_forward, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()},
-                    attrs=attrs)
     label = f"tiles {tiles} warp_specialize={ws} queries {'gathered' if q_gather else 'by TMA'}:"
     try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
-                                                                                   "num_stages": stages})
+        compiled = compile_for_h200(_window_forward, dict(D=64, BM=bm, BN=bn, UNIT=256, WS=ws, Q_GATHER=q_gather),
+                                    warps, stages)
     except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
         return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
     ptx = compiled.asm["ptx"]
