@@ -161,12 +161,6 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 
 
-# The key-list forward's softmax exponentials with 1/EXP2_ON_FMA of them computed by a polynomial
-# on the FMA pipe instead of the special-function unit (_exp2_tile; 0: none).  At d = 64 a score's
-# two products take the tensor cores as long as its exponential takes the SFU (16 a cycle per SM).
-# 16-bit inputs only: fp32 ones keep ex2.approx's 2^-22.
-EXP2_ON_FMA = int(os.environ.get("HYPERBENCH_EXP2_ON_FMA", 0))
-
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
@@ -271,47 +265,11 @@ def _sample_visible(r, s, s_ok, block):
 
 
 @triton.jit
-def _exp2_fma(x):
-    """2^x for x <= 0 on the FMA pipe, not the special-function unit: x rounded to an integer j by
-    the 1.5·2^23 trick, 2^(x-j) by a degree-3 polynomial on [-0.5, 0.5] (relative error 7.5e-5,
-    below bf16's 2^-9 for P), j added to the exponent bits. x is clamped at -125 (2^-125 stands in
-    for 0: a masked key's weight 1e-38 instead of 0)."""
-    x = tl.maximum(x, -125.0)
-    r = x + 12582912.0
-    f = x - (r - 12582912.0)
-    p = 0.0551716685295105 * f + 0.24261115491390228
-    p = p * f + 0.6932609677314758
-    p = p * f + 0.9999280571937561
-    # r's low mantissa bits hold j; shifted by 23 the constant's own bits fall out of the word
-    return (p.to(tl.int32, bitcast=True) + (r.to(tl.int32, bitcast=True) << 23)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _exp2_tile(x, EXP_FMA: tl.constexpr):
-    """2^x of a [R, C] tile with 1/EXP_FMA of its columns on the FMA pipe (0: none, 1: all, 2: the odd
-    columns, 4: every fourth), the rest on the special-function unit."""
-    if EXP_FMA == 0:
-        y = tl.exp2(x)
-    elif EXP_FMA == 1:
-        y = _exp2_fma(x)
-    elif EXP_FMA == 2:
-        a, b = tl.split(tl.reshape(x, [x.shape[0], x.shape[1] // 2, 2]))
-        y = tl.reshape(tl.join(tl.exp2(a), _exp2_fma(b)), [x.shape[0], x.shape[1]])
-    else:
-        # first halves C/2 apart, then pairs: in the accumulator's layout both sit in one thread
-        a, b = tl.split(tl.permute(tl.reshape(x, [x.shape[0], 2, x.shape[1] // 2]), [0, 2, 1]))
-        b0, b1 = tl.split(tl.reshape(b, [x.shape[0], x.shape[1] // 4, 2]))
-        b = tl.reshape(tl.join(tl.exp2(b0), _exp2_fma(b1)), [x.shape[0], x.shape[1] // 2])
-        y = tl.reshape(tl.permute(tl.join(tl.exp2(a), b), [0, 2, 1]), [x.shape[0], x.shape[1]])
-    return y
-
-
-@triton.jit
-def _softmax_step(qk, v, m_i, l_i, acc, PREC: tl.constexpr, EXP_FMA: tl.constexpr):
+def _softmax_step(qk, v, m_i, l_i, acc, PREC: tl.constexpr):
     """Online softmax update with one tile of exp2-domain scores qk [BM, BN] and values v [BN, d]."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)
-    p = _exp2_tile(qk - m_new[:, None], EXP_FMA)
+    p = tl.exp2(qk - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
     return m_new, l_i, acc
@@ -378,7 +336,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
         if GRAD:
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
         else:
-            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC, 0)
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
 
     # (2) sampled keys (sorted positions in S), weight w -> + log2 w; own-block samples masked.
     if HAS_SAMPLES:
@@ -397,7 +355,7 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                 if GRAD:
                     dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
                 else:
-                    m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC, 0)
+                    m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
 
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
@@ -446,7 +404,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, EXP_FMA: tl.constexpr):
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -477,7 +435,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
         if GRAD:
             dq = _dq_step(qk, lse2, do, delta, k, v, dq, PREC)
         else:
-            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC, EXP_FMA)
+            m_i, l_i, acc = _softmax_step(qk, v, m_i, l_i, acc, PREC)
     if GRAD:
         _store_dq(Out, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
     else:
@@ -918,7 +876,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        EXP_FMA=EXP2_ON_FMA if q.dtype != torch.float32 else 0, num_warps=warps, num_stages=stages, **cap)
+        num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):

@@ -58,9 +58,6 @@ launchcost the CPU time of one Triton launch of each kernel of a driver call, th
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
-expfma   the key-list forward with 1/4, 1/2 or all of its softmax exponentials on the FMA pipe
-         (triton_attention.EXP2_ON_FMA) against none, in interleaved rounds, each checked against
-         the SFU's outputs; d = 64 and 128; then the driver, causal and not, fwd and fwd+bwd.
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
          specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
          forward's outputs, beside that forward and the copies' own time.
@@ -995,35 +992,6 @@ def persistent(n):
             note(label, f"failed: {repr(e)[:300]}")
 
 
-def expfma(n, rounds=3):
-    """The forward's exponentials partly on the FMA pipe (EXP2_ON_FMA = 4, 2, 1) against none (0)."""
-    shares = (0, 4, 2, 1)
-    for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        want = fwd()
-        times = {e: [] for e in shares}
-        for e in shares:
-            with mock.patch.object(triton_attention, "EXP2_ON_FMA", e):
-                out, lse = fwd()
-                note(f"expfma d={d} share 1/{e} rel err out, max |dlse|",
-                     (round(rel(out, want[0]), 6), round((lse - want[1]).abs().max().item(), 6)))
-        for _ in range(rounds):     # interleaved, so clock drift falls on every variant alike
-            for e in shares:
-                with mock.patch.object(triton_attention, "EXP2_ON_FMA", e):
-                    times[e].append(ms(fwd))
-        for e in shares:
-            note(f"expfma n={n} d={d} forward, 1/{e} of the exponentials on FMA (0: none)",
-                 statistics.median(times[e]))
-    for causal in (False, True):
-        for grad in (False, True):
-            run = _driver_call(n, 64, causal, grad)
-            for _ in range(2):
-                for e in shares:
-                    with mock.patch.object(triton_attention, "EXP2_ON_FMA", e):
-                        note(f"expfma driver causal={causal} {'fwd+bwd' if grad else 'fwd'} 1/{e}", ms(run))
-
-
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1035,7 +1003,7 @@ def main():
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
-         "tmaws": tmaws, "persistent": persistent, "expfma": expfma}[part](n)
+         "tmaws": tmaws, "persistent": persistent}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
