@@ -58,6 +58,10 @@ launchcost the CPU time of one Triton launch of each kernel of a driver call, th
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
+sharedset the published variant (one sample set per head): the driver's fwd+bwd against a set per 256
+         rows, its kernel profile, and the primitive's backward with plain stores in place of the
+         atomic dK/dV adds (block keys, samples, both) and with 16-bit adds forced (what the fp32
+         buffers and their casts cost, and the error 16-bit adds would give).
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
          specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
          forward's outputs, beside that forward and the copies' own time.
@@ -992,6 +996,43 @@ def persistent(n):
             note(label, f"failed: {repr(e)[:300]}")
 
 
+def sharedset(n):
+    """Where the published variant's forward+backward spends the time its per-block variant does not."""
+    for tile, causal in ((0, False), (256, False), (0, True), (256, True)):
+        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
+        gout = torch.randn_like(xs[0])
+        gen = torch.Generator(device="cuda")
+
+        def call():
+            gen.manual_seed(0)
+            out, _ = hyper_attention(*xs, HyperParams(sample_tile=tile), causal=causal, generator=gen,
+                                     backend="triton")
+            torch.autograd.grad(out, xs, gout)
+        note(f"sharedset driver sample_tile={tile} causal={causal} fwd+bwd", ms(call))
+        if tile == 0:
+            call()
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                call()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14,
+                                            max_name_column_width=60), flush=True)
+            with mock.patch.object(triton_attention, "DKDV_16BIT_ADDS", 1 << 20):
+                note(f"sharedset driver sample_tile={tile} causal={causal} fwd+bwd, 16-bit adds forced", ms(call))
+    for tile in (0, 256):
+        args, kw = problem(1, 32, n, 64, torch.bfloat16, 0, tile=tile)
+        bwd = backward_call(args, kw)
+        want = bwd()
+        for stores in ((False, False), (True, False), (False, True), (True, True)):
+            with mock.patch.object(triton_attention, "_DIAGNOSTIC_DKDV_STORES", stores):
+                note(f"sharedset bwd tile={tile} plain stores (block keys, samples)={stores}", ms(bwd))
+        with mock.patch.object(triton_attention, "DKDV_16BIT_ADDS", 1 << 20):
+            got = bwd()
+            note(f"sharedset bwd tile={tile} 16-bit adds forced: rel err dk, dv against as is",
+                 tuple(round(rel(a.float(), b.float()), 5) for a, b in zip(got[1:], want[1:])))
+            note(f"sharedset bwd tile={tile} 16-bit adds forced", ms(bwd))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1003,7 +1044,7 @@ def main():
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
-         "tmaws": tmaws, "persistent": persistent}[part](n)
+         "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
