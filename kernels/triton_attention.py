@@ -159,6 +159,10 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 # 2.9e-3 -> 3.6e-3 (d = 64, two programs per key row) and 4.0e-3 (d = 128, four).
 # HYPERBENCH_DKDV_16BIT_ADDS=0 keeps fp32 everywhere (e.g. to compare gradient errors).
 DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
+# Where only the sample sets have more adders than that (one set shared by a head), the fused
+# backward adds the sets' keys in fp32 by their slot in the set ([B·H, sets, m, d], small) and the
+# block keys in 16 bits, instead of fp32 buffers for every key row (_dkdv_adds).  False: fp32 rows.
+SAMPLE_SLOTS = True
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -467,19 +471,23 @@ def _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC: 
 
 
 @triton.jit
-def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
+def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h,
+                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr):
+                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
     original rows (fp32, or 16-bit: DKDV_16BIT_ADDS), since a key is in the lists of several tiles
     (its block's, its sample set's).
     REREAD_ROWS: the rows' indices for dQ's store read again after the loop rather than held
-    through it (see _reread_rows)."""
+    through it (see _reread_rows).
+    SLOTS: the sample set's share is added in fp32 into SS (dK, ss_kv apart from dV, head stride
+    ss_h) by the keys' slots in their set, [sets, m, D] a head, instead of into DK, DV: where
+    many tiles share a set, fp32 for those few rows and 16-bit adds for the block keys
+    (_add_sample_slots adds the slots into the keys' rows afterwards)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -487,6 +495,8 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
+    if SLOTS:   # this tile's sample set: its first row's
+        SS += bh.to(tl.int64) * ss_h + (tl.load(TT + pid * 3) // set_rows).to(tl.int64) * m * D
     for j0 in range(0, L, BN):
         k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
         # rows past n or past the unit: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
@@ -504,6 +514,13 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
             tl.store(DK + dst, dk, mask=live & plain)
             tl.store(DV + dst, dv, mask=live & plain)
             live = live & (~plain)
+        if SLOTS:
+            slot = j0 + tl.arange(0, BN) - nblock        # the list: block keys, then the set
+            in_set = ((slot >= 0) & (slot < m))[:, None]
+            at = slot[:, None] * D + offs_d[None, :]
+            tl.atomic_add(SS + at, dk, mask=live & in_set, sem="relaxed")
+            tl.atomic_add(SS + ss_kv + at, dv, mask=live & in_set, sem="relaxed")
+            live = live & (~in_set)
         tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
         tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
     if REREAD_ROWS:
@@ -726,11 +743,30 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     return dk, dv
 
 
-def _adds_in_16_bits(g: _Geometry, dtype: torch.dtype, bm: int) -> bool:
-    """Whether a fresh fused backward adds dK/dV up in `dtype` (see DKDV_16BIT_ADDS): the programs
-    adding into a key row are the query tiles of its block and those of each sample set it is in."""
-    adders = _layout(g.n, g.block, g.tile, bm).adders(g.has_samples)
-    return dtype != torch.float32 and adders <= DKDV_16BIT_ADDS
+def _dkdv_adds(g: _Geometry, dtype: torch.dtype, bm: int):
+    """How a fresh fused backward adds dK/dV up -> (the dK, dV buffers' dtype, whether the sample
+    sets' share goes through fp32 slots).  The programs adding into a key row are the query tiles
+    of its block and those of each sample set it is in: at most DKDV_16BIT_ADDS of them, all in
+    `dtype`; where only the sets have more (a set shared by a head: n / BM tiles), the block keys
+    in `dtype` and the sets' keys in fp32 slots (SAMPLE_SLOTS); else all in fp32."""
+    if dtype == torch.float32:
+        return torch.float32, False
+    layout = _layout(g.n, g.block, g.tile, bm)
+    if layout.adders(g.has_samples) <= DKDV_16BIT_ADDS:
+        return dtype, False
+    if SAMPLE_SLOTS and g.has_samples and layout.adders(False) <= DKDV_16BIT_ADDS:
+        return dtype, True
+    return torch.float32, False
+
+
+def _add_sample_slots(dk, dv, slots, k_order, samples):
+    """dK, dV [B, H, n, d] += the fused backward's fp32 slots [2, B·H, sets, m, d] at their keys'
+    rows (k_order at the sampled sorted positions; a key drawn twice gets both slots)."""
+    B, H, n, d = dk.shape
+    rows = torch.gather(k_order.reshape(B * H, n), 1, samples.reshape(B * H, -1).long())
+    rows = (rows + torch.arange(B * H, device=rows.device)[:, None] * n).flatten()
+    for grad, part in zip((dk, dv), slots):
+        grad.view(B * H * n, d).index_add_(0, rows, part.view(-1, d).to(grad.dtype))
 
 
 def _cheapest_tiles(kinds, g: _Geometry, causal: bool):
@@ -767,7 +803,7 @@ def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight:
     backward to add dK, dV into, where the fused backward adds them up in 16 bits; else None."""
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     tiles = _fused_backward_tiles(g, causal)
-    if tiles is None or not _adds_in_16_bits(g, q.dtype, tiles[0]):
+    if tiles is None or _dkdv_adds(g, q.dtype, tiles[0])[0] != q.dtype:
         return None
     return torch.empty(2, *q.shape, device=q.device, dtype=q.dtype)
 
@@ -970,25 +1006,31 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     tiles = _fused_backward_tiles(g, causal)
     if tiles:
         bm, bn, warps, stages = tiles
+        slots = None
         if dk is None:       # the fused kernel only adds into dK, dV
-            acc = q.dtype if _adds_in_16_bits(g, q.dtype, bm) else torch.float32
+            acc, by_slot = _dkdv_adds(g, q.dtype, bm)
             if zeroed is not None and zeroed.dtype == acc and zeroed.shape[1:] == q.shape:
                 dk, dv = zeroed.unbind(0)
             else:
                 dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=acc)
                 dv = torch.zeros_like(dk)
+            if by_slot:
+                slots = torch.zeros(2, g.B * g.H, g.T, g.m, g.d, device=q.device, dtype=torch.float32)
         elif not accumulate:
             dk.zero_()
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
         layout = _layout(g.n, g.block, g.tile, bm)
         _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
-            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv,
+            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
-            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H), D=g.d, BM=bm, BN=bn,
+            _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H),
+            g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
-            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), num_warps=warps,
-            num_stages=stages)
+            STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), SLOTS=slots is not None,
+            num_warps=warps, num_stages=stages)
+        if slots is not None:
+            _add_sample_slots(dk, dv, slots, k_order, samples)
         return dq, dk, dv
     _forward_rows(g, q, k, v, q_order, k_order, samples, causal, dq, lse, dout, delta, accumulate, lists)
     dk, dv = _dkdv_launch(g, q, k, v, q_order, k_order, samples, causal, lse, dout, delta, dk, dv, accumulate)

@@ -3,7 +3,8 @@
     python3 scripts/kernel_registers.py [--d=64]
 
 Prints one JSON line per kernel: the plain forward (inference and training, which also clears
-the backward's dK/dV), the merging forward and the fused backward, each on its CONFIGS tiles.
+the backward's dK/dV), the merging forward and the fused backward (also with the sample sets'
+share added by slot, SAMPLE_SLOTS), each on its CONFIGS tiles.
 Triton compiles for a target without a GPU present, and ptxas from its wheel reports the use.
 Integer arguments are taken as multiples of 16, as at the benchmark's shapes, where the
 launches specialise on it.  Must run without TRITON_INTERPRET (the interpreter compiles nothing).
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kernels import triton_attention as ta  # noqa: E402
 
 # Pointer parameters by name (the key-list kernels' and the probes'); qk_scale is fp32, the rest i32.
-POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32",
+POINTER_TYPES = {"QO": "*i64", "KO": "*i64", "TT": "*i32", "KR": "*i32", "KB": "*fp32", "Lse": "*fp32", "SS": "*fp32",
                  "Delta": "*fp32", **{name: "*bf16" for name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV", "DKV",
                                                                  "QS", "KC", "VC")}}
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -72,9 +73,10 @@ def list_kernels(d: int) -> dict:
         found[name] = usage(ta._list_kernel, dict(D=d, BM=bm, BN=bn, GRAD=False, PREC="tf32", ACCUM=0,
                                                   MERGE=kind == "fwd_merge", ZERO_DKDV=zero), warps, stages)
     bm, bn, warps, stages = ta.CONFIGS["bwd"][d][:4]
-    found["fused backward"] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0,
-                                                             STORE_BLOCK=False, STORE_SAMPLES=False,
-                                                             REREAD_ROWS=ta._reread_rows(bm)), warps, stages)
+    for name, slots in (("fused backward", False), ("fused backward, sample slots", True)):
+        found[name] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0, STORE_BLOCK=False,
+                                                     STORE_SAMPLES=False, REREAD_ROWS=ta._reread_rows(bm),
+                                                     SLOTS=slots), warps, stages)
     return found
 
 

@@ -363,14 +363,23 @@ def test_backward_reads_row_slices_of_longer_heads(monkeypatch, n, block, tile, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("tile,adds_in", [(64, torch.float16), (0, torch.float32)],
-                         ids=["set-per-block", "set-per-head"])
-def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_key(tile, adds_in):
+@pytest.mark.parametrize("tile,slots,adds_in,by_slot", [(64, True, torch.float16, False),
+                                                      (0, True, torch.float16, True),
+                                                      (0, False, torch.float32, False)],
+                         ids=["set-per-block", "set-per-head", "set-per-head-fp32-rows"])
+def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_key(monkeypatch, tile, slots,
+                                                                                   adds_in, by_slot):
     """With one 64-row program per block and per sample set, each key row gets two adds and dK/dV
-    add up in fp16; a set shared by the head gets n / 64 = 4 more per sampled key (over
-    DKDV_16BIT_ADDS), so fp32.  The gradients match the reference either way."""
+    add up in fp16.  A set shared by the head gets n / 64 = 4 more per sampled key (over
+    DKDV_16BIT_ADDS): the block keys still add up in fp16, and the set's keys in fp32 slots added
+    into their rows afterwards (SAMPLE_SLOTS; without it, fp32 for every row).  The gradients match
+    the reference either way."""
     from hyperbench_kernels import triton_attention
     from hyperbench_kernels.triton_delta import delta as row_delta
+    monkeypatch.setattr(triton_attention, "SAMPLE_SLOTS", slots)
+    added = []
+    real = triton_attention._add_sample_slots
+    monkeypatch.setattr(triton_attention, "_add_sample_slots", lambda *a: added.append(1) or real(*a))
     n, m = 256, 32
     T = 1 if tile == 0 else n // tile
     (q, k, v, qo, ko, smp), _ = _inputs(90, 1, 2, n, 32, torch.float16, T=T, m=m)
@@ -379,8 +388,28 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
     dout = torch.randn_like(out)
     _, dk, dv = triton_attention.block_sample_backward(q, k, v, qo, ko, smp, dout, lse,
                                                        row_delta(dout, out, None), **kw)
-    assert dk.dtype == dv.dtype == adds_in
+    assert dk.dtype == dv.dtype == adds_in and bool(added) == by_slot
     _check(91, 1, 2, n, 32, block=64, tile=tile, m=m, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("n,block,tile,m", [(200, 48, 0, 24), (300, 64, 0, 40), (256, 32, 128, 16)],
+                         ids=["part-empty", "ragged", "set-per-128-rows"])
+def test_sample_slots_add_every_draw_into_its_key_row(monkeypatch, n, block, tile, m):
+    """Sample sets through fp32 slots (one shared by the head, or one per 128 rows: each tile's
+    own set's slots), with the forward's cleared buffer (poisoned with NaN, so a row neither it
+    nor a slot reaches shows), blocks the tiles do not divide, and keys drawn more than once (each
+    draw adds).  Against the reference."""
+    from hyperbench_kernels import triton_attention
+    monkeypatch.setattr(triton_attention, "DKDV_16BIT_ADDS", 1)
+    real = triton_attention.zeroed_dkdv
+    monkeypatch.setattr(triton_attention, "zeroed_dkdv", lambda *a, **kw: real(*a, **kw).fill_(float("nan")))
+    added = []
+    slots = triton_attention._add_sample_slots
+    monkeypatch.setattr(triton_attention, "_add_sample_slots", lambda *a: added.append(1) or slots(*a))
+    smp = torch.randint(n // 2, (1, 2, 1 if tile == 0 else n // tile, m), generator=torch.Generator().manual_seed(5))
+    smp[..., 1] = smp[..., 0]
+    _check(92, 1, 2, n, 32, block=block, tile=tile, m=m, dtype=torch.float16, samples_override=smp)
+    assert added
 
 
 def test_merging_forward_takes_its_own_tiles(monkeypatch):
