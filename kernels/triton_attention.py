@@ -471,6 +471,42 @@ def _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC: 
 
 
 @triton.jit
+def _list_bwd_keys(dq, q, do, lse2, delta, keys, j_lo, j_hi, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv, nblock,
+                   D: tl.constexpr, BN: tl.constexpr, PREC: tl.constexpr, TO_SLOTS: tl.constexpr,
+                   STORE_BLOCK: tl.constexpr, STORE_SAMPLES: tl.constexpr):
+    """The fused backward's key loop over list entries [j_lo, j_hi) (keys: K, V, KR, KB, the list's
+    start, the key and value row strides, the column offsets): dq with their dS K added, and each
+    step's dK, dV added atomically into the keys' rows (DK, DV at head offset dk_rows) or, TO_SLOTS,
+    in fp32 into the sample set's slots (SS, dV ss_kv further; entry j is slot j - nblock)."""
+    K, V, KR, KB, lists, skn, svn, offs_d = keys
+    for j0 in range(j_lo, j_hi, BN):
+        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
+        # rows past n or past the unit: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
+        dq, dk, dv = _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC)
+        live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
+        if TO_SLOTS:
+            at = (j0 - nblock + tl.arange(0, BN))[:, None] * D + offs_d[None, :]
+            tl.atomic_add(SS + at, dk, mask=live, sem="relaxed")
+            tl.atomic_add(SS + ss_kv + at, dv, mask=live, sem="relaxed")
+        else:
+            dst = dk_rows + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
+            if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)
+                # masks, not a branch: Triton's pipeliner rejects stores under an scf.if in the loop
+                if not STORE_SAMPLES:
+                    plain = j0 < nblock
+                elif not STORE_BLOCK:
+                    plain = j0 >= nblock
+                else:
+                    plain = j0 >= 0
+                tl.store(DK + dst, dk, mask=live & plain)
+                tl.store(DV + dst, dv, mask=live & plain)
+                live = live & (~plain)
+            tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
+            tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
+    return dq
+
+
+@triton.jit
 def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m,
@@ -495,34 +531,19 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
-    if SLOTS:   # this tile's sample set: its first row's
+    keys = (K, V, KR, KB, lists, skn, svn, offs_d)
+    dk_rows = bh.to(tl.int64) * sk_h
+    if SLOTS:
+        # the block keys into their rows, then the set's keys into its slots (this tile's set: its
+        # first row's); nblock % BN == 0, so no step holds both
         SS += bh.to(tl.int64) * ss_h + (tl.load(TT + pid * 3) // set_rows).to(tl.int64) * m * D
-    for j0 in range(0, L, BN):
-        k_idx, bias, k, v = _list_keys(K, V, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-        # rows past n or past the unit: q = 0, lse = 0, do = 0, Δ = 0, so they add nothing
-        dq, dk, dv = _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC)
-        live = (bias > float("-inf"))[:, None]          # padding and masked samples add nothing
-        dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
-        if STORE_BLOCK or STORE_SAMPLES:   # timing diagnostics only (see _DIAGNOSTIC_DKDV_STORES)
-            # masks, not a branch: Triton's pipeliner rejects stores under an scf.if in the loop
-            if not STORE_SAMPLES:
-                plain = j0 < nblock
-            elif not STORE_BLOCK:
-                plain = j0 >= nblock
-            else:
-                plain = j0 >= 0
-            tl.store(DK + dst, dk, mask=live & plain)
-            tl.store(DV + dst, dv, mask=live & plain)
-            live = live & (~plain)
-        if SLOTS:
-            slot = j0 + tl.arange(0, BN) - nblock        # the list: block keys, then the set
-            in_set = ((slot >= 0) & (slot < m))[:, None]
-            at = slot[:, None] * D + offs_d[None, :]
-            tl.atomic_add(SS + at, dk, mask=live & in_set, sem="relaxed")
-            tl.atomic_add(SS + ss_kv + at, dv, mask=live & in_set, sem="relaxed")
-            live = live & (~in_set)
-        tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
-        tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
+        dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, nblock, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
+                            nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
+        dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, nblock, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
+                            nblock, D, BN, PREC, True, STORE_BLOCK, STORE_SAMPLES)
+    else:
+        dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
+                            nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
     if REREAD_ROWS:
         rows, row_ok = _tile_rows(TT, pid, BM)
         q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
@@ -743,18 +764,19 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     return dk, dv
 
 
-def _dkdv_adds(g: _Geometry, dtype: torch.dtype, bm: int):
-    """How a fresh fused backward adds dK/dV up -> (the dK, dV buffers' dtype, whether the sample
-    sets' share goes through fp32 slots).  The programs adding into a key row are the query tiles
-    of its block and those of each sample set it is in: at most DKDV_16BIT_ADDS of them, all in
-    `dtype`; where only the sets have more (a set shared by a head: n / BM tiles), the block keys
-    in `dtype` and the sets' keys in fp32 slots (SAMPLE_SLOTS); else all in fp32."""
+def _dkdv_adds(g: _Geometry, dtype: torch.dtype, tiles):
+    """How a fresh fused backward on `tiles` (BM, BN, ...) adds dK/dV up -> (the dK, dV buffers'
+    dtype, whether the sample sets' share goes through fp32 slots).  The programs adding into a key
+    row are the query tiles of its block and those of each sample set it is in: at most
+    DKDV_16BIT_ADDS of them, all in `dtype`; where only the sets have more (a set shared by a head:
+    n / BM tiles), the block keys in `dtype` and the sets' keys in fp32 slots (SAMPLE_SLOTS, where
+    the blocks are whole key steps); else all in fp32."""
     if dtype == torch.float32:
         return torch.float32, False
-    layout = _layout(g.n, g.block, g.tile, bm)
+    layout = _layout(g.n, g.block, g.tile, tiles[0])
     if layout.adders(g.has_samples) <= DKDV_16BIT_ADDS:
         return dtype, False
-    if SAMPLE_SLOTS and g.has_samples and layout.adders(False) <= DKDV_16BIT_ADDS:
+    if SAMPLE_SLOTS and g.has_samples and layout.adders(False) <= DKDV_16BIT_ADDS and g.block % tiles[1] == 0:
         return dtype, True
     return torch.float32, False
 
@@ -803,7 +825,7 @@ def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight:
     backward to add dK, dV into, where the fused backward adds them up in 16 bits; else None."""
     g = _Geometry(q, samples, block_size, sample_tile, sample_weight, scale)
     tiles = _fused_backward_tiles(g, causal)
-    if tiles is None or _dkdv_adds(g, q.dtype, tiles[0])[0] != q.dtype:
+    if tiles is None or _dkdv_adds(g, q.dtype, tiles)[0] != q.dtype:
         return None
     return torch.empty(2, *q.shape, device=q.device, dtype=q.dtype)
 
@@ -1008,7 +1030,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         bm, bn, warps, stages = tiles
         slots = None
         if dk is None:       # the fused kernel only adds into dK, dV
-            acc, by_slot = _dkdv_adds(g, q.dtype, bm)
+            acc, by_slot = _dkdv_adds(g, q.dtype, tiles)
             if zeroed is not None and zeroed.dtype == acc and zeroed.shape[1:] == q.shape:
                 dk, dv = zeroed.unbind(0)
             else:

@@ -392,15 +392,15 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
     _check(91, 1, 2, n, 32, block=64, tile=tile, m=m, dtype=torch.float16)
 
 
-@pytest.mark.parametrize("n,block,tile,m", [(200, 48, 0, 24), (300, 64, 0, 40), (256, 32, 128, 16)],
-                         ids=["part-empty", "ragged", "set-per-128-rows"])
+@pytest.mark.parametrize("n,block,tile,m", [(200, 128, 0, 24), (300, 64, 0, 40), (512, 64, 256, 16)],
+                         ids=["part-empty", "ragged", "set-per-256-rows"])
 def test_sample_slots_add_every_draw_into_its_key_row(monkeypatch, n, block, tile, m):
-    """Sample sets through fp32 slots (one shared by the head, or one per 128 rows: each tile's
+    """Sample sets through fp32 slots (one shared by the head, or one per 256 rows: each tile's
     own set's slots), with the forward's cleared buffer (poisoned with NaN, so a row neither it
-    nor a slot reaches shows), blocks the tiles do not divide, and keys drawn more than once (each
-    draw adds).  Against the reference."""
+    nor a slot reaches shows), a last block the tiles leave part empty, and keys drawn more than
+    once (each draw adds).  Against the reference."""
     from hyperbench_kernels import triton_attention
-    monkeypatch.setattr(triton_attention, "DKDV_16BIT_ADDS", 1)
+    monkeypatch.setattr(triton_attention, "DKDV_16BIT_ADDS", 2)
     real = triton_attention.zeroed_dkdv
     monkeypatch.setattr(triton_attention, "zeroed_dkdv", lambda *a, **kw: real(*a, **kw).fill_(float("nan")))
     added = []
