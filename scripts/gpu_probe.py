@@ -60,9 +60,9 @@ overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one
 leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
 sharedset the published variant (one sample set per head): the driver's fwd+bwd with the sets' dK/dV
          added through fp32 slots (SAMPLE_SLOTS) against fp32 rows for every key, in interleaved
-         rounds, their gradients compared, its kernel profile, the primitive's backward both ways,
-         and the per-block variant and the causal calls beside them.  (At c5dd0f7 it timed plain
-         stores and forced 16-bit adds in place of the atomic fp32 adds.)
+         rounds, at d = 64 and 128, their gradients compared, its kernel profile, the primitive's
+         backward both ways, and the per-block variant and the causal calls beside them.  (At
+         c5dd0f7 it timed plain stores and forced 16-bit adds in place of the atomic fp32 adds.)
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
          specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
          forward's outputs, beside that forward and the copies' own time.
@@ -1000,8 +1000,8 @@ def persistent(n):
 def sharedset(n, rounds=3):
     """Where the published variant's forward+backward spends the time its per-block variant does
     not, and the sample sets' share added through fp32 slots (SAMPLE_SLOTS) against fp32 rows."""
-    for tile, causal in ((0, False), (256, False), (0, True), (256, True)):
-        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
+    for tile, causal, d in ((0, False, 64), (256, False, 64), (0, True, 64), (256, True, 64), (0, False, 128)):
+        xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
         gout = torch.randn_like(xs[0])
         gen = torch.Generator(device="cuda")
 
@@ -1014,7 +1014,7 @@ def sharedset(n, rounds=3):
             with mock.patch.object(triton_attention, "SAMPLE_SLOTS", False):
                 rows = call()
             got = call()
-            note("sharedset driver slots against fp32 rows: rel diff dq, dk, dv",
+            note(f"sharedset driver d={d} slots against fp32 rows: rel diff dq, dk, dv",
                  tuple(round(rel(a.float(), b.float()), 5) for a, b in zip(got, rows)))
             times = {True: [], False: []}
             for _ in range(rounds):
@@ -1022,15 +1022,16 @@ def sharedset(n, rounds=3):
                     with mock.patch.object(triton_attention, "SAMPLE_SLOTS", slots):
                         times[slots].append(ms(call))
             for slots in (True, False):
-                note(f"sharedset driver sample_tile=0 fwd+bwd, SAMPLE_SLOTS={slots} (rounds {times[slots]})",
+                note(f"sharedset driver d={d} sample_tile=0 fwd+bwd, SAMPLE_SLOTS={slots} (rounds {times[slots]})",
                      statistics.median(times[slots]))
-            call()
-            torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            if d == 64:
                 call()
                 torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14,
-                                            max_name_column_width=60), flush=True)
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    call()
+                    torch.cuda.synchronize()
+                print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14,
+                                                max_name_column_width=60), flush=True)
         else:
             note(f"sharedset driver sample_tile={tile} causal={causal} fwd+bwd", ms(call))
     args, kw = problem(1, 32, n, 64, torch.bfloat16, 0, tile=0)
