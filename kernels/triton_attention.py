@@ -1010,9 +1010,9 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                           sample_tile: int, sample_weight: float, scale: float, causal: bool = False,
                           grads=None, accumulate: bool = False, lists=None, zeroed=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
-    dtype, dk and dv fp32, or in q's dtype where DKDV_16BIT_ADDS allows), or written into `grads`,
-    three fp32 [B, H, n, d] tensors that may be row slices of larger ones (accumulate: added to
-    what they hold).
+    dtype; dk and dv in q's dtype where DKDV_16BIT_ADDS or the sample slots allow (_dkdv_adds), else
+    fp32), or written into `grads`, three fp32 [B, H, n, d] tensors that may be row slices of
+    larger ones (accumulate: added to what they hold).
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
     lists: the forward's key lists (prepared_lists), reused where they fit.  zeroed: the [2, B, H,
