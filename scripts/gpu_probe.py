@@ -63,6 +63,8 @@ sharedset the published variant (one sample set per head): the driver's fwd+bwd 
          rounds, at d = 64 and 128, their gradients compared, its kernel profile, the primitive's
          backward both ways, and the per-block variant and the causal calls beside them.  (At
          c5dd0f7 it timed plain stores and forced 16-bit adds in place of the atomic fp32 adds.)
+sharedtimer both sampling variants' non-causal fwd+bwd by do_bench and by hyperbench's timer in
+         interleaved rounds, and the GPU's idle gaps in one profiled call of each.
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
          specialisation and without (scripts/probe_tma_ws.py), each checked against the key-list
          forward's outputs, beside that forward and the copies' own time.
@@ -1041,6 +1043,33 @@ def sharedset(n, rounds=3):
             note(f"sharedset primitive bwd tile=0 SAMPLE_SLOTS={slots}", ms(bwd))
 
 
+def sharedtimer(n, rounds=3):
+    """Whether the published variant's forward+backward loses more to hyperbench's timer (each call
+    waited for) than the per-block one does, and where its GPU waits."""
+    calls = {}
+    for tile in (0, 256):
+        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
+        gout = torch.randn_like(xs[0])
+        gen = torch.Generator(device="cuda")
+
+        def call(xs=xs, gout=gout, gen=gen, tile=tile):
+            gen.manual_seed(0)
+            out, _ = hyper_attention(*xs, HyperParams(sample_tile=tile), causal=False, generator=gen,
+                                     backend="triton")
+            torch.autograd.grad(out, xs, gout)
+        calls[tile] = call
+    found = {(tile, how): [] for tile in calls for how in ("do_bench", "timer")}
+    for _ in range(rounds):
+        for tile, call in calls.items():
+            found[tile, "do_bench"].append(ms(call))
+            found[tile, "timer"].append(synced_ms(call))
+    for (tile, how), xs_ms in found.items():
+        note(f"sharedtimer sample_tile={tile} fwd+bwd {how} (rounds {[round(x, 3) for x in xs_ms]})",
+             statistics.median(xs_ms))
+    for tile, call in calls.items():
+        _gpu_gaps(call, f"sample_tile={tile} fwd+bwd n={n}")
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1052,7 +1081,8 @@ def main():
          "bwdtiles": bwdtiles, "cpuphases": cpuphases, "launchcost": launchcost,
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
-         "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset}[part](n)
+         "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
+         "sharedtimer": sharedtimer}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
