@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kernels.triton_attention import (_grad_rows, _head_ptrs, _list_bwd_step, _list_keys,  # noqa: E402
-                                      _list_tile_queries, _store_dq)
+from kernels.triton_attention import (_grad_rows, _head_ptrs, _list_bwd_keys, _list_tile_queries,  # noqa: E402
+                                      _store_dq)
 
 
 @triton.jit
@@ -39,13 +39,9 @@ def _persistent_list_bwd(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
         lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Qh, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
-        for j0 in tl.range(0, L, BN):
-            k_idx, bias, k, v = _list_keys(Kh, Vh, KR, KB, lists + j0 + tl.arange(0, BN), skn, svn, offs_d)
-            dq, dk, dv = _list_bwd_step(q, k, v, bias, do, lse2, delta, dq, qk_scale, k_scale, PREC)
-            live = (bias > float("-inf"))[:, None]
-            dst = bh.to(tl.int64) * sk_h + k_idx[:, None].to(tl.int64) * D + offs_d[None, :]
-            tl.atomic_add(DK + dst, dk.to(DK.dtype.element_ty), mask=live, sem="relaxed")
-            tl.atomic_add(DV + dst, dv.to(DV.dtype.element_ty), mask=live, sem="relaxed")
+        keys = (Kh, Vh, KR, KB, lists, skn, svn, offs_d)
+        dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, L, qk_scale, k_scale, DK, DV, bh.to(tl.int64) * sk_h,
+                            DK, 0, 0, D, BN, PREC, False, False, False)
         _store_dq(DQ, bh.to(tl.int64) * so_h, q_idx, offs_d, row_ok, dq, qk_scale, D, 0)
 
 
@@ -72,14 +68,13 @@ def persistent_backward(q, k, v, q_order, lists, layout, lse, dout, delta, *, sc
 def compile_report(tiles, flatten: bool) -> str:
     """One line: does the kernel compile for sm_90a, and its shared memory (flattening keeps the
     next tile's rows there beside the copy ring), registers and spills.  No GPU needed."""
-    from kernel_registers import compile_for_h200, ptxas_use
+    from kernel_registers import compile_or_why, ptxas_use
     bm, bn, warps, stages = tiles
     label = f"tiles {tiles} flatten={flatten}:"
-    try:
-        compiled = compile_for_h200(_persistent_list_bwd, dict(D=64, BM=bm, BN=bn, PREC="tf32", FLATTEN=flatten),
-                                    warps, stages)
-    except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
-        return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
+    compiled, why = compile_or_why(_persistent_list_bwd, dict(D=64, BM=bm, BN=bn, PREC="tf32", FLATTEN=flatten),
+                                   warps, stages)
+    if why:
+        return f"{label} does not compile ({why})"
     use = ptxas_use(compiled)
     return (f"{label} {compiled.metadata.shared / 1024:.0f} KB of shared memory (an SM has 227), "
             f"{use['registers']} registers, {use['spill_stores']} bytes of spill stores")
