@@ -46,6 +46,15 @@ def compile_for_h200(kernel, constexprs: dict, warps: int, stages: int):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
 
 
+def compile_or_why(kernel, constexprs: dict, warps: int, stages: int):
+    """(compile_for_h200's result, None), or (None, the last line of the compiler's error): for the
+    probes, where a compile that fails is itself the finding."""
+    try:
+        return compile_for_h200(kernel, constexprs, warps, stages), None
+    except Exception as e:  # noqa: BLE001
+        return None, str(e).splitlines()[-1][:120]
+
+
 def ptxas_use(compiled) -> dict:
     """{'registers', 'spill_stores', 'spill_loads' (bytes)} that ptxas reports for a compiled kernel."""
     with tempfile.TemporaryDirectory() as tmp:

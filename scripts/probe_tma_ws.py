@@ -101,14 +101,13 @@ def use_torch_allocator(device="cuda"):
 def compile_report(tiles, ws: bool, q_gather: bool) -> str:
     """One line: does _window_forward compile for sm_90a, and with how many warps and setmaxnreg
     (the mark of warp specialisation)?  No GPU needed."""
-    from kernel_registers import compile_for_h200
+    from kernel_registers import compile_or_why
     bm, bn, warps, stages = tiles
     label = f"tiles {tiles} warp_specialize={ws} queries {'gathered' if q_gather else 'by TMA'}:"
-    try:
-        compiled = compile_for_h200(_window_forward, dict(D=64, BM=bm, BN=bn, UNIT=256, WS=ws, Q_GATHER=q_gather),
-                                    warps, stages)
-    except Exception as e:  # noqa: BLE001  (the compiler's own failure is the finding)
-        return f"{label} does not compile ({str(e).splitlines()[-1][:120]})"
+    compiled, why = compile_or_why(_window_forward, dict(D=64, BM=bm, BN=bn, UNIT=256, WS=ws, Q_GATHER=q_gather),
+                                   warps, stages)
+    if why:
+        return f"{label} does not compile ({why})"
     ptx = compiled.asm["ptx"]
     return (f"{label} {compiled.metadata.num_warps} warps, setmaxnreg {ptx.count('setmaxnreg')}, "
             f"TMA loads {ptx.count('cp.async.bulk.tensor')}, wgmma {ptx.count('wgmma.mma_async')}")
