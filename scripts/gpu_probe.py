@@ -159,19 +159,19 @@ def gather(n):
     note(f"bwd n={n} no samples", ms(backward_call((q, k, v, qo, ko, None), kw)))
 
 
-def _driver_call(n, d, causal, grad):
-    """One call of the driver (the triton backend, default HyperParams) on fresh [1, 32, n, d]
-    bf16 inputs, with the backward of a random output gradient when grad."""
+def _driver_call(n, d, causal, grad, params=None):
+    """One call of the driver (the triton backend, params or the default HyperParams) on fresh
+    [1, 32, n, d] bf16 inputs, with the backward of a random output gradient when grad.  The call
+    returns the output, or with grad the gradients of q, k and v."""
+    params = params or HyperParams()
     xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(grad) for _ in range(3)]
     gout = torch.randn_like(xs[0])
     gen = torch.Generator(device="cuda")
 
     def call():
         gen.manual_seed(0)
-        out, _ = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
-        if grad:
-            torch.autograd.grad(out, xs, gout)
-        return out
+        out, _ = hyper_attention(*xs, params, causal=causal, generator=gen, backend="triton")
+        return torch.autograd.grad(out, xs, gout) if grad else out
     return call
 
 
@@ -1003,15 +1003,7 @@ def sharedset(n, rounds=3):
     """Where the published variant's forward+backward spends the time its per-block variant does
     not, and the sample sets' share added through fp32 slots (SAMPLE_SLOTS) against fp32 rows."""
     for tile, causal, d in ((0, False, 64), (256, False, 64), (0, True, 64), (256, True, 64), (0, False, 128)):
-        xs = [torch.randn(1, 32, n, d, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
-        gout = torch.randn_like(xs[0])
-        gen = torch.Generator(device="cuda")
-
-        def call():
-            gen.manual_seed(0)
-            out, _ = hyper_attention(*xs, HyperParams(sample_tile=tile), causal=causal, generator=gen,
-                                     backend="triton")
-            return torch.autograd.grad(out, xs, gout)
+        call = _driver_call(n, d, causal, True, HyperParams(sample_tile=tile))
         if tile == 0 and not causal:
             with mock.patch.object(triton_attention, "SAMPLE_SLOTS", False):
                 rows = call()
@@ -1046,18 +1038,7 @@ def sharedset(n, rounds=3):
 def sharedtimer(n, rounds=3):
     """Whether the published variant's forward+backward loses more to hyperbench's timer (each call
     waited for) than the per-block one does, and where its GPU waits."""
-    calls = {}
-    for tile in (0, 256):
-        xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(True) for _ in range(3)]
-        gout = torch.randn_like(xs[0])
-        gen = torch.Generator(device="cuda")
-
-        def call(xs=xs, gout=gout, gen=gen, tile=tile):
-            gen.manual_seed(0)
-            out, _ = hyper_attention(*xs, HyperParams(sample_tile=tile), causal=False, generator=gen,
-                                     backend="triton")
-            torch.autograd.grad(out, xs, gout)
-        calls[tile] = call
+    calls = {tile: _driver_call(n, 64, False, True, HyperParams(sample_tile=tile)) for tile in (0, 256)}
     found = {(tile, how): [] for tile in calls for how in ("do_bench", "timer")}
     for _ in range(rounds):
         for tile, call in calls.items():
