@@ -13,6 +13,11 @@ import triton.language as tl
 
 from .launch import cdiv
 
+# Elements of dO (and of O) per program, and warps per program (module-level so that
+# scripts/gpu_probe.py --parts=deltatiles can sweep them).
+TILE_ELEMENTS = 8192
+WARPS = 4
+
 
 def delta_reference(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None) -> torch.Tensor:
     delta = (dout.float() * out.float()).sum(-1)
@@ -40,8 +45,8 @@ def delta(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None = Non
     dout, out = dout.contiguous(), out.contiguous()
     res = torch.empty(out.shape[:-1], device=out.device, dtype=torch.float32)
     rows = res.numel()
-    br = max(1, min(128, 8192 // d))
+    br = max(1, min(TILE_ELEMENTS // 64, TILE_ELEMENTS // d))
     dl = None if dlse is None else dlse.float().contiguous()
     _delta_kernel[(cdiv(rows, br),)](dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
-                                     HAS_DLSE=dl is not None, num_warps=4)
+                                     HAS_DLSE=dl is not None, num_warps=WARPS)
     return res

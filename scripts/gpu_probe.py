@@ -71,6 +71,11 @@ tmaws    the forward on contiguous copies read through TMA descriptors, with Tri
 persistent the fused backward (d = 64) as one program per SM walking the query tiles in turn,
          its loop nest flattened or not (scripts/probe_persistent_bwd.py), each checked against
          the fused backward's gradients and timed beside it.
+waits    without a profiler: the GPU's idle time before each Triton launch of one driver call (CUDA
+         events beside every launch, the CPU's clock at each), L2 flushed and the call waited for
+         as hyperbench's timer does; non-causal and causal, fwd and fwd+bwd; medians of rounds.
+deltatiles the Δ pass (kernels/triton_delta.py) at other tile sizes and warps, and the LSH
+         hashing (kernels/triton_lsh.py) at other row tiles: the short passes beside the kernels.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1051,6 +1056,97 @@ def sharedtimer(n, rounds=3):
         _gpu_gaps(call, f"sample_tile={tile} fwd+bwd n={n}")
 
 
+def _launch_marks(call, rounds):
+    """Per round of `call` (L2 flushed, then the call waited for, as hyperbench's timer does):
+    [(kernel, CPU ms at its launch, GPU ms at its start, GPU ms at its end)] measured from the
+    call's start event, and the call's GPU span.  Events recorded around every Triton launch; the
+    torch kernels between (draws, allocations' fills, casts) count in the gaps."""
+    import time
+    run = triton.runtime.jit.JITFunction.run
+    marks = []
+
+    def launch(self, *a, **k):
+        before = torch.cuda.Event(enable_timing=True)
+        before.record()
+        t = time.perf_counter()
+        out = run(self, *a, **k)
+        after = torch.cuda.Event(enable_timing=True)
+        after.record()
+        marks.append((self.fn.__name__, t, before, after))
+        return out
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    rounds_found = []
+    with mock.patch.object(triton.runtime.jit.JITFunction, "run", launch):
+        for r in range(rounds + 2):
+            marks.clear()
+            torch.cuda.synchronize()
+            flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            t0 = time.perf_counter()
+            call()
+            end.record()
+            end.synchronize()
+            if r >= 2:   # two warm rounds under the hook first
+                rounds_found.append(([(name, (t - t0) * 1e3, start.elapsed_time(b), start.elapsed_time(a))
+                                      for name, t, b, a in marks], start.elapsed_time(end)))
+    return rounds_found
+
+
+def waits(n, rounds=7):
+    """Where the GPU waits for the CPU inside one call: before each Triton launch, the time since
+    the previous launch's end (torch kernels between included), medians over rounds."""
+    for causal in (False, True):
+        for grad in (False, True):
+            call = _driver_call(n, 64, causal, grad)
+            label = f"waits causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+            with torch.enable_grad() if grad else torch.no_grad():
+                for _ in range(3):
+                    call()
+                note(f"{label} hyperbench timer, no hooks", synced_ms(call))
+                found = _launch_marks(call, rounds)
+            names = [m[0] for m in found[0][0]]
+            if any([m[0] for m in f] != names for f, _ in found):
+                note(f"{label}: launches differ between rounds", [[m[0] for m in f] for f, _ in found])
+                continue
+            med = lambda xs: statistics.median(xs)  # noqa: E731
+            idle_total, span = [], []
+            for f, total in found:
+                ends = [0.0] + [m[3] for m in f]
+                idle_total.append(sum(max(0.0, m[2] - ends[i]) for i, m in enumerate(f)) + total - ends[-1])
+                span.append(total)
+            note(f"{label} span under the hooks", med(span))
+            note(f"{label} gaps before launches + tail, summed", med(idle_total))
+            print(f"    {'kernel':28s} {'CPU at launch':>13s} {'GPU start':>10s} {'GPU end':>10s} {'gap before':>10s}")
+            for i, name in enumerate(names):
+                cpu = med([f[i][1] for f, _ in found])
+                g0 = med([f[i][2] for f, _ in found])
+                g1 = med([f[i][3] for f, _ in found])
+                gap = med([f[i][2] - (f[i - 1][3] if i else 0.0) for f, _ in found])
+                print(f"    {name[:28]:28s} {cpu:13.3f} {g0:10.3f} {g1:10.3f} {gap:10.3f}", flush=True)
+            print(f"    {'(end of call)':28s} {'':13s} {med(span):10.3f} {'':10s} "
+                  f"{med([t - f[-1][3] for f, t in found]):10.3f}", flush=True)
+
+
+def deltatiles(n):
+    """The Δ pass and the LSH hashing at other tiles (do_bench, L2 flushed), on the goal's shape."""
+    from kernels import triton_delta
+    x = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    want = triton_delta.delta_reference(*x, None)
+    for tile, warps in ((8192, 4), (8192, 8), (16384, 4), (16384, 8), (32768, 8), (4096, 4), (4096, 2)):
+        with mock.patch.object(triton_delta, "TILE_ELEMENTS", tile), mock.patch.object(triton_delta, "WARPS", warps):
+            err = rel(triton_delta.delta(*x, None), want)
+            note(f"deltatiles delta n={n} d=64 tile={tile} warps={warps} (rel err {err:.1e})",
+                 ms(lambda: triton_delta.delta(*x, None)))
+    proj = lsh.draw_projections(64, 7, generator=None, device="cuda", rounded=False)
+    keys = triton_lsh.bucket_ranks(x, proj)
+    for rows in (128, 64, 256):
+        with mock.patch.object(triton_lsh, "BLOCK_ROWS", rows):
+            same = bool(torch.equal(triton_lsh.bucket_ranks(x, proj), keys))
+            note(f"deltatiles hashing q and k n={n} d=64 rows={rows} (same keys: {same})",
+                 ms(lambda: triton_lsh.bucket_ranks(x, proj)))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1063,7 +1159,7 @@ def main():
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
-         "sharedtimer": sharedtimer}[part](n)
+         "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
