@@ -99,9 +99,11 @@ def _plan_all_levels(q, k, p, generator):
     specification draws), every row of q and k hashed once, and every level's sort in one pass
     where the length halves into whole chunks.  -> (ranks, orders): the rows' bucket ranks, or ()
     when orders holds every sorted level's (query order, key order); orders None otherwise."""
-    both = driver.bucket_ranks("triton", q, k, driver.draw_projections(q, p, generator, "triton"))
+    both, prefix = driver.counted_ranks("triton", q, k, driver.draw_projections(q, p, generator, "triton"),
+                                        p.lsh_num_projs)
     if driver.SORT == "counting" and isinstance(both, torch.Tensor):
-        orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(q.shape[2], p.min_seq_len))
+        orders = recursion_orders(both, p.lsh_num_projs, recursion_levels(q.shape[2], p.min_seq_len),
+                                  prefix=prefix)
         if orders:
             return (), orders
     return tuple(both), None

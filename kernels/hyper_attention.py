@@ -40,12 +40,13 @@ class HyperParams:
 SORT = "counting"
 
 
-def _sort_orders(backend: str, keys, num_projs: int):
+def _sort_orders(backend: str, keys, num_projs: int, prefix=None):
+    """prefix: counted_ranks's, for the counting sort."""
     if backend != "triton" or SORT == "segmented":
         return lsh.sort_orders(keys, num_projs)
     if SORT == "counting" and num_projs <= 8:
         from .triton_sort import counting_sort_orders
-        return lsh.sort_orders(keys, num_projs, sort=counting_sort_orders)
+        return lsh.sort_orders(keys, num_projs, sort=lambda k, p: counting_sort_orders(k, p, prefix=prefix))
     key_dtype = torch.int32 if SORT == "flat32" else torch.int16
     return lsh.sort_orders(keys, num_projs, sort=lambda k, p: lsh.flat_sort_orders(k, p, key_dtype))
 
@@ -65,6 +66,22 @@ def bucket_ranks(backend: str, q, k, proj):
         return both([q, k], proj)
     rank = _bucket_rank(backend)
     return rank(q, proj), rank(k, proj)
+
+
+# Triton backend: the hashing launch counts the keys for the counting sort (counted_ranks).
+# Module-level so scripts/gpu_probe.py can time both.
+COUNT_IN_HASHING = True
+
+
+def counted_ranks(backend: str, q, k, proj, num_projs: int):
+    """(ranks, prefix): bucket_ranks's, and where the triton backend's counting sort will sort them
+    (SORT), the sort's per-bucket sums from the hashing launch itself (triton_lsh.bucket_ranks,
+    with_prefix), so that the sort is one launch more instead of three; else prefix None."""
+    if (backend == "triton" and COUNT_IN_HASHING and SORT == "counting" and q.shape == k.shape
+            and q.dtype == k.dtype and num_projs <= 8):
+        from .triton_lsh import bucket_ranks as both
+        return both([q, k], proj, with_prefix=True)
+    return bucket_ranks(backend, q, k, proj), None
 
 
 def _primitive(backend: str):
@@ -120,10 +137,11 @@ def lsh_plan(q, k, p: HyperParams, generator, backend, proj=None, ranks=None, or
     nothing, so the samples are the same either way)."""
     n = q.shape[2]
     if orders is None:
+        prefix = None
         if ranks is None:
             proj = draw_projections(q, p, generator, backend) if proj is None else proj
-            ranks = bucket_ranks(backend, q, k, proj)
-        orders = _sort_orders(backend, ranks, p.lsh_num_projs)
+            ranks, prefix = counted_ranks(backend, q, k, proj, p.lsh_num_projs)
+        orders = _sort_orders(backend, ranks, p.lsh_num_projs, prefix)
     q_order, k_order = orders
     samples, weight = None, 1.0
     if p.sample_size > 0:

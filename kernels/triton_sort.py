@@ -47,15 +47,18 @@ def _histogram_kernel(KEYS, COUNTS, n, chunks, NB: tl.constexpr, CH: tl.constexp
 
 
 @triton.jit
-def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
-    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks."""
-    row = tl.program_id(0).to(tl.int64)
+def scan_counts(COUNTS, PREFIX, row, chunks, NB: tl.constexpr, CR: tl.constexpr):
+    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks, from
+    COUNTS[row, c, b] (chunk c's histogram).  The loads bypass L1 (.cg): in the hashing kernel
+    (kernels/triton_lsh.py) the counts were stored by other programs of the same launch."""
+    row = row.to(tl.int64)
     bins = tl.arange(0, NB)
     carry = tl.zeros([NB], dtype=tl.int32)
-    for c0 in range(0, chunks, CR):
+    for c0 in tl.range(0, chunks, CR, num_stages=3):
         c = c0 + tl.arange(0, CR)
         ok = (c < chunks)[:, None]
-        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0)
+        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0,
+                       cache_modifier=".cg")
         before = carry[None, :] + tl.cumsum(tile, axis=0) - tile
         tl.store(PREFIX + (row * (chunks + 1) + c[:, None]) * NB + bins[None, :], before, mask=ok)
         carry += tl.sum(tile, axis=0)
@@ -63,15 +66,22 @@ def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.conste
 
 
 @triton.jit
-def _sorted_chunk(KEYS, prefix, row, n, c, NB: tl.constexpr, CH: tl.constexpr):
+def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
+    """Pass 2, one program per row: scan_counts."""
+    scan_counts(COUNTS, PREFIX, tl.program_id(0), chunks, NB, CR)
+
+
+@triton.jit
+def _sorted_chunk(KEYS, prefix, row, n, c, last, NB: tl.constexpr, CH: tl.constexpr, PR: tl.constexpr):
     """Chunk c of a row in (key, position) order: each key (NB - 1 for padding past n, which sorts
     last), its position in the row and its rank among the chunk's equal keys (its index in that
     order less the chunk's keys of lower buckets); and `here`, the row's keys per bucket in the
-    chunks before c.  prefix: the row's pass-2 sums, whose difference at c + 1 and c is the chunk's
-    histogram from pass 1 (padding not counted)."""
+    chunks before c.  prefix: the row's sums, PR entries a chunk (CH / PR keys each) and the row's
+    total at entry `last`; their difference at the chunk's end and start is its histogram (padding
+    not counted)."""
     bins = tl.arange(0, NB)
-    here = tl.load(prefix + c * NB + bins)
-    in_chunk = tl.load(prefix + (c + 1) * NB + bins) - here
+    here = tl.load(prefix + c * PR * NB + bins)
+    in_chunk = tl.load(prefix + tl.minimum((c + 1) * PR, last) * NB + bins) - here
     local = tl.arange(0, CH)
     ok = c * CH + local < n
     keys = tl.load(KEYS + row * n + c * CH + local, mask=ok, other=0).to(tl.int32)
@@ -82,35 +92,61 @@ def _sorted_chunk(KEYS, prefix, row, n, c, NB: tl.constexpr, CH: tl.constexpr):
 
 
 @triton.jit
-def _scatter_kernel(KEYS, PREFIX, ORDER, n, chunks, NB: tl.constexpr, CH: tl.constexpr):
-    """Pass 3: chunk c of a row into the row's sorted order (PREFIX: _chunk_prefix_kernel's sums)."""
+def _scatter_kernel(KEYS, PREFIX, ORDER, n, last, NB: tl.constexpr, CH: tl.constexpr, PR: tl.constexpr):
+    """Pass 3: chunk c of a row into the row's sorted order (PREFIX: scan_counts's sums, PR entries
+    a chunk, `last` + 1 a row)."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    prefix = PREFIX + row * (chunks + 1) * NB
-    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, NB, CH)
-    total = tl.load(prefix + chunks * NB + tl.arange(0, NB))
+    prefix = PREFIX + row * (last + 1) * NB
+    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, last, NB, CH, PR)
+    total = tl.load(prefix + last * NB + tl.arange(0, NB))
     slot = tl.cumsum(total, axis=0) - total + here
     tl.store(ORDER + row * n + tl.gather(slot, key, axis=0) + rank, pos.to(tl.int64), mask=pos < n)
 
 
-def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None = None) -> torch.Tensor:
+def buckets(num_projs: int) -> int:
+    """Histogram bins for keys of num_projs bits (tl.histogram takes 16 at least)."""
+    return max(16, 2 ** num_projs)
+
+
+def chunk_for(n: int) -> int:
+    """Keys per program of pass 3 for rows of n keys: CHUNK, or for rows shorter than that one
+    chunk of their own length rounded up to a power of two."""
+    return min(CHUNK, next_power_of_2(max(n, 16)))
+
+
+def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None = None,
+                         prefix: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
     """Stable sort permutation of keys [..., n] (ints in [0, 2**num_projs)): order[..., r] is the
     original index of the row at sorted position r (int64), as torch.sort(stable=True) gives.
-    `chunk` (a power of two; default CHUNK): keys per program; the tests use small ones so that a
-    few hundred keys cross several chunks."""
+    `chunk` (a power of two; default chunk_for(n)): keys per program; the tests use small ones so
+    that a few hundred keys cross several chunks.  prefix: (sums, keys per entry) that the hashing
+    counted already (kernels/triton_lsh.py, with_prefix), used where its entries divide the chunks,
+    so passes 1 and 2 are not run."""
     if num_projs > MAX_PROJS:
         raise ValueError(f"counting sort takes at most {MAX_PROJS} projections, got {num_projs}")
     *lead, n = keys.shape
     flat = keys.reshape(-1, n).contiguous()
-    rows, nb = flat.shape[0], max(16, 2 ** num_projs)
-    # rows shorter than a chunk sort in one chunk of their own length (rounded up to a power of two)
-    chunk = chunk or min(CHUNK, next_power_of_2(max(n, 16)))
-    chunks = cdiv(n, chunk)
+    rows, nb = flat.shape[0], buckets(num_projs)
+    chunk = chunk or chunk_for(n)
     order = torch.empty(rows, n, dtype=torch.int64, device=keys.device)
     if order.numel() == 0:
         return order.view(*lead, n)
-    prefix = chunk_prefix(flat, chunk, nb)
-    _scatter_kernel[(chunks, rows)](flat, prefix, order, n, chunks, NB=nb, CH=chunk, num_warps=WARPS)
+    sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
+    _scatter_kernel[(cdiv(n, chunk), rows)](flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
+                                            PR=chunk // per_entry, num_warps=WARPS)
     return order.view(*lead, n)
+
+
+def _prefix_for(flat: torch.Tensor, chunk: int, nb: int, prefix):
+    """(sums [rows, entries + 1, nb], keys per entry): the hashing's where they suit this chunk
+    length and these rows, else passes 1 and 2 (chunk_prefix) at one entry a chunk."""
+    if prefix is not None:
+        sums, per_entry = prefix
+        rows, n = flat.shape
+        if (chunk % per_entry == 0 and sums.shape == (rows, cdiv(n, per_entry) + 1, nb)
+                and sums.device == flat.device):
+            return sums, per_entry
+    return chunk_prefix(flat, chunk, nb), chunk
 
 
 def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
@@ -137,23 +173,23 @@ def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
 # sort, and it is the same at every level, so one sort serves every level's stores.
 
 @triton.jit
-def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, chunks, query_rows, NB: tl.constexpr, CH: tl.constexpr,
-                           LEVELS: tl.constexpr):
+def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, last, query_rows, NB: tl.constexpr, CH: tl.constexpr,
+                           PR: tl.constexpr, LEVELS: tl.constexpr):
     """Chunk c of row `row` (query rows first, then key rows) into the orders of every level it
     takes part in: ORDERS[l, row, j·h + r] = the original index within its half of the key at
-    sorted position r of half-segment j (h = n / 2^(l+1))."""
+    sorted position r of half-segment j (h = n / 2^(l+1)).  PREFIX as _scatter_kernel's."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
     p0 = c * CH
-    prefix = PREFIX + row * (chunks + 1) * NB
-    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, NB, CH)
+    prefix = PREFIX + row * (last + 1) * NB
+    key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, last, NB, CH, PR)
     bins = tl.arange(0, NB)
     is_query = row < query_rows
     for l in tl.static_range(LEVELS):
         h = n >> (l + 1)
         seg = p0 // h
         if (seg % 2 == 1) == is_query:                    # queries: bottom halves; keys: top
-            lo = tl.load(prefix + (seg * h // CH) * NB + bins)
-            in_half = tl.load(prefix + ((seg + 1) * h // CH) * NB + bins) - lo
+            lo = tl.load(prefix + (seg * h // CH) * PR * NB + bins)
+            in_half = tl.load(prefix + ((seg + 1) * h // CH) * PR * NB + bins) - lo
             start = tl.cumsum(in_half, axis=0) - in_half + (here - lo)
             dst = ORDERS + (l * 2 * query_rows + row) * (n // 2) + seg // 2 * h
             tl.store(dst + tl.gather(start, key, axis=0) + rank, (pos % h).to(tl.int64))
@@ -168,21 +204,23 @@ def recursion_levels(n: int, min_seq_len: int) -> int:
     return levels
 
 
-def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: int | None = None):
+def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: int | None = None,
+                     prefix: tuple[torch.Tensor, int] | None = None):
     """The sort orders of the causal recursion's first `levels` levels from one pass over the keys,
     or None where the halves of the deepest level are not whole chunks (then each level sorts its
-    own, counting_sort_orders).  ranks [2, B, H, n]: the queries' and keys' LSH keys.  Returns, per
-    level l, (query order, key order), each [B, H·2^l, n / 2^(l+1)] int64: the same permutations
-    as a stable sort of each bottom half's query keys and each top half's key keys."""
+    own, counting_sort_orders).  ranks [2, B, H, n]: the queries' and keys' LSH keys; prefix: as
+    counting_sort_orders's.  Returns, per level l, (query order, key order), each
+    [B, H·2^l, n / 2^(l+1)] int64: the same permutations as a stable sort of each bottom half's
+    query keys and each top half's key keys."""
     chunk = chunk or CHUNK
     _, B, H, n = ranks.shape
     if num_projs > MAX_PROJS or levels < 1 or n % (chunk << levels):
         return None
-    rows, nb, chunks = 2 * B * H, max(16, 2 ** num_projs), n // chunk
+    rows, nb, chunks = 2 * B * H, buckets(num_projs), n // chunk
     flat = ranks.reshape(rows, n).contiguous()
-    prefix = chunk_prefix(flat, chunk, nb)
+    sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    _levels_scatter_kernel[(chunks, rows)](flat, prefix, orders, n, chunks, B * H, NB=nb, CH=chunk, LEVELS=levels,
-                                           num_warps=WARPS)
+    _levels_scatter_kernel[(chunks, rows)](flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
+                                           PR=chunk // per_entry, LEVELS=levels, num_warps=WARPS)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]

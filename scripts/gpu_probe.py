@@ -76,6 +76,10 @@ waits    without a profiler: the GPU's idle time before each Triton launch of on
          as hyperbench's timer does; non-causal and causal, fwd and fwd+bwd; medians of rounds.
 deltatiles the Δ pass (kernels/triton_delta.py) at other tile sizes and warps, and the LSH
          hashing (kernels/triton_lsh.py) at other row tiles: the short passes beside the kernels.
+countsort the counting sort's passes 1 and 2 in the hashing launch (hyper_attention.COUNT_IN_HASHING,
+         triton_lsh.SCAN_IN_HASHING) against their own launches: the orders compared, the hashing
+         and the sort timed alone, then the driver (non-causal fwd and fwd+bwd, causal fwd) by
+         do_bench and by hyperbench's timer in interleaved rounds, and the waits of each way.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1093,39 +1097,39 @@ def _launch_marks(call, rounds):
     return rounds_found
 
 
-def waits(n, rounds=7):
+def waits(n, rounds=7, cases=((False, False), (False, True), (True, False), (True, True))):
     """Where the GPU waits for the CPU inside one call: before each Triton launch, the time since
-    the previous launch's end (torch kernels between included), medians over rounds."""
-    for causal in (False, True):
-        for grad in (False, True):
-            call = _driver_call(n, 64, causal, grad)
-            label = f"waits causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
-            with torch.enable_grad() if grad else torch.no_grad():
-                for _ in range(3):
-                    call()
-                note(f"{label} hyperbench timer, no hooks", synced_ms(call))
-                found = _launch_marks(call, rounds)
-            names = [m[0] for m in found[0][0]]
-            if any([m[0] for m in f] != names for f, _ in found):
-                note(f"{label}: launches differ between rounds", [[m[0] for m in f] for f, _ in found])
-                continue
-            med = lambda xs: statistics.median(xs)  # noqa: E731
-            idle_total, span = [], []
-            for f, total in found:
-                ends = [0.0] + [m[3] for m in f]
-                idle_total.append(sum(max(0.0, m[2] - ends[i]) for i, m in enumerate(f)) + total - ends[-1])
-                span.append(total)
-            note(f"{label} span under the hooks", med(span))
-            note(f"{label} gaps before launches + tail, summed", med(idle_total))
-            print(f"    {'kernel':28s} {'CPU at launch':>13s} {'GPU start':>10s} {'GPU end':>10s} {'gap before':>10s}")
-            for i, name in enumerate(names):
-                cpu = med([f[i][1] for f, _ in found])
-                g0 = med([f[i][2] for f, _ in found])
-                g1 = med([f[i][3] for f, _ in found])
-                gap = med([f[i][2] - (f[i - 1][3] if i else 0.0) for f, _ in found])
-                print(f"    {name[:28]:28s} {cpu:13.3f} {g0:10.3f} {g1:10.3f} {gap:10.3f}", flush=True)
-            print(f"    {'(end of call)':28s} {'':13s} {med(span):10.3f} {'':10s} "
-                  f"{med([t - f[-1][3] for f, t in found]):10.3f}", flush=True)
+    the previous launch's end (torch kernels between included), medians over rounds; cases:
+    (causal, grad) pairs."""
+    for causal, grad in cases:
+        call = _driver_call(n, 64, causal, grad)
+        label = f"waits causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+        with torch.enable_grad() if grad else torch.no_grad():
+            for _ in range(3):
+                call()
+            note(f"{label} hyperbench timer, no hooks", synced_ms(call))
+            found = _launch_marks(call, rounds)
+        names = [m[0] for m in found[0][0]]
+        if any([m[0] for m in f] != names for f, _ in found):
+            note(f"{label}: launches differ between rounds", [[m[0] for m in f] for f, _ in found])
+            continue
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        idle_total, span = [], []
+        for f, total in found:
+            ends = [0.0] + [m[3] for m in f]
+            idle_total.append(sum(max(0.0, m[2] - ends[i]) for i, m in enumerate(f)) + total - ends[-1])
+            span.append(total)
+        note(f"{label} span under the hooks", med(span))
+        note(f"{label} gaps before launches + tail, summed", med(idle_total))
+        print(f"    {'kernel':28s} {'CPU at launch':>13s} {'GPU start':>10s} {'GPU end':>10s} {'gap before':>10s}")
+        for i, name in enumerate(names):
+            cpu = med([f[i][1] for f, _ in found])
+            g0 = med([f[i][2] for f, _ in found])
+            g1 = med([f[i][3] for f, _ in found])
+            gap = med([f[i][2] - (f[i - 1][3] if i else 0.0) for f, _ in found])
+            print(f"    {name[:28]:28s} {cpu:13.3f} {g0:10.3f} {g1:10.3f} {gap:10.3f}", flush=True)
+        print(f"    {'(end of call)':28s} {'':13s} {med(span):10.3f} {'':10s} "
+              f"{med([t - f[-1][3] for f, t in found]):10.3f}", flush=True)
 
 
 def deltatiles(n):
@@ -1147,6 +1151,64 @@ def deltatiles(n):
                  ms(lambda: triton_lsh.bucket_ranks(x, proj)))
 
 
+COUNT_WAYS = {"three launches": (False, True), "counts in hashing, scan launch": (True, False),
+              "counts and scan in hashing": (True, True)}
+
+
+@contextlib.contextmanager
+def _count_way(way):
+    from kernels import hyper_attention as driver
+    count, scan = COUNT_WAYS[way]
+    with mock.patch.object(driver, "COUNT_IN_HASHING", count), mock.patch.object(triton_lsh, "SCAN_IN_HASHING", scan):
+        yield
+
+
+def countsort(n, rounds=3):
+    """The counting sort's passes 1 and 2 in the hashing launch, or in launches of their own."""
+    from kernels import hyper_attention as driver
+    x = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    proj = lsh.draw_projections(64, 7, generator=None, device="cuda", rounded=False)
+
+    def plan():
+        ranks, prefix = driver.counted_ranks("triton", *x, proj, 7)
+        return driver._sort_orders("triton", ranks, 7, prefix)
+    with _count_way("three launches"):
+        want = plan()
+    for way in COUNT_WAYS:
+        with _count_way(way):
+            got = plan()
+            note(f"countsort {way}: orders equal", all(torch.equal(a, b) for a, b in zip(got, want)))
+            note(f"countsort {way}: hashing and sort n={n}", ms(plan))
+    note(f"countsort hashing alone n={n}", ms(lambda: triton_lsh.bucket_ranks(x, proj)))
+    for scan in (True, False):
+        with mock.patch.object(triton_lsh, "SCAN_IN_HASHING", scan):
+            note(f"countsort hashing with_prefix, SCAN_IN_HASHING={scan}",
+                 ms(lambda: triton_lsh.bucket_ranks(x, proj, with_prefix=True)))
+    for causal, grad in ((False, False), (False, True), (True, False)):
+        call = _driver_call(n, 64, causal, grad)
+        label = f"countsort driver causal={causal} {'fwd+bwd' if grad else 'fwd'}"
+        found = {(way, how): [] for way in COUNT_WAYS for how in ("do_bench", "timer")}
+        with torch.enable_grad() if grad else torch.no_grad():
+            outs = {}
+            for way in COUNT_WAYS:
+                with _count_way(way):
+                    outs[way] = call()
+            same = all(all(torch.equal(a, b) for a, b in zip(o, outs["three launches"])) if grad
+                       else torch.equal(o, outs["three launches"]) for o in outs.values())
+            note(f"{label}: outputs (gradients) identical", same)
+            for _ in range(rounds):
+                for way in COUNT_WAYS:
+                    with _count_way(way):
+                        found[way, "do_bench"].append(ms(call))
+                        found[way, "timer"].append(synced_ms(call))
+        for (way, how), xs_ms in found.items():
+            note(f"{label} {way} {how} (rounds {[round(v, 3) for v in xs_ms]})", statistics.median(xs_ms))
+    for way in ("three launches", "counts and scan in hashing"):
+        with _count_way(way):
+            print(f"waits with {way}:", flush=True)
+            waits(n, rounds=5, cases=((False, False), (False, True)))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1159,7 +1221,8 @@ def main():
          "fwdtiles": fwdtiles, "autogradthreads": autogradthreads, "d32": d32, "d16": d16, "narrow": narrow, "rows32": rows32,
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
-         "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles}[part](n)
+         "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
+         "countsort": countsort}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -49,7 +49,7 @@ def test_every_row_is_hashed_once(monkeypatch):
     calls = []
     real = triton_lsh.bucket_ranks
     monkeypatch.setattr(triton_lsh, "bucket_ranks",
-                        lambda xs, proj: calls.append([x.shape for x in xs]) or real(xs, proj))
+                        lambda xs, proj, **kw: calls.append([x.shape for x in xs]) or real(xs, proj, **kw))
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
     x = torch.randn(1, 2, 301, 16, device=DEVICE)
     hyper_attention(x, x, x, params, causal=True, generator=torch.Generator(device=DEVICE).manual_seed(1),
@@ -131,7 +131,7 @@ def test_every_level_sorted_in_one_pass(monkeypatch):
     monkeypatch.setattr(triton_sort, "CHUNK", 32)
     levels = []
     real = causal_triton.recursion_orders
-    monkeypatch.setattr(causal_triton, "recursion_orders", lambda *a: levels.append(a[2]) or real(*a))
+    monkeypatch.setattr(causal_triton, "recursion_orders", lambda *a, **kw: levels.append(a[2]) or real(*a, **kw))
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=64)
     xs = [torch.randn(1, 2, 256, 16, generator=torch.Generator().manual_seed(70 + i)).to(DEVICE) for i in range(3)]
 
@@ -143,7 +143,7 @@ def test_every_level_sorted_in_one_pass(monkeypatch):
     at_once = forward()
     assert levels == [2]
     with monkeypatch.context() as per_level:
-        per_level.setattr(causal_triton, "recursion_orders", lambda *a: None)
+        per_level.setattr(causal_triton, "recursion_orders", lambda *a, **kw: None)
         by_level = forward()
     assert torch.equal(at_once[0], by_level[0]) and torch.equal(at_once[1], by_level[1])
     errs = _both_backends(256, params, with_lse=True, seed=60)
@@ -162,7 +162,7 @@ def test_leaves_run_first_in_one_call(monkeypatch):
     real_leaf, real_hash = causal_triton._exact_forward, triton_lsh.bucket_ranks
     monkeypatch.setattr(causal_triton, "_exact_forward",
                         lambda q, *a: calls.append(("leaf", tuple(q.shape))) or real_leaf(q, *a))
-    monkeypatch.setattr(triton_lsh, "bucket_ranks", lambda *a: calls.append(("hash",)) or real_hash(*a))
+    monkeypatch.setattr(triton_lsh, "bucket_ranks", lambda *a, **kw: calls.append(("hash",)) or real_hash(*a, **kw))
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
 
     def run(n, grad=True):

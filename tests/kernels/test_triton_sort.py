@@ -49,7 +49,7 @@ def test_driver_with_counting_sort_matches_torch_backend(monkeypatch):
     monkeypatch.setattr(triton_sort, "CHUNK", CH)
     calls = []
     real = triton_sort.counting_sort_orders
-    monkeypatch.setattr(triton_sort, "counting_sort_orders", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(triton_sort, "counting_sort_orders", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     params = driver.HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=40)
     xs = [torch.randn(1, 2, 150, 16, generator=torch.Generator().manual_seed(40 + i)).to(DEVICE) for i in range(3)]
     res = {}
@@ -101,3 +101,33 @@ def test_recursion_orders_need_halves_of_whole_chunks():
     assert triton_sort.recursion_levels(131072, 4096) == 5
     assert triton_sort.recursion_levels(12288, 4096) == 1                # 6144 rows, then 3072-row halves
     assert triton_sort.recursion_levels(4096, 4096) == 0
+
+
+@pytest.mark.parametrize("n,chunk", [(300, 256), (1000, None), (515, 128)])
+def test_the_hashings_prefix_replaces_passes_1_and_2(monkeypatch, n, chunk):
+    """Sums counted by the hashing launch (128-key entries, several to a chunk) sort as the
+    sort's own passes do, without running them; a chunk the entries do not divide runs them."""
+    from hyperbench_kernels import triton_lsh
+    g = torch.Generator().manual_seed(n)
+    q, k = (torch.randn(1, 3, n, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
+    keys, prefix = triton_lsh.bucket_ranks([q, k], torch.randn(16, 7, generator=g).to(DEVICE), with_prefix=True)
+    want = torch.sort(keys, dim=-1, stable=True).indices
+    passes = []
+    real = triton_sort.chunk_prefix
+    monkeypatch.setattr(triton_sort, "chunk_prefix", lambda *a: passes.append(1) or real(*a))
+    assert torch.equal(triton_sort.counting_sort_orders(keys, 7, chunk, prefix=prefix), want)
+    assert passes == []
+    assert torch.equal(triton_sort.counting_sort_orders(keys, 7, 64, prefix=prefix), want)
+    assert passes == [1]
+
+
+def test_recursion_orders_from_the_hashings_prefix(monkeypatch):
+    from hyperbench_kernels import triton_lsh
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(1, 2, 1024, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
+    keys, prefix = triton_lsh.bucket_ranks([q, k], torch.randn(16, 7, generator=g).to(DEVICE), with_prefix=True)
+    want = triton_sort.recursion_orders(keys, 7, 2, chunk=256)
+    monkeypatch.setattr(triton_sort, "chunk_prefix", None)   # passes 1 and 2 must not run
+    got = triton_sort.recursion_orders(keys, 7, 2, chunk=256, prefix=prefix)
+    for (a, b), (c, d) in zip(got, want):
+        assert torch.equal(a, c) and torch.equal(b, d)
