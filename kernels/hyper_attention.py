@@ -69,14 +69,14 @@ def bucket_ranks(backend: str, q, k, proj):
 
 
 # Triton backend: the hashing launch counts the keys for the counting sort (counted_ranks).
-# Module-level so scripts/gpu_probe.py can time both.
+# Module-level so scripts/gpu_probe.py can time both ways.
 COUNT_IN_HASHING = True
 
 
 def counted_ranks(backend: str, q, k, proj, num_projs: int):
     """(ranks, prefix): bucket_ranks's, and where the triton backend's counting sort will sort them
-    (SORT), the sort's per-bucket sums from the hashing launch itself (triton_lsh.bucket_ranks,
-    with_prefix), so that the sort is one launch more instead of three; else prefix None."""
+    (SORT), the sort's per-bucket sums counted by the hashing launch itself (triton_lsh.bucket_ranks,
+    with_prefix), so that the sort makes two launches instead of three; else prefix None."""
     if (backend == "triton" and COUNT_IN_HASHING and SORT == "counting" and q.shape == k.shape
             and q.dtype == k.dtype and num_projs <= 8):
         from .triton_lsh import bucket_ranks as both

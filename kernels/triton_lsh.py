@@ -16,14 +16,12 @@ import triton.language as tl
 
 from . import lsh
 from .launch import cdiv, next_power_of_2
-from .triton_sort import MAX_PROJS, SCAN_ROWS, _chunk_prefix_kernel, buckets, scan_counts
+from .triton_sort import MAX_PROJS, buckets, summed_counts
 
 BLOCK_ROWS = 128
-# with_prefix: the last program of each row sums the row's counts in the hashing launch itself
-# (False: a separate launch of the sort's pass 2 over them), FUSED_SCAN_ROWS counts a step (16:
-# 70 registers with the step's loads pipelined, against 44 without the sums; 32 takes 113, 64 spills).
-SCAN_IN_HASHING = True
-FUSED_SCAN_ROWS = 16
+# with_prefix: rows per program, hashed BLOCK_ROWS at a time, whose keys the program counts per
+# bucket: the counting sort's chunk (triton_sort.CHUNK), so its pass 2 reads these counts as they are.
+COUNT_ROWS = 512
 
 
 @triton.jit
@@ -37,15 +35,13 @@ def _round_to_bf16(x):
 
 
 @triton.jit
-def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, COUNTS, PREFIX, DONE, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
-                        D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
-                        EXACT_FP32: tl.constexpr, NB: tl.constexpr, SUMS: tl.constexpr, CR: tl.constexpr):
-    """Keys of rows pid·BM.. of head g: of X for g < BH (= B·H), of X2 for the next BH heads, so
-    that q and k are hashed in one launch into one [2, B, H, n] tensor.  SUMS: also the counting
-    sort's passes 1 and 2 (kernels/triton_sort.py) on BM-key chunks: each program stores its tile's
-    histogram in COUNTS, and (CR > 0) the last program of a row to finish (DONE: zeroed counters)
-    sums the row's into PREFIX, CR counts a step: two launches fewer for the CPU to make before the
-    sort."""
+def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, COUNTS, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
+                        D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BS: tl.constexpr,
+                        EXACT_FP32: tl.constexpr, NB: tl.constexpr, COUNT: tl.constexpr):
+    """Keys of rows pid·BM.. of head g, BS rows a step: of X for g < BH (= B·H), of X2 for the
+    next BH heads, so that q and k are hashed in one launch into one [2, B, H, n] tensor.  COUNT:
+    also the counting sort's pass 1 (kernels/triton_sort.py) on chunks of BM keys: the program's
+    keys per bucket, NB bins, into COUNTS [2·B·H, chunks, NB]."""
     pid, g = tl.program_id(0), tl.program_id(1)
     if g < BH:
         b, h = (g // H).to(tl.int64), (g % H).to(tl.int64)
@@ -55,33 +51,30 @@ def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, COUNTS, PREFIX, DONE, sxb, sxh, 
         b, h = ((g - BH) // H).to(tl.int64), ((g - BH) % H).to(tl.int64)
         base = X2 + b * s2b + h * s2h
         stride_n = s2n
-    rows = pid * BM + tl.arange(0, BM)
-    ok = rows < n
     offs_d = tl.arange(0, D)
     offs_r = tl.arange(0, R)
-    x = tl.load(base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :], mask=ok[:, None], other=0.0)
     # the NP normals [D, NP], zero-padded to R columns here (one launch less than padding a copy)
     p = tl.load(P + offs_d[:, None] * NP + offs_r[None, :], mask=offs_r[None, :] < NP, other=0.0)
     p = _round_to_bf16(p.to(tl.float32))
-    if EXACT_FP32:
-        proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BM, R]
-    else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
-        proj = tl.dot(x, p.to(x.dtype))
     w = tl.load(W + offs_r)                                            # 2^i, 0 on padded columns
-    bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
-    key = tl.load(RANK + bucket)
-    tl.store(KEY + g.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
-    if SUMS:
-        tiles = tl.num_programs(0)
-        bins = tl.arange(0, NB)
-        # rows past n hashed as zeros (bucket 0, Gray rank 0): take them out of bin 0 again
-        hist = tl.histogram(key, NB) - tl.where(bins == 0, BM - tl.sum(ok.to(tl.int32), axis=0), 0)
-        tl.store(COUNTS + (g.to(tl.int64) * tiles + pid) * NB + bins, hist)
-        tl.debug_barrier()   # every thread's counts stored before the release below
-        if CR > 0:
-            if tl.atomic_add(DONE + g, 1, sem="acq_rel") == tiles - 1:
-                tl.debug_barrier()
-                scan_counts(COUNTS, PREFIX, g, tiles, NB, CR)
+    hist = tl.zeros([NB], dtype=tl.int32)
+    for s in tl.static_range(BM // BS):
+        rows = pid * BM + s * BS + tl.arange(0, BS)
+        ok = rows < n
+        x = tl.load(base + rows[:, None].to(tl.int64) * stride_n + offs_d[None, :], mask=ok[:, None], other=0.0)
+        if EXACT_FP32:
+            proj = tl.dot(x.to(tl.float32), p, input_precision="ieee")    # [BS, R]
+        else:   # 16-bit x, bf16-valued normals: exact products on the tensor cores, fp32 sums
+            proj = tl.dot(x, p.to(x.dtype))
+        bucket = tl.sum(tl.where(proj > 0, w[None, :], 0), axis=1)
+        key = tl.load(RANK + bucket)
+        tl.store(KEY + g.to(tl.int64) * n + rows, key.to(KEY.dtype.element_ty), mask=ok)
+        if COUNT:
+            # rows past n hashed as zeros (bucket 0, Gray rank 0): take them out of bin 0 again
+            hist += tl.histogram(key, NB)
+            hist -= tl.where(tl.arange(0, NB) == 0, BS - tl.sum(ok.to(tl.int32), axis=0), 0)
+    if COUNT:
+        tl.store(COUNTS + (g.to(tl.int64) * tl.num_programs(0) + pid) * NB + tl.arange(0, NB), hist)
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,39 +90,31 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, with_prefix:
     the normals as drawn (fp32, lsh.draw_projections(rounded=False)); the kernel rounds them to
     bf16 values itself, so these are the keys lsh.bucket_rank gives under the rounded normals
     (normals that are bf16 values already, in any float tensor, are used as they are).
-    with_prefix (at most triton_sort.MAX_PROJS projections): -> (keys, (sums, BLOCK_ROWS)), the
-    counting sort's per-bucket sums of each row's keys before every BLOCK_ROWS-key chunk
-    ([rows, chunks + 1, bins], the counting_sort_orders argument `prefix`), from the same launch."""
+    with_prefix (at most triton_sort.MAX_PROJS projections): -> (keys, (sums, COUNT_ROWS)), the
+    counting sort's per-bucket sums of each row's keys before every COUNT_ROWS-key chunk
+    ([rows, chunks + 1, bins], counting_sort_orders's argument `prefix`), counted by the hashing
+    launch itself and summed by one more (the sort's pass 2): one launch less than the sort's own."""
     B, H, n, d = xs[0].shape
     if len(xs) not in (1, 2) or any(x.shape != xs[0].shape or x.dtype != xs[0].dtype for x in xs):
         raise ValueError("bucket_ranks takes one or two tensors of one shape and dtype")
     num_projs = projections.shape[1]
+    if with_prefix and num_projs > MAX_PROJS:
+        raise ValueError(f"with_prefix takes at most {MAX_PROJS} projections, got {num_projs}")
     width = max(16, next_power_of_2(num_projs))   # tl.dot needs 16 columns at least
     xs = [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
     x, x2 = xs[0], xs[-1]
     p = projections.contiguous()
     weights, rank = _weights(num_projs, width, x.device)
     keys = torch.empty(len(xs), B, H, n, dtype=lsh.key_dtype(num_projs), device=x.device)
-    grid = (cdiv(n, BLOCK_ROWS), len(xs) * B * H)
-    if with_prefix and num_projs > MAX_PROJS:
-        raise ValueError(f"with_prefix takes at most {MAX_PROJS} projections, got {num_projs}")
+    rows_per_program = COUNT_ROWS if with_prefix else BLOCK_ROWS
+    grid = (cdiv(n, rows_per_program), len(xs) * B * H)
     nb = buckets(num_projs) if with_prefix else 16
-    if with_prefix and keys.numel():
-        rows, tiles = grid[1], grid[0]
-        both = torch.empty(rows * (2 * tiles + 1) * nb, dtype=torch.int32, device=x.device)   # one allocation
-        counts = both[:rows * tiles * nb].view(rows, tiles, nb)
-        sums = both[rows * tiles * nb:].view(rows, tiles + 1, nb)
-        done = torch.zeros(rows, dtype=torch.int32, device=x.device) if SCAN_IN_HASHING else keys
-    else:
-        counts = sums = done = keys   # not read
-    scan_rows = FUSED_SCAN_ROWS if SCAN_IN_HASHING else 0
-    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, counts, sums, done, x.stride(0), x.stride(1), x.stride(2),
+    counts = torch.empty(grid[1], grid[0], nb, dtype=torch.int32, device=x.device) if with_prefix else keys
+    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
                               x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
-                              D=d, R=width, BM=BLOCK_ROWS, EXACT_FP32=x.dtype == torch.float32,
-                              NB=nb, SUMS=with_prefix, CR=scan_rows, num_warps=4)
-    if with_prefix and keys.numel() and not SCAN_IN_HASHING:
-        _chunk_prefix_kernel[(grid[1],)](counts, sums, grid[0], NB=nb, CR=SCAN_ROWS, num_warps=4)
-    return (keys, (sums, BLOCK_ROWS)) if with_prefix else keys
+                              D=d, R=width, BM=rows_per_program, BS=BLOCK_ROWS,
+                              EXACT_FP32=x.dtype == torch.float32, NB=nb, COUNT=with_prefix, num_warps=4)
+    return (keys, (summed_counts(counts), COUNT_ROWS)) if with_prefix else keys
 
 
 def bucket_rank(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:

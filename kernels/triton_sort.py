@@ -47,28 +47,19 @@ def _histogram_kernel(KEYS, COUNTS, n, chunks, NB: tl.constexpr, CH: tl.constexp
 
 
 @triton.jit
-def scan_counts(COUNTS, PREFIX, row, chunks, NB: tl.constexpr, CR: tl.constexpr):
-    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks, from
-    COUNTS[row, c, b] (chunk c's histogram).  The loads bypass L1 (.cg): in the hashing kernel
-    (kernels/triton_lsh.py) the counts were stored by other programs of the same launch."""
-    row = row.to(tl.int64)
+def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
+    """PREFIX[row, c, b] = keys of bucket b in the row's chunks before c, for c = 0 .. chunks."""
+    row = tl.program_id(0).to(tl.int64)
     bins = tl.arange(0, NB)
     carry = tl.zeros([NB], dtype=tl.int32)
-    for c0 in tl.range(0, chunks, CR, num_stages=3):
+    for c0 in range(0, chunks, CR):
         c = c0 + tl.arange(0, CR)
         ok = (c < chunks)[:, None]
-        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0,
-                       cache_modifier=".cg")
+        tile = tl.load(COUNTS + (row * chunks + c[:, None]) * NB + bins[None, :], mask=ok, other=0)
         before = carry[None, :] + tl.cumsum(tile, axis=0) - tile
         tl.store(PREFIX + (row * (chunks + 1) + c[:, None]) * NB + bins[None, :], before, mask=ok)
         carry += tl.sum(tile, axis=0)
     tl.store(PREFIX + (row * (chunks + 1) + chunks) * NB + bins, carry)
-
-
-@triton.jit
-def _chunk_prefix_kernel(COUNTS, PREFIX, chunks, NB: tl.constexpr, CR: tl.constexpr):
-    """Pass 2, one program per row: scan_counts."""
-    scan_counts(COUNTS, PREFIX, tl.program_id(0), chunks, NB, CR)
 
 
 @triton.jit
@@ -93,7 +84,7 @@ def _sorted_chunk(KEYS, prefix, row, n, c, last, NB: tl.constexpr, CH: tl.conste
 
 @triton.jit
 def _scatter_kernel(KEYS, PREFIX, ORDER, n, last, NB: tl.constexpr, CH: tl.constexpr, PR: tl.constexpr):
-    """Pass 3: chunk c of a row into the row's sorted order (PREFIX: scan_counts's sums, PR entries
+    """Pass 3: chunk c of a row into the row's sorted order (PREFIX: chunk_prefix's sums, PR entries
     a chunk, `last` + 1 a row)."""
     c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
     prefix = PREFIX + row * (last + 1) * NB
@@ -143,9 +134,11 @@ def _prefix_for(flat: torch.Tensor, chunk: int, nb: int, prefix):
     if prefix is not None:
         sums, per_entry = prefix
         rows, n = flat.shape
-        if (chunk % per_entry == 0 and sums.shape == (rows, cdiv(n, per_entry) + 1, nb)
-                and sums.device == flat.device):
-            return sums, per_entry
+        if sums.shape == (rows, cdiv(n, per_entry) + 1, nb) and sums.device == flat.device:
+            if chunk % per_entry == 0:
+                return sums, per_entry
+            if n <= min(chunk, per_entry):     # one chunk and one entry: the row's total
+                return sums, chunk
     return chunk_prefix(flat, chunk, nb), chunk
 
 
@@ -155,8 +148,14 @@ def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
     rows, n = flat.shape
     chunks = cdiv(n, chunk)
     counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=flat.device)
-    prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=flat.device)
     _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
+    return summed_counts(counts)
+
+
+def summed_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Pass 2: per-chunk histograms [rows, chunks, nb] int32 -> chunk_prefix's sums."""
+    rows, chunks, nb = counts.shape
+    prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=counts.device)
     _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
     return prefix
 

@@ -76,10 +76,11 @@ waits    without a profiler: the GPU's idle time before each Triton launch of on
          as hyperbench's timer does; non-causal and causal, fwd and fwd+bwd; medians of rounds.
 deltatiles the Δ pass (kernels/triton_delta.py) at other tile sizes and warps, and the LSH
          hashing (kernels/triton_lsh.py) at other row tiles: the short passes beside the kernels.
-countsort the counting sort's passes 1 and 2 in the hashing launch (hyper_attention.COUNT_IN_HASHING,
-         triton_lsh.SCAN_IN_HASHING) against their own launches: the orders compared, the hashing
-         and the sort timed alone, then the driver (non-causal fwd and fwd+bwd, causal fwd) by
-         do_bench and by hyperbench's timer in interleaved rounds, and the waits of each way.
+countsort the counting sort's pass 1 in the hashing launch (hyper_attention.COUNT_IN_HASHING) against
+         its own launch: the orders compared, the hashing and the sort timed alone, then the
+         driver (non-causal fwd and fwd+bwd, causal fwd) by do_bench and by hyperbench's timer in
+         interleaved rounds, and the waits of each way. (At e9f9a29 it also timed passes 1 and 2
+         both in the hashing launch, its last program per row summing the row's counts.)
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1151,15 +1152,13 @@ def deltatiles(n):
                  ms(lambda: triton_lsh.bucket_ranks(x, proj)))
 
 
-COUNT_WAYS = {"three launches": (False, True), "counts in hashing, scan launch": (True, False),
-              "counts and scan in hashing": (True, True)}
+COUNT_WAYS = {"sort's own passes": False, "counts in the hashing": True}
 
 
 @contextlib.contextmanager
 def _count_way(way):
     from kernels import hyper_attention as driver
-    count, scan = COUNT_WAYS[way]
-    with mock.patch.object(driver, "COUNT_IN_HASHING", count), mock.patch.object(triton_lsh, "SCAN_IN_HASHING", scan):
+    with mock.patch.object(driver, "COUNT_IN_HASHING", COUNT_WAYS[way]):
         yield
 
 
@@ -1172,7 +1171,7 @@ def countsort(n, rounds=3):
     def plan():
         ranks, prefix = driver.counted_ranks("triton", *x, proj, 7)
         return driver._sort_orders("triton", ranks, 7, prefix)
-    with _count_way("three launches"):
+    with _count_way("sort's own passes"):
         want = plan()
     for way in COUNT_WAYS:
         with _count_way(way):
@@ -1180,9 +1179,11 @@ def countsort(n, rounds=3):
             note(f"countsort {way}: orders equal", all(torch.equal(a, b) for a, b in zip(got, want)))
             note(f"countsort {way}: hashing and sort n={n}", ms(plan))
     note(f"countsort hashing alone n={n}", ms(lambda: triton_lsh.bucket_ranks(x, proj)))
-    for scan in (True, False):
-        with mock.patch.object(triton_lsh, "SCAN_IN_HASHING", scan):
-            note(f"countsort hashing with_prefix, SCAN_IN_HASHING={scan}",
+    note(f"countsort hashing with_prefix (counts, then pass 2) n={n}",
+         ms(lambda: triton_lsh.bucket_ranks(x, proj, with_prefix=True)))
+    for rows in (256, 1024):
+        with mock.patch.object(triton_lsh, "COUNT_ROWS", rows):
+            note(f"countsort hashing with_prefix, COUNT_ROWS={rows}",
                  ms(lambda: triton_lsh.bucket_ranks(x, proj, with_prefix=True)))
     for causal, grad in ((False, False), (False, True), (True, False)):
         call = _driver_call(n, 64, causal, grad)
@@ -1193,8 +1194,8 @@ def countsort(n, rounds=3):
             for way in COUNT_WAYS:
                 with _count_way(way):
                     outs[way] = call()
-            same = all(all(torch.equal(a, b) for a, b in zip(o, outs["three launches"])) if grad
-                       else torch.equal(o, outs["three launches"]) for o in outs.values())
+            same = all(all(torch.equal(a, b) for a, b in zip(o, outs["sort's own passes"])) if grad
+                       else torch.equal(o, outs["sort's own passes"]) for o in outs.values())
             note(f"{label}: outputs (gradients) identical", same)
             for _ in range(rounds):
                 for way in COUNT_WAYS:
@@ -1203,7 +1204,7 @@ def countsort(n, rounds=3):
                         found[way, "timer"].append(synced_ms(call))
         for (way, how), xs_ms in found.items():
             note(f"{label} {way} {how} (rounds {[round(v, 3) for v in xs_ms]})", statistics.median(xs_ms))
-    for way in ("three launches", "counts and scan in hashing"):
+    for way in COUNT_WAYS:
         with _count_way(way):
             print(f"waits with {way}:", flush=True)
             waits(n, rounds=5, cases=((False, False), (False, True)))

@@ -73,20 +73,16 @@ def _prefix_reference(keys: torch.Tensor, per_entry: int, nb: int) -> torch.Tens
                         for r in range(rows)]).to(torch.int32)
 
 
-@pytest.mark.parametrize("n", [300, 128, 1000], ids=["ragged", "one-tile", "many-tiles"])
-@pytest.mark.parametrize("in_hashing", [True, False], ids=["scan-in-hashing", "scan-launch"])
-def test_prefix_from_the_hashing_launch(monkeypatch, n, in_hashing):
+@pytest.mark.parametrize("n", [300, 512, 1300], ids=["ragged", "one-chunk", "many-chunks"])
+def test_prefix_from_the_hashing_launch(n):
     """with_prefix: the same keys, and the counting sort's per-bucket sums of each row (q's rows,
-    then k's) before every BLOCK_ROWS-key chunk, counted in the same launch; the last program of
-    each row sums them, whichever finishes last (or a launch of the sort's pass 2 does)."""
-    from hyperbench_kernels import triton_lsh
-    from hyperbench_kernels.triton_lsh import BLOCK_ROWS, bucket_ranks
-    monkeypatch.setattr(triton_lsh, "SCAN_IN_HASHING", in_hashing)
+    then k's) before every COUNT_ROWS-key chunk, counted by the hashing launch."""
+    from hyperbench_kernels.triton_lsh import COUNT_ROWS, bucket_ranks
     g = torch.Generator().manual_seed(n)
     q, k = (torch.randn(2, 2, n, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
     proj = torch.randn(16, 7, generator=g).to(DEVICE)
     keys, (sums, per_entry) = bucket_ranks([q, k], proj, with_prefix=True)
-    assert per_entry == BLOCK_ROWS and torch.equal(keys, bucket_ranks([q, k], proj))
+    assert per_entry == COUNT_ROWS and torch.equal(keys, bucket_ranks([q, k], proj))
     assert torch.equal(sums.cpu(), _prefix_reference(keys.reshape(-1, n).cpu(), per_entry, 128))
     with pytest.raises(ValueError, match="at most 8"):
         bucket_ranks([q, k], torch.randn(16, 9, generator=g).to(DEVICE), with_prefix=True)

@@ -103,11 +103,23 @@ def test_recursion_orders_need_halves_of_whole_chunks():
     assert triton_sort.recursion_levels(4096, 4096) == 0
 
 
-@pytest.mark.parametrize("n,chunk", [(300, 256), (1000, None), (515, 128)])
-def test_the_hashings_prefix_replaces_passes_1_and_2(monkeypatch, n, chunk):
-    """Sums counted by the hashing launch (128-key entries, several to a chunk) sort as the
-    sort's own passes do, without running them; a chunk the entries do not divide runs them."""
+def _small_counting(monkeypatch):
+    """The hashing launch counting 64-key chunks, 32 rows a step, so that the sorts' chunks stay
+    small (the interpreter's tl.sort is slow); the GPU's sizes are checked by
+    scripts/gpu_kernel_check.py and tests/kernels/test_triton_lsh.py."""
     from hyperbench_kernels import triton_lsh
+    monkeypatch.setattr(triton_lsh, "COUNT_ROWS", 64)
+    monkeypatch.setattr(triton_lsh, "BLOCK_ROWS", 32)
+    return triton_lsh
+
+
+@pytest.mark.parametrize("n,chunk", [(300, 64), (300, 128), (20, 32), (64, None)],
+                         ids=["entry-a-chunk", "two-entries-a-chunk", "short-row", "one-chunk"])
+def test_the_hashings_prefix_replaces_passes_1_and_2(monkeypatch, n, chunk):
+    """Sums counted by the hashing launch (one entry a COUNT_ROWS-key chunk; one or more to a
+    sort chunk, or a row shorter than both) sort as the sort's own passes do, without running
+    them; a chunk that the entries do not divide runs them."""
+    triton_lsh = _small_counting(monkeypatch)
     g = torch.Generator().manual_seed(n)
     q, k = (torch.randn(1, 3, n, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
     keys, prefix = triton_lsh.bucket_ranks([q, k], torch.randn(16, 7, generator=g).to(DEVICE), with_prefix=True)
@@ -117,17 +129,17 @@ def test_the_hashings_prefix_replaces_passes_1_and_2(monkeypatch, n, chunk):
     monkeypatch.setattr(triton_sort, "chunk_prefix", lambda *a: passes.append(1) or real(*a))
     assert torch.equal(triton_sort.counting_sort_orders(keys, 7, chunk, prefix=prefix), want)
     assert passes == []
-    assert torch.equal(triton_sort.counting_sort_orders(keys, 7, 64, prefix=prefix), want)
+    assert torch.equal(triton_sort.counting_sort_orders(keys, 7, 16, prefix=prefix), want)
     assert passes == [1]
 
 
 def test_recursion_orders_from_the_hashings_prefix(monkeypatch):
-    from hyperbench_kernels import triton_lsh
+    triton_lsh = _small_counting(monkeypatch)
     g = torch.Generator().manual_seed(3)
-    q, k = (torch.randn(1, 2, 1024, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
+    q, k = (torch.randn(1, 2, 512, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(2))
     keys, prefix = triton_lsh.bucket_ranks([q, k], torch.randn(16, 7, generator=g).to(DEVICE), with_prefix=True)
-    want = triton_sort.recursion_orders(keys, 7, 2, chunk=256)
+    want = triton_sort.recursion_orders(keys, 7, 2, chunk=64)
     monkeypatch.setattr(triton_sort, "chunk_prefix", None)   # passes 1 and 2 must not run
-    got = triton_sort.recursion_orders(keys, 7, 2, chunk=256, prefix=prefix)
+    got = triton_sort.recursion_orders(keys, 7, 2, chunk=64, prefix=prefix)
     for (a, b), (c, d) in zip(got, want):
         assert torch.equal(a, c) and torch.equal(b, d)
