@@ -16,7 +16,9 @@ sector of its own. On the H200 at n = 131072 (q and k of 32 heads, 8.4 M keys; g
 --parts=scatter at bf78a3f): the whole sort 0.180 ms against 0.215 for the walk and 0.391 for
 torch.sort; every causal level's in one pass (below) 0.238 ms against 0.628. Chunks of 256 keys
 sorted 0.172 / 0.343 ms, 1024 0.224 / 0.272, 2048 (8 warps) 0.341 / 0.387. The triton backend
-sorts with this (kernels/hyper_attention.py, SORT).
+sorts with this (kernels/hyper_attention.py, SORT). Since v24 the driver's hashing launch counts
+each 512-key chunk itself (kernels/triton_lsh.py, with_prefix) and runs pass 2, so the sort
+proper is pass 3 alone: one launch fewer before the forward (kernels/NOTES.md, v24).
 """
 
 from __future__ import annotations
