@@ -74,6 +74,7 @@ persistent the fused backward (d = 64) as one program per SM walking the query t
 waits    without a profiler: the GPU's idle time before each Triton launch of one driver call (CUDA
          events beside every launch, the CPU's clock at each), L2 flushed and the call waited for
          as hyperbench's timer does; non-causal and causal, fwd and fwd+bwd; medians of rounds.
+waitsshared waits for the published variant (sample_tile=0) and the default, non-causal.
 deltatiles the Δ pass (kernels/triton_delta.py) at other tile sizes and warps, and the LSH
          hashing (kernels/triton_lsh.py) at other row tiles: the short passes beside the kernels.
 countsort the counting sort's pass 1 in the hashing launch (hyper_attention.COUNT_IN_HASHING) against
@@ -1098,13 +1099,13 @@ def _launch_marks(call, rounds):
     return rounds_found
 
 
-def waits(n, rounds=7, cases=((False, False), (False, True), (True, False), (True, True))):
+def waits(n, rounds=7, cases=((False, False), (False, True), (True, False), (True, True)), params=None):
     """Where the GPU waits for the CPU inside one call: before each Triton launch, the time since
     the previous launch's end (torch kernels between included), medians over rounds; cases:
-    (causal, grad) pairs."""
+    (causal, grad) pairs; params: HyperParams (default: the config's)."""
     for causal, grad in cases:
-        call = _driver_call(n, 64, causal, grad)
-        label = f"waits causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+        call = _driver_call(n, 64, causal, grad, params)
+        label = f"waits causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}{'' if params is None else f' {params}'}"
         with torch.enable_grad() if grad else torch.no_grad():
             for _ in range(3):
                 call()
@@ -1131,6 +1132,13 @@ def waits(n, rounds=7, cases=((False, False), (False, True), (True, False), (Tru
             print(f"    {name[:28]:28s} {cpu:13.3f} {g0:10.3f} {g1:10.3f} {gap:10.3f}", flush=True)
         print(f"    {'(end of call)':28s} {'':13s} {med(span):10.3f} {'':10s} "
               f"{med([t - f[-1][3] for f, t in found]):10.3f}", flush=True)
+
+
+def waitsshared(n):
+    """waits for the published variant (one sample set per head), non-causal, beside the default:
+    where its larger gap between do_bench and hyperbench's timer (v23) comes from."""
+    for tile in (0, 256):
+        waits(n, rounds=7, cases=((False, False), (False, True)), params=HyperParams(sample_tile=tile))
 
 
 def deltatiles(n):
@@ -1235,7 +1243,7 @@ def main():
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
-         "countsort": countsort}[part](n)
+         "countsort": countsort, "waitsshared": waitsshared}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
