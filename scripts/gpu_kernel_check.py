@@ -465,6 +465,17 @@ def breakdown(n, xs, gout, params, gen):
                                  {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))}, 0.5)
                 add_timing(f"  {sort} sort (q and k)", n, False, "fwd",
                            bench(lambda: driver._sort_orders("triton", keys, params.lsh_num_projs), n))
+        # what the driver runs (COUNT_IN_HASHING): the hashing counts each chunk's keys, pass 2 sums
+        # them, and the sort is pass 3 alone
+        counted = driver.counted_ranks("triton", q, k, proj, params.lsh_num_projs)
+        add_timing("  lsh keys with the sort's counts", n, False, "fwd",
+                   bench(lambda: driver.counted_ranks("triton", q, k, proj, params.lsh_num_projs), n))
+        sort_counted = lambda: driver._sort_orders("triton", counted[0], params.lsh_num_projs, counted[1])  # noqa: E731
+        got = sort_counted() if counted[1] is not None else None
+        if got is not None:
+            record_check(f"counting sort on the hashing's counts n={n}",
+                         {"mismatch": float(sum(int((a != b).sum()) for a, b in zip(got, want)))}, 0.5)
+            add_timing("  counting sort on the hashing's counts", n, False, "fwd", bench(sort_counted, n))
         add_timing("  lsh+sort+sampling", n, False, "fwd", bench(prep, n))
         qo, ko, smp = prep()
     kw = dict(block_size=params.block_size, sample_tile=params.sample_tile,
