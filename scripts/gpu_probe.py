@@ -74,6 +74,8 @@ persistent the fused backward (d = 64) as one program per SM walking the query t
 waits    without a profiler: the GPU's idle time before each Triton launch of one driver call (CUDA
          events beside every launch, the CPU's clock at each), L2 flushed and the call waited for
          as hyperbench's timer does; non-causal and causal, fwd and fwd+bwd; medians of rounds.
+countsortn countsort's two ways at n = 4096 … 131072: the hashing alone and with the counts, and the
+         driver's forward (causal and not) by hyperbench's timer in interleaved rounds.
 waitsshared waits for the published variant (sample_tile=0) and the default, non-causal.
 deltatiles the Δ pass (kernels/triton_delta.py) at other tile sizes and warps, and the LSH
          hashing (kernels/triton_lsh.py) at other row tiles: the short passes beside the kernels.
@@ -1230,6 +1232,29 @@ def countsort(n, rounds=3):
             waits(n, rounds=5, cases=((False, False), (False, True)))
 
 
+def countsortn(_n, rounds=3):
+    """countsort's comparison at short lengths, where a call is bound by the CPU: the hashing alone
+    and with the sort's counts (do_bench), then the driver's forward, causal and not, both ways by
+    hyperbench's timer in interleaved rounds."""
+    for n in (4096, 8192, 16384, 131072):
+        x = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+        proj = lsh.draw_projections(64, 7, generator=None, device="cuda", rounded=False)
+        note(f"countsortn n={n} hashing alone", ms(lambda: triton_lsh.bucket_ranks(x, proj)))
+        note(f"countsortn n={n} hashing with the counts and pass 2",
+             ms(lambda: triton_lsh.bucket_ranks(x, proj, with_prefix=True)))
+        for causal in (False, True):
+            call = _driver_call(n, 64, causal, False)
+            found = {way: [] for way in COUNT_WAYS}
+            with torch.no_grad():
+                for _ in range(rounds):
+                    for way in COUNT_WAYS:
+                        with _count_way(way):
+                            found[way].append(synced_ms(call))
+            for way, xs_ms in found.items():
+                note(f"countsortn n={n} causal={causal} fwd {way} timer (rounds {[round(v, 3) for v in xs_ms]})",
+                     statistics.median(xs_ms))
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1243,7 +1268,8 @@ def main():
          "rows16": rows16, "padded": padded, "fwdsteps": fwdsteps,
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
-         "countsort": countsort, "waitsshared": waitsshared}[part](n)
+         "countsort": countsort, "waitsshared": waitsshared,
+         "countsortn": countsortn}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
