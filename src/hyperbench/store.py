@@ -43,6 +43,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "time_ms": _FLOAT, "time_ms_p20": _FLOAT, "time_ms_p80": _FLOAT, "reps": _INT,
     "peak_mem_bytes": _INT, "est_ms": _FLOAT, "wall_s": _FLOAT,
     "time_samples_ms": _STR,   # every repetition, a JSON list: what noise-aware comparisons need
+    "host_ms": _FLOAT,         # GPU: the host's CPU time to issue one call (timing.Timed.host_ms)
     # accuracy
     "spec_err": _FLOAT, "spec_err_max": _FLOAT, "rel_spec_err": _FLOAT, "rel_spec_err_max": _FLOAT,
     "rel_fro_err": _FLOAT, "rel_fro_err_max": _FLOAT, "max_row_err": _FLOAT, "lse_err": _FLOAT,

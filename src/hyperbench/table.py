@@ -37,6 +37,20 @@ def fastest_exact_ms(rows: list[dict]) -> tuple[float | None, str | None]:
     return min(timed) if timed else (None, None)
 
 
+# A GPU row whose host took this share of its time or more to issue the call is marked: the GPU
+# waited for the launches, so the time is the host's CPU as much as the kernels'.
+HOST_BOUND_SHARE = 0.9
+
+
+def note(r: dict) -> str:
+    """The row's message, and for a GPU row bound by its host, how long the host took a call."""
+    parts = [r.get("message") or ""]
+    host, t = r.get("host_ms"), r.get("time_ms")
+    if r.get("status") == "ok" and _num(host) and _num(t) and host >= HOST_BOUND_SHARE * t:
+        parts.append(f"host-bound: the CPU took {host:.3f} ms to issue a call")
+    return "; ".join(p for p in parts if p)
+
+
 def job_table(rows: list[dict], title: str) -> Table:
     best_ms, best_name = fastest_exact_ms(rows)
     table = Table(title=title, title_justify="left")
@@ -52,7 +66,7 @@ def job_table(rows: list[dict], title: str) -> Table:
         table.add_row(r["method"], f"[{STATUS_STYLE.get(status, '')}]{status}[/]", timing, speedup,
                       _bytes(r.get("peak_mem_bytes")), _fmt(r.get("spec_err"), ".2e"),
                       _fmt(r.get("rel_spec_err"), ".2e"), _fmt(r.get("rel_fro_err"), ".2e"),
-                      escape((r.get("message") or "")[:120]))
+                      escape(note(r)[:160]))
     return table
 
 

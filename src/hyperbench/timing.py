@@ -1,6 +1,7 @@
 """How a call is timed: warm-up, repetitions, L2 flushed between them, median and 20th/80th percentiles.
 
-GPU: CUDA events around the call alone (the flush and any setup stay outside). CPU: a monotonic clock.
+GPU: CUDA events around the call alone (the flush and any setup stay outside), and the host's own
+time to issue the call (host_ms). CPU: a monotonic clock.
 `make_call` turns a method's forward into the thing to time for the job's mode: fwd (inference, no
 autograd), bwd (the backward pass alone, over a graph built outside the timed region) or fwd+bwd.
 """
@@ -24,15 +25,19 @@ class Timed:
     p80_ms: float
     reps: int
     samples_ms: tuple[float, ...]
+    # GPU only: the median CPU time the host took to issue one call (from its start until it
+    # returned, before the wait for the GPU). Near median_ms or above it, the GPU waited for the
+    # host's launches, and the row measures the host's CPU as much as the kernels.
+    host_ms: float | None = None
 
 
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def summarize(samples_ms: list[float]) -> Timed:
+def summarize(samples_ms: list[float], host_ms: list[float] | None = None) -> Timed:
     return Timed(statistics.median(samples_ms), _percentile(samples_ms, 20), _percentile(samples_ms, 80),
-                 len(samples_ms), tuple(samples_ms))
+                 len(samples_ms), tuple(samples_ms), statistics.median(host_ms) if host_ms else None)
 
 
 def make_call(forward: Callable, q, k, v, causal: bool, mode: str, keep: dict | None = None):
@@ -93,7 +98,7 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
-    samples = []
+    samples, host = [], []
     for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
         setup()
         if device == "cuda":
@@ -101,7 +106,9 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
                 flush.zero_()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            t0 = time.perf_counter()
             timed()
+            host.append((time.perf_counter() - t0) * 1e3)
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end))
@@ -109,7 +116,7 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
             t0 = time.perf_counter()
             timed()
             samples.append((time.perf_counter() - t0) * 1e3)
-    return summarize(samples)
+    return summarize(samples, host)
 
 
 def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:

@@ -54,3 +54,28 @@ def test_calls_for_each_mode_run_the_right_passes(mode):
     timed()
     ran = {k: calls[k] - before[k] for k in calls}
     assert ran == {"fwd": {"fwd": 1, "bwd": 0, "fwd+bwd": 1}[mode], "bwd": {"fwd": 0, "bwd": 1, "fwd+bwd": 1}[mode]}
+
+
+def test_on_a_gpu_the_host_time_to_issue_a_call_is_kept(monkeypatch):
+    """CUDA events time the GPU; the host's own time to issue each call (before it waits for the
+    GPU) is its median host_ms. Fake events here: every call is 7 ms on the 'GPU', 5 ms on the host."""
+    class Event:
+        def __init__(self, enable_timing):
+            pass
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 7.0
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    t = timing.measure(lambda: None, lambda: time.sleep(0.005), device="cuda", warmup=1, target_ms=30,
+                       min_reps=3, max_reps=5, flush_l2=False)
+    assert t.median_ms == 7.0 and 4.5 <= t.host_ms < 15
+    cpu = timing.measure(lambda: None, lambda: None, device="cpu", warmup=1, target_ms=1, min_reps=3, max_reps=3,
+                         flush_l2=False)
+    assert cpu.host_ms is None
