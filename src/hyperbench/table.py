@@ -39,7 +39,7 @@ def fastest_exact_ms(rows: list[dict]) -> tuple[float | None, str | None]:
 
 # A GPU row whose host took this share of its time or more to issue the call is marked: the GPU
 # waited for the launches, so the time is the host's CPU as much as the kernels'.
-HOST_BOUND_SHARE = 0.9
+HOST_BOUND_SHARE = 0.8
 
 
 def note(r: dict) -> str:
