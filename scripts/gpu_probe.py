@@ -131,6 +131,23 @@ def note(key, value):
     print(f"{key:60s} {value:9.3f} ms" if isinstance(value, float) else f"{key}: {value}", flush=True)
 
 
+TIMERS = {"do_bench": ms, "timer": synced_ms}
+
+
+def _interleaved(label, ways: dict, timers=("do_bench", "timer"), rounds=3):
+    """Each way, {name: (call, context)} with context a function giving a context manager, timed
+    by each of `timers` (TIMERS) in interleaved rounds, so drift of the machine hits every way
+    alike; notes each median with its rounds as "{label} {name} {timer}"."""
+    found = {(name, how): [] for name in ways for how in timers}
+    for _ in range(rounds):
+        for name, (call, context) in ways.items():
+            with context():
+                for how in timers:
+                    found[name, how].append(TIMERS[how](call))
+    for (name, how), xs_ms in found.items():
+        note(f"{label} {name} {how} (rounds {[round(v, 3) for v in xs_ms]})", statistics.median(xs_ms))
+
+
 def backward_call(args, kw):
     q, k, v, qo, ko, smp = args
     out, lse = triton_attention.block_sample_forward(*args, **kw)
@@ -1023,14 +1040,10 @@ def sharedset(n, rounds=3):
             got = call()
             note(f"sharedset driver d={d} slots against fp32 rows: rel diff dq, dk, dv",
                  tuple(round(rel(a.float(), b.float()), 5) for a, b in zip(got, rows)))
-            times = {True: [], False: []}
-            for _ in range(rounds):
-                for slots in (True, False):
-                    with mock.patch.object(triton_attention, "SAMPLE_SLOTS", slots):
-                        times[slots].append(ms(call))
-            for slots in (True, False):
-                note(f"sharedset driver d={d} sample_tile=0 fwd+bwd, SAMPLE_SLOTS={slots} (rounds {times[slots]})",
-                     statistics.median(times[slots]))
+            _interleaved(f"sharedset driver d={d} sample_tile=0 fwd+bwd,",
+                         {f"SAMPLE_SLOTS={slots}": (call, lambda slots=slots: mock.patch.object(
+                             triton_attention, "SAMPLE_SLOTS", slots)) for slots in (True, False)},
+                         timers=("do_bench",), rounds=rounds)
             if d == 64:
                 call()
                 torch.cuda.synchronize()
@@ -1052,14 +1065,8 @@ def sharedtimer(n, rounds=3):
     """Whether the published variant's forward+backward loses more to hyperbench's timer (each call
     waited for) than the per-block one does, and where its GPU waits."""
     calls = {tile: _driver_call(n, 64, False, True, HyperParams(sample_tile=tile)) for tile in (0, 256)}
-    found = {(tile, how): [] for tile in calls for how in ("do_bench", "timer")}
-    for _ in range(rounds):
-        for tile, call in calls.items():
-            found[tile, "do_bench"].append(ms(call))
-            found[tile, "timer"].append(synced_ms(call))
-    for (tile, how), xs_ms in found.items():
-        note(f"sharedtimer sample_tile={tile} fwd+bwd {how} (rounds {[round(x, 3) for x in xs_ms]})",
-             statistics.median(xs_ms))
+    _interleaved("sharedtimer", {f"sample_tile={tile} fwd+bwd": (call, contextlib.nullcontext)
+                                 for tile, call in calls.items()}, rounds=rounds)
     for tile, call in calls.items():
         _gpu_gaps(call, f"sample_tile={tile} fwd+bwd n={n}")
 
@@ -1117,7 +1124,7 @@ def waits(n, rounds=7, cases=((False, False), (False, True), (True, False), (Tru
         if any([m[0] for m in f] != names for f, _ in found):
             note(f"{label}: launches differ between rounds", [[m[0] for m in f] for f, _ in found])
             continue
-        med = lambda xs: statistics.median(xs)  # noqa: E731
+        med = statistics.median
         idle_total, span = [], []
         for f, total in found:
             ends = [0.0] + [m[3] for m in f]
@@ -1182,6 +1189,11 @@ def _count_way(way):
         yield
 
 
+def _count_ways(call):
+    """_interleaved's ways: `call` under each of COUNT_WAYS."""
+    return {way: (call, lambda way=way: _count_way(way)) for way in COUNT_WAYS}
+
+
 def countsort(n, rounds=3):
     """The counting sort's passes 1 and 2 in the hashing launch, or in launches of their own."""
     from kernels import hyper_attention as driver
@@ -1208,7 +1220,6 @@ def countsort(n, rounds=3):
     for causal, grad in ((False, False), (False, True), (True, False)):
         call = _driver_call(n, 64, causal, grad)
         label = f"countsort driver causal={causal} {'fwd+bwd' if grad else 'fwd'}"
-        found = {(way, how): [] for way in COUNT_WAYS for how in ("do_bench", "timer")}
         with torch.enable_grad() if grad else torch.no_grad():
             outs = {}
             for way in COUNT_WAYS:
@@ -1219,13 +1230,7 @@ def countsort(n, rounds=3):
                      max(rel(a, b) for o in outs.values() for a, b in zip(o, outs["sort's own passes"])))
             else:
                 note(f"{label}: outputs identical", all(torch.equal(o, outs["sort's own passes"]) for o in outs.values()))
-            for _ in range(rounds):
-                for way in COUNT_WAYS:
-                    with _count_way(way):
-                        found[way, "do_bench"].append(ms(call))
-                        found[way, "timer"].append(synced_ms(call))
-        for (way, how), xs_ms in found.items():
-            note(f"{label} {way} {how} (rounds {[round(v, 3) for v in xs_ms]})", statistics.median(xs_ms))
+            _interleaved(label, _count_ways(call), rounds=rounds)
     for way in COUNT_WAYS:
         with _count_way(way):
             print(f"waits with {way}:", flush=True)
@@ -1243,16 +1248,9 @@ def countsortn(_n, rounds=3):
         note(f"countsortn n={n} hashing with the counts and pass 2",
              ms(lambda: triton_lsh.bucket_ranks(x, proj, with_prefix=True)))
         for causal in (False, True):
-            call = _driver_call(n, 64, causal, False)
-            found = {way: [] for way in COUNT_WAYS}
             with torch.no_grad():
-                for _ in range(rounds):
-                    for way in COUNT_WAYS:
-                        with _count_way(way):
-                            found[way].append(synced_ms(call))
-            for way, xs_ms in found.items():
-                note(f"countsortn n={n} causal={causal} fwd {way} timer (rounds {[round(v, 3) for v in xs_ms]})",
-                     statistics.median(xs_ms))
+                _interleaved(f"countsortn n={n} causal={causal} fwd", _count_ways(_driver_call(n, 64, causal, False)),
+                             timers=("timer",), rounds=rounds)
 
 
 def main():
