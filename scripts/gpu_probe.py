@@ -1077,6 +1077,8 @@ def _launch_marks(call, rounds):
     call's start event, and the call's GPU span.  Events recorded around every Triton launch; the
     torch kernels between (draws, allocations' fills, casts) count in the gaps."""
     import time
+    sys.path.insert(0, os.path.join(REPO, "src"))
+    from hyperbench.timing import L2_FLUSH_BYTES
     run = triton.runtime.jit.JITFunction.run
     marks = []
 
@@ -1089,7 +1091,7 @@ def _launch_marks(call, rounds):
         after.record()
         marks.append((self.fn.__name__, t, before, after))
         return out
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     rounds_found = []
     with mock.patch.object(triton.runtime.jit.JITFunction, "run", launch):
         for r in range(rounds + 2):
