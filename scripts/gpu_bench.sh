@@ -8,8 +8,8 @@
 #   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
 #             fwd (with error metrics) and fwd+bwd
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
-#   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd
-#   d128      head_dim 128, n = 4096..131072, fwd and fwd+bwd
+#   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd, at head_dim LONG_D (default 64)
+#   d128      head_dim 128, the curve's n = 1024..131072, fwd / bwd / fwd+bwd, causal and not
 #   d32, d16  head_dim 32 or 16, n = 4096..131072, fwd and fwd+bwd
 #   blocks    the bucket-size axis at n = 131072: hyper at block_size BLOCKS (sample 256), fwd and
 #             fwd+bwd, causal and not; 256 is the goal step's shape, the others run narrower tiles
@@ -58,9 +58,13 @@ for step in $STEPS; do
       hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false isolate=false ;;
     long)
-      hb run -m seq_len=262144 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
+      hb run -m seq_len=262144 head_dim=${LONG_D:-64} 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
          isolate=false budget_s=60 'timing.warmup=1' ;;
-    d128|d32|d16)
+    d128)
+      hb run -m head_dim=128 seq_len=1024,2048,4096,8192,16384,32768,65536,131072 \
+         'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false \
+         isolate=false ;;
+    d32|d16)
       hb run -m head_dim=${step#d} seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
     blocks)
