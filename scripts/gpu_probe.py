@@ -54,7 +54,8 @@ overhead the driver timed by do_bench and by hyperbench's timer, the CPU time of
 cpuphases the CPU time of each phase of a driver call (inclusive wrappers around the driver's
          planning, the primitive's pieces and every Triton launch), causal and not, fwd and fwd+bwd.
 launchcost the CPU time of one Triton launch of each kernel of a driver call, three ways: through
-         the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly.
+         the JIT (binder, cache key), the compiled kernel's runner, and its launcher directly; and
+         the JIT's binder alone, and the launcher behind a Python specialisation key (a bypass).
 overlap  the causal call's planning (hashing, one-pass sort) and its leaves (one cuDNN call), alone,
          one after the other, and side by side on two streams: GPU time and hyperbench's timer.
 leavesfirst the causal driver with its leaves first (the default) and at the bottom, interleaved.
@@ -721,6 +722,19 @@ def cpuphases(n):
     note("cpuphases new cuda Generator + manual_seed", (time.perf_counter() - t0) * 10)
 
 
+def _specialisation_key(args, kwargs):
+    """A launch's cache key at least as fine as Triton 3.6's specialisation: each tensor's dtype and
+    16-byte alignment, each int's value class (1, multiple of 16, 32- or 64-bit), and the
+    constexprs and options as given."""
+    def one(a):
+        if type(a) is int:
+            return a == 1, a & 15 == 0, -2**31 <= a < 2**31
+        if isinstance(a, torch.Tensor):
+            return a.dtype, a.data_ptr() & 15 == 0
+        return type(a)
+    return tuple(map(one, args)), tuple(kwargs.items())
+
+
 def launchcost(_n):
     """What one Triton launch costs the CPU, by the route it takes: `kernel[grid](...)` (binder,
     cache key, launcher), the compiled kernel's own `[grid]` runner (no binder), and its launcher
@@ -754,6 +768,12 @@ def launchcost(_n):
             "launcher direct": lambda: kernel.run(g[0], g[1], g[2], stream, kernel.function, kernel.packed_metadata,
                                                   None, knobs.runtime.launch_enter_hook,
                                                   knobs.runtime.launch_exit_hook, *bound),
+            # What a bypass of the JIT would still pay: a key at least as fine as Triton's
+            # specialisation, computed in Python, against the binder that computes Triton's.
+            "binder alone": lambda: fn.device_caches[device][4](*a, **k),
+            "own key + launcher": lambda: (_specialisation_key(a, k),
+                                           kernel.run(g[0], g[1], g[2], stream, kernel.function,
+                                                      kernel.packed_metadata, None, None, None, *bound)),
         }
         for way, launch in ways.items():
             for _ in range(20):
