@@ -1,6 +1,6 @@
 """Check and time the Triton block_sample_attention kernels on a GPU in one command.
 
-    python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive]
+    python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive,limits]
                                         [--causal=true|false] [--sampling]
 
 1. (--sweep, or --sweep=64,128 for those head dims) The key-list path against the general kernel,
@@ -139,10 +139,10 @@ def check_long_forward(dtype, d):
     record_check(f"primitive fwd n=131072 {dtype} d={d}", errs, 2e-2)
 
 
-def check_driver(n, causal, dtype, with_lse=True, d=64, block=256):
+def check_driver(n, causal, dtype, with_lse=True, d=64, block=256, sample=256):
     """The driver's training path against the torch backend, the loss through out (and lse);
-    block: block_size and sample_tile."""
-    params = HyperParams(block_size=block, sample_tile=block)
+    block: block_size and sample_tile; sample: sample_size."""
+    params = HyperParams(block_size=block, sample_tile=block, sample_size=sample)
     xs0 = [rand((1, 2, n, d), dtype, 600 + i) for i in range(3)]
     gout = rand((1, 2, n, d), torch.float32, 610)
     res = {}
@@ -156,7 +156,7 @@ def check_driver(n, causal, dtype, with_lse=True, d=64, block=256):
         ((out.float() * gout).sum() + (lse.sum() if with_lse else 0)).backward()
         res[backend] = (out, lse, *(x.grad for x in xs))
     errs = {name: rel(a, b) for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *res.values())}
-    record_check(f"driver n={n} causal={causal} {dtype} d={d} block={block} loss through out"
+    record_check(f"driver n={n} causal={causal} {dtype} d={d} block={block} sample={sample} loss through out"
                  f"{' and lse' if with_lse else ''}", errs,
                  3e-2 if dtype == torch.bfloat16 else 1e-2)
 
@@ -232,7 +232,7 @@ def leaves():
 
 
 def correctness(parts):
-    """parts: which groups to run ("leaves", "driver", "primitive"; all by default)."""
+    """parts: which groups to run ("leaves", "driver", "primitive" by default; "limits" too when asked)."""
     if "leaves" in parts:
         leaves()
     if "driver" in parts:
@@ -254,6 +254,27 @@ def correctness(parts):
             guarded(check_driver, 3000, False, torch.bfloat16, with_lse)
     if "primitive" in parts:
         primitive_checks()
+    if "limits" in parts:
+        limit_checks()
+
+
+def limit_checks():
+    """The issue's bounds: block_size and sample_size up to 1024 (and 1008, an odd multiple of 16,
+    on the 16-row tiles), and lengths from 1 up, around min_seq_len and ragged."""
+    for block in (1024, 1008):
+        for dtype in (torch.bfloat16, torch.float16):
+            tol = 3e-2 if dtype == torch.bfloat16 else 1e-2
+            for d in (64, 128):
+                guarded(check_primitive, f"primitive n=16384 {dtype} d={d} block=sample=tile={block}",
+                        *problem(1, 2, 16384, d, dtype, 11, block=block, m=block, tile=block), tol)
+            guarded(check_primitive, f"primitive n=9000 {dtype} d=64 block=sample={block}, shared set",
+                    *problem(1, 2, 9000, 64, dtype, 12, block=block, m=block, tile=0), tol)
+        for causal in (False, True):
+            for n in (16384, 20000):
+                guarded(check_driver, n, causal, torch.bfloat16, True, 64, block, block)
+    for causal in (False, True):
+        for n in (1, 2, 17, 4095, 4096, 4097, 8191):
+            guarded(check_driver, n, causal, torch.bfloat16, True, 64)
 
 
 def primitive_checks():
