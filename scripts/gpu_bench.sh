@@ -2,7 +2,7 @@
 # Everything the GPU results in results/ come from, on a GPU machine, in steps (STEPS, below):
 #   check     the Triton kernels and the SDPA leaves against the PyTorch reference (bf16/fp16,
 #             NaN-poisoned outputs), the driver's time broken down (scripts/gpu_kernel_check.py);
-#             CHECKS picks the groups (leaves,driver,primitive), KERNEL_NS the lengths timed,
+#             CHECKS picks the groups (leaves,driver,primitive,limits), KERNEL_NS the lengths timed,
 #             KERNEL_ARGS more flags (e.g. --sweep=64,128 to tune the tile configs first)
 #   headline  `hyperbench run` at n = 131072 with every method (with error metrics)
 #   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
@@ -31,7 +31,7 @@ export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
-CHECKS=${CHECKS:-leaves,driver,primitive}
+CHECKS=${CHECKS:-leaves,driver,primitive,limits}
 STEPS=${STEPS:-"check headline goal curve"}
 PRESETS=${PRESETS:-"paper_speedup paper_memory paper_pareto paper_error"}
 EXTRA=${EXTRA:-}
