@@ -163,10 +163,6 @@ DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
 # backward adds the sets' keys in fp32 by their slot in the set ([B·H, sets, m, d], small) and the
 # block keys in 16 bits, instead of fp32 buffers for every key row (_dkdv_adds).  False: fp32 rows.
 SAMPLE_SLOTS = True
-# Copies of each set's slots: query tile pid adds into copy pid % copies (at most one per tile of
-# the set), and _add_sample_slots sums the copies, so that a shared set's keys take n / BM / copies
-# atomic adds each instead of n / BM all on the same addresses.
-SAMPLE_SLOT_COPIES = 16
 
 
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
@@ -514,7 +510,7 @@ def _list_bwd_keys(dq, q, do, lse2, delta, keys, j_lo, j_hi, qk_scale, k_scale, 
 def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m,
-                     copies, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
                      STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
@@ -525,10 +521,9 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     REREAD_ROWS: the rows' indices for dQ's store read again after the loop rather than held
     through it (see _reread_rows).
     SLOTS: the sample set's share is added in fp32 into SS (dK, ss_kv apart from dV, head stride
-    ss_h) by the keys' slots in their set, [sets, copies, m, D] a head (this tile's copy: pid %
-    copies), instead of into DK, DV: where many tiles share a set, fp32 for those few rows and
-    16-bit adds for the block keys (_add_sample_slots adds the slots into the keys' rows
-    afterwards)."""
+    ss_h) by the keys' slots in their set, [sets, m, D] a head, instead of into DK, DV: where
+    many tiles share a set, fp32 for those few rows and 16-bit adds for the block keys
+    (_add_sample_slots adds the slots into the keys' rows afterwards)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
@@ -540,9 +535,8 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     dk_rows = bh.to(tl.int64) * sk_h
     if SLOTS:
         # the block keys into their rows, then the set's keys into its slots (this tile's set: its
-        # first row's, its copy pid % copies); nblock % BN == 0, so no step holds both
-        slot_set = (tl.load(TT + pid * 3) // set_rows) * copies + pid % copies
-        SS += bh.to(tl.int64) * ss_h + slot_set.to(tl.int64) * m * D
+        # first row's); nblock % BN == 0, so no step holds both
+        SS += bh.to(tl.int64) * ss_h + (tl.load(TT + pid * 3) // set_rows).to(tl.int64) * m * D
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, nblock, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
                             nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, nblock, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
@@ -787,23 +781,14 @@ def _dkdv_adds(g: _Geometry, dtype: torch.dtype, tiles):
     return torch.float32, False
 
 
-def _slot_copies(layout: _Layout) -> int:
-    """Copies of each sample set's slots: SAMPLE_SLOT_COPIES, or one per tile of a set if fewer."""
-    return max(1, min(SAMPLE_SLOT_COPIES, layout.by_set))
-
-
 def _add_sample_slots(dk, dv, slots, k_order, samples):
-    """dK, dV [B, H, n, d] += the fused backward's fp32 slots [2, B·H, sets · copies, m, d] (each
-    set's copies summed) at their keys' rows (k_order at the sampled sorted positions; a key drawn
-    twice gets both slots)."""
+    """dK, dV [B, H, n, d] += the fused backward's fp32 slots [2, B·H, sets, m, d] at their keys'
+    rows (k_order at the sampled sorted positions; a key drawn twice gets both slots)."""
     B, H, n, d = dk.shape
-    sets, m = samples.shape[2:]
-    if slots.shape[2] > sets:
-        slots = slots.view(2, B * H, sets, slots.shape[2] // sets, m, d).sum(3)
     rows = torch.gather(k_order.reshape(B * H, n), 1, samples.reshape(B * H, -1).long())
     rows = (rows + torch.arange(B * H, device=rows.device)[:, None] * n).flatten()
     for grad, part in zip((dk, dv), slots):
-        grad.view(B * H * n, d).index_add_(0, rows, part.reshape(-1, d).to(grad.dtype))
+        grad.view(B * H * n, d).index_add_(0, rows, part.view(-1, d).to(grad.dtype))
 
 
 def _cheapest_tiles(kinds, g: _Geometry, causal: bool):
@@ -1043,8 +1028,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     tiles = _fused_backward_tiles(g, causal)
     if tiles:
         bm, bn, warps, stages = tiles
-        slots, copies = None, 1
-        layout = _layout(g.n, g.block, g.tile, bm)
+        slots = None
         if dk is None:       # the fused kernel only adds into dK, dV
             acc, by_slot = _dkdv_adds(g, q.dtype, tiles)
             if zeroed is not None and zeroed.dtype == acc and zeroed.shape[1:] == q.shape:
@@ -1053,18 +1037,17 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                 dk = torch.zeros(g.B, g.H, g.n, g.d, device=q.device, dtype=acc)
                 dv = torch.zeros_like(dk)
             if by_slot:
-                copies = _slot_copies(layout)
-                slots = torch.zeros(2, g.B * g.H, g.T * copies, g.m, g.d, device=q.device, dtype=torch.float32)
+                slots = torch.zeros(2, g.B * g.H, g.T, g.m, g.d, device=q.device, dtype=torch.float32)
         elif not accumulate:
             dk.zero_()
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
+        layout = _layout(g.n, g.block, g.tile, bm)
         _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
             q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H),
-            g.T * copies * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, copies, D=g.d,
-            BM=bm, BN=bn,
+            g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), SLOTS=slots is not None,
             num_warps=warps, num_stages=stages)

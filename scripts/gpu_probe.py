@@ -64,10 +64,6 @@ sharedset the published variant (one sample set per head): the driver's fwd+bwd 
          rounds, at d = 64 and 128, their gradients compared, its kernel profile, the primitive's
          backward both ways, and the per-block variant and the causal calls beside them.  (At
          c5dd0f7 it timed plain stores and forced 16-bit adds in place of the atomic fp32 adds.)
-slotcopies the published variant's non-causal fwd+bwd with its sample set's fp32 slots in 1, 4, 16 and
-         64 copies (SAMPLE_SLOT_COPIES: each query tile adds into one copy, so fewer tiles add
-         into the same addresses), the default variant beside them, in interleaved rounds by both
-         timers, at d = 64 and 128; the gradients against one copy's; the primitive's backward.
 sharedtimer both sampling variants' non-causal fwd+bwd by do_bench and by hyperbench's timer in
          interleaved rounds, and the GPU's idle gaps in one profiled call of each.
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
@@ -1085,26 +1081,6 @@ def sharedset(n, rounds=3):
             note(f"sharedset primitive bwd tile=0 SAMPLE_SLOTS={slots}", ms(bwd))
 
 
-def slotcopies(n, rounds=3):
-    """The shared set's fp32 slots in several copies (v25), against one, with the default variant."""
-    for d in (64, 128):
-        call = _driver_call(n, d, False, True, HyperParams(sample_tile=0))
-        with mock.patch.object(triton_attention, "SAMPLE_SLOT_COPIES", 1):
-            one = call()
-        got = call()
-        note(f"slotcopies d={d} {triton_attention.SAMPLE_SLOT_COPIES} copies against 1: rel diff dq, dk, dv",
-             tuple(round(rel(a.float(), b.float()), 7) for a, b in zip(got, one)))
-        ways = {f"SAMPLE_SLOT_COPIES={c}": (call, lambda c=c: mock.patch.object(triton_attention, "SAMPLE_SLOT_COPIES", c))
-                for c in (1, 4, 16, 64)}
-        ways["default variant (sample_tile=256)"] = (_driver_call(n, d, False, True), contextlib.nullcontext)
-        _interleaved(f"slotcopies d={d} sample_tile=0 fwd+bwd,", ways, rounds=rounds)
-    args, kw = problem(1, 32, n, 64, torch.bfloat16, 0, tile=0)
-    bwd = backward_call(args, kw)
-    for c in (1, 16):
-        with mock.patch.object(triton_attention, "SAMPLE_SLOT_COPIES", c):
-            note(f"slotcopies primitive bwd tile=0 SAMPLE_SLOT_COPIES={c}", ms(bwd))
-
-
 def sharedtimer(n, rounds=3):
     """Whether the published variant's forward+backward loses more to hyperbench's timer (each call
     waited for) than the per-block one does, and where its GPU waits."""
@@ -1313,7 +1289,7 @@ def main():
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
-         "countsortn": countsortn, "slotcopies": slotcopies}[part](n)
+         "countsortn": countsortn}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
