@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, launch
+from .launch import cdiv
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _BLOCK = 4096
@@ -39,5 +39,5 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, accumulate: bool = False) ->
         return dst.add_(src) if accumulate else dst.copy_(src)
     numel = dst.numel()
     if numel:
-        launch(_copy_kernel, (cdiv(numel, _BLOCK),), dst, src, numel, ACCUM=accumulate, BLOCK=_BLOCK, num_warps=4)
+        _copy_kernel[(cdiv(numel, _BLOCK),)](dst, src, numel, ACCUM=accumulate, BLOCK=_BLOCK, num_warps=4)
     return dst

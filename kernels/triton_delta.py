@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, launch
+from .launch import cdiv
 
 # Elements of dO (and of O) per program, and warps per program (module-level so that
 # scripts/gpu_probe.py --parts=deltatiles can sweep them).
@@ -47,6 +47,6 @@ def delta(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | None = Non
     rows = res.numel()
     br = max(1, min(TILE_ELEMENTS // 64, TILE_ELEMENTS // d))
     dl = None if dlse is None else dlse.float().contiguous()
-    launch(_delta_kernel, (cdiv(rows, br),), dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
+    _delta_kernel[(cdiv(rows, br),)](dout, out, res if dl is None else dl, res, rows, D=d, BR=br,
                                      HAS_DLSE=dl is not None, num_warps=WARPS)
     return res

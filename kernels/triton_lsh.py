@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import lsh
-from .launch import cdiv, launch, next_power_of_2
+from .launch import cdiv, next_power_of_2
 from .triton_sort import MAX_PROJS, buckets, summed_counts
 
 BLOCK_ROWS = 128
@@ -110,7 +110,7 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, with_prefix:
     grid = (cdiv(n, rows_per_program), len(xs) * B * H)
     nb = buckets(num_projs) if with_prefix else 16
     counts = torch.empty(grid[1], grid[0], nb, dtype=torch.int32, device=x.device) if with_prefix else keys
-    launch(_bucket_rank_kernel, grid, x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
+    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
                               x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
                               D=d, R=width, BM=rows_per_program, BS=BLOCK_ROWS,
                               EXACT_FP32=x.dtype == torch.float32, NB=nb, COUNT=with_prefix, num_warps=4)

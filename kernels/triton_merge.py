@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, launch
+from .launch import cdiv
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def merge_into(out1: torch.Tensor, lse1: torch.Tensor, out2: torch.Tensor, lse2:
     if d & (d - 1):
         raise ValueError(f"merge_into needs a power-of-two head_dim, got {d}")
     br = max(1, min(64, 8192 // d))
-    launch(_merge_kernel, (cdiv(rows, br), B * H),
+    _merge_kernel[(cdiv(rows, br), B * H)](
         out1, lse1, out2, lse2, rows, H,
         out1.stride(0), out1.stride(1), out1.stride(2), lse1.stride(0), lse1.stride(1),
         out2.stride(0), out2.stride(1), out2.stride(2), lse2.stride(0), lse2.stride(1),

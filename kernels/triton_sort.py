@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, launch, next_power_of_2
+from .launch import cdiv, next_power_of_2
 
 CHUNK = 512            # keys per program of pass 3 (timings above)
 WARPS = 4              # warps per program of pass 3
@@ -125,7 +125,7 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     if order.numel() == 0:
         return order.view(*lead, n)
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
-    launch(_scatter_kernel, (cdiv(n, chunk), rows), flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
+    _scatter_kernel[(cdiv(n, chunk), rows)](flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
                                             PR=chunk // per_entry, num_warps=WARPS)
     return order.view(*lead, n)
 
@@ -150,7 +150,7 @@ def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
     rows, n = flat.shape
     chunks = cdiv(n, chunk)
     counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=flat.device)
-    launch(_histogram_kernel, (chunks, rows), flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
+    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
     return summed_counts(counts)
 
 
@@ -158,7 +158,7 @@ def summed_counts(counts: torch.Tensor) -> torch.Tensor:
     """Pass 2: per-chunk histograms [rows, chunks, nb] int32 -> chunk_prefix's sums."""
     rows, chunks, nb = counts.shape
     prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=counts.device)
-    launch(_chunk_prefix_kernel, (rows,), counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
+    _chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb, CR=SCAN_ROWS, num_warps=4)
     return prefix
 
 
@@ -221,7 +221,7 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
     flat = ranks.reshape(rows, n).contiguous()
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    launch(_levels_scatter_kernel, (chunks, rows), flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
+    _levels_scatter_kernel[(chunks, rows)](flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
                                            PR=chunk // per_entry, LEVELS=levels, num_warps=WARPS)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]

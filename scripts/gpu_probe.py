@@ -64,10 +64,6 @@ sharedset the published variant (one sample set per head): the driver's fwd+bwd 
          rounds, at d = 64 and 128, their gradients compared, its kernel profile, the primitive's
          backward both ways, and the per-block variant and the causal calls beside them.  (At
          c5dd0f7 it timed plain stores and forced 16-bit adds in place of the atomic fp32 adds.)
-directlaunch the driver with every repeat launch through the compiled kernel's launcher
-         (kernels.launch, DIRECT) against every launch through Triton's JIT, in interleaved rounds
-         by both timers: non-causal fwd and fwd+bwd at n = 4096, 16384 and the given n, causal
-         fwd at the given n; the outputs and gradients of both ways compared.
 sharedtimer both sampling variants' non-causal fwd+bwd by do_bench and by hyperbench's timer in
          interleaved rounds, and the GPU's idle gaps in one profiled call of each.
 tmaws    the forward on contiguous copies read through TMA descriptors, with Triton's Hopper warp
@@ -668,7 +664,7 @@ def timeline(n):
 def cpuphases(n):
     """The CPU time of each phase of one driver call (inclusive, per call, averaged over 30 calls
     each after a sync): what the front of a call costs before its first long kernel is queued, and
-    each Triton launch's share (kernels.launch.launch by kernel)."""
+    each Triton launch's share (JITFunction.run by kernel)."""
     import collections
     import time
     from kernels import hyper_attention as driver
@@ -689,15 +685,17 @@ def cpuphases(n):
                 for name in ("prepared_lists", "zeroed_dkdv", "block_sample_forward", "block_sample_backward",
                              "key_lists", "_list_launch", "row_delta")]
     patches.append(mock.patch.object(torch, "randint", timed("torch.randint", torch.randint)))
-    def launch(real, kernel, grid, *a, **k):
+    run = triton.runtime.jit.JITFunction.run
+
+    def launch(self, *a, **k):
         t0 = time.perf_counter()
         try:
-            return real(kernel, grid, *a, **k)
+            return run(self, *a, **k)
         finally:
             took = time.perf_counter() - t0
-            spent[f"launch {kernel.fn.__name__}"] += took
+            spent[f"launch {self.fn.__name__}"] += took
             spent["launch (all Triton)"] += took
-    patches += _launch_patches(launch)
+    patches.append(mock.patch.object(triton.runtime.jit.JITFunction, "run", launch))
     for causal in (False, True):
         for grad in (False, True):
             call = _driver_call(n, 64, causal, grad)
@@ -722,21 +720,6 @@ def cpuphases(n):
     for _ in range(100):
         torch.Generator(device="cuda").manual_seed(0)
     note("cpuphases new cuda Generator + manual_seed", (time.perf_counter() - t0) * 10)
-
-
-KERNEL_MODULES = ("triton_attention", "triton_cast", "triton_delta", "triton_lsh", "triton_merge", "triton_sort")
-
-
-def _launch_patches(wrapper):
-    """Patches that route every kernel launch of the kernels package through
-    wrapper(launch, kernel, grid, *args, **kwargs), launch being kernels.launch.launch (the JIT on
-    a first call, the compiled launcher after)."""
-    import importlib
-    from kernels import launch as launch_mod
-    real = launch_mod.launch
-    return [mock.patch.object(importlib.import_module(f"kernels.{name}"), "launch",
-                              lambda kernel, grid, *a, **k: wrapper(real, kernel, grid, *a, **k))
-            for name in KERNEL_MODULES]
 
 
 def _specialisation_key(args, kwargs):
@@ -769,9 +752,7 @@ def launchcost(_n):
     xs_small = [torch.randn(1, 2, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                 for _ in range(3)]
     gen = torch.Generator(device="cuda")
-    from kernels import launch as launch_mod
-    with mock.patch.object(triton.runtime.jit.JITFunction, "run", record), \
-            mock.patch.object(launch_mod, "DIRECT", False):
+    with mock.patch.object(triton.runtime.jit.JITFunction, "run", record):
         gen.manual_seed(0)
         out, _ = hyper_attention(*xs_small, HyperParams(), generator=gen, backend="triton")
         torch.autograd.grad(out, xs_small, torch.randn_like(out))
@@ -793,7 +774,6 @@ def launchcost(_n):
             "own key + launcher": lambda: (_specialisation_key(a, k),
                                            kernel.run(g[0], g[1], g[2], stream, kernel.function,
                                                       kernel.packed_metadata, None, None, None, *bound)),
-            "kernels.launch.launch (v25)": lambda: launch_mod.launch(fn, grid, *a, **k),
         }
         for way, launch in ways.items():
             for _ in range(20):
@@ -1101,26 +1081,6 @@ def sharedset(n, rounds=3):
             note(f"sharedset primitive bwd tile=0 SAMPLE_SLOTS={slots}", ms(bwd))
 
 
-def directlaunch(n, rounds=5):
-    """kernels.launch's direct path (v25) against Triton's JIT for every launch."""
-    from kernels import launch as launch_mod
-
-    def jit_only():
-        return mock.patch.object(launch_mod, "DIRECT", False)
-    for length, causal, grad in ((4096, False, False), (4096, False, True), (16384, False, False),
-                                 (16384, False, True), (n, False, False), (n, False, True), (n, True, False)):
-        call = _driver_call(length, 64, causal, grad)
-        with torch.enable_grad() if grad else torch.no_grad():
-            direct = call()
-            with jit_only():
-                jit = call()
-            pairs = zip(direct, jit) if grad else [(direct, jit)]
-            note(f"directlaunch n={length} causal={causal} {'fwd+bwd' if grad else 'fwd'}: rel diff "
-                 f"direct against JIT", tuple(rel(a.float(), b.float()) for a, b in pairs))
-            _interleaved(f"directlaunch n={length} causal={causal} {'fwd+bwd' if grad else 'fwd'},",
-                         {"direct": (call, contextlib.nullcontext), "JIT": (call, jit_only)}, rounds=rounds)
-
-
 def sharedtimer(n, rounds=3):
     """Whether the published variant's forward+backward loses more to hyperbench's timer (each call
     waited for) than the per-block one does, and where its GPU waits."""
@@ -1139,22 +1099,21 @@ def _launch_marks(call, rounds):
     import time
     sys.path.insert(0, os.path.join(REPO, "src"))
     from hyperbench.timing import L2_FLUSH_BYTES
+    run = triton.runtime.jit.JITFunction.run
     marks = []
 
-    def launch(real, kernel, grid, *a, **k):
+    def launch(self, *a, **k):
         before = torch.cuda.Event(enable_timing=True)
         before.record()
         t = time.perf_counter()
-        out = real(kernel, grid, *a, **k)
+        out = run(self, *a, **k)
         after = torch.cuda.Event(enable_timing=True)
         after.record()
-        marks.append((kernel.fn.__name__, t, before, after))
+        marks.append((self.fn.__name__, t, before, after))
         return out
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     rounds_found = []
-    with contextlib.ExitStack() as stack:
-        for patch in _launch_patches(launch):
-            stack.enter_context(patch)
+    with mock.patch.object(triton.runtime.jit.JITFunction, "run", launch):
         for r in range(rounds + 2):
             marks.clear()
             torch.cuda.synchronize()
@@ -1330,7 +1289,7 @@ def main():
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
-         "countsortn": countsortn, "directlaunch": directlaunch}[part](n)
+         "countsortn": countsortn}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
