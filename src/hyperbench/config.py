@@ -30,6 +30,10 @@ class Timing:
     min_reps: int = 3
     max_reps: int = 100
     flush_l2: bool = True
+    # GPU: queue the repetitions back to back and wait once at the end, as triton.testing.do_bench
+    # does, instead of waiting for each call (the host's time to start a call then counts only
+    # where the GPU runs out of queued work).
+    back_to_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def _timing(raw: Mapping) -> Timing:
         min_reps=_int(raw, "min_reps", 1, 100000),
         max_reps=_int(raw, "max_reps", 1, 100000),
         flush_l2=_bool(raw, "flush_l2"),
+        back_to_back=_bool(raw, "back_to_back"),
     )
     if t.max_reps < t.min_reps:
         raise ConfigError("timing.max_reps", f"{t.max_reps} is below timing.min_reps={t.min_reps}; allowed: >= min_reps")

@@ -30,7 +30,7 @@ def base_row(job: JobConfig, prov: dict, run_id: str, job_id: str, overrides: st
     row = {k: getattr(job, k) for k in MEASURED_KEYS if k != "inputs"}
     row.update(prov)
     row.update(run_id=run_id, job_id=job_id, inputs=inputs.describe(job.inputs), overrides=overrides,
-               config_hash=config_hash)
+               config_hash=config_hash, timing_mode="back_to_back" if job.timing.back_to_back else "per_call")
     return row
 
 
@@ -83,7 +83,8 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
     with _peak_memory(job.device, row):
         t = timing.measure(setup, timed, device=job.device, warmup=job.timing.warmup,
                            target_ms=job.timing.target_ms, min_reps=job.timing.min_reps,
-                           max_reps=job.timing.max_reps, flush_l2=job.timing.flush_l2)
+                           max_reps=job.timing.max_reps, flush_l2=job.timing.flush_l2,
+                           back_to_back=job.timing.back_to_back)
     del setup, timed
     flops = cost.call_flops(method, job)
     row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,

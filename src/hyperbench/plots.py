@@ -31,7 +31,7 @@ from hyperbench.errors import ConfigError
 
 # The configuration that identifies a measured point (besides the method).
 CONFIG = ("batch", "num_heads", "seq_len", "head_dim", "dtype", "causal", "mode", "block_size",
-          "sample_size", "sample_tile", "lsh_num_projs", "min_seq_len", "inputs", "seed")
+          "sample_size", "sample_tile", "lsh_num_projs", "min_seq_len", "inputs", "seed", "timing_mode")
 PROVENANCE = ("device", "gpu_name", "torch", "triton", "git_sha", "git_dirty", "created_at")
 MEASURES = {
     "speedup": ("status", "time_ms"),
@@ -58,7 +58,7 @@ PRESETS = {"speedup": "paper_speedup", "time": "paper_speedup", "memory": "paper
 MODES = ("fwd", "bwd", "fwd+bwd")
 SHORT = {"batch": "B", "num_heads": "H", "seq_len": "n", "head_dim": "d", "block_size": "block",
          "sample_size": "sample", "sample_tile": "tile", "lsh_num_projs": "projs",
-         "min_seq_len": "min_n"}
+         "min_seq_len": "min_n", "timing_mode": "timing"}
 N_LABEL = "sequence length n (tokens)"
 ERR_LABEL = "spectral error ‖Õ−O‖₂ / (‖D⁻¹A‖₂‖V‖₂)"
 TIME_LABEL = "median time (ms)"

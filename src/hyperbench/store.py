@@ -44,6 +44,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "peak_mem_bytes": _INT, "est_ms": _FLOAT, "wall_s": _FLOAT,
     "time_samples_ms": _STR,   # every repetition, a JSON list: what noise-aware comparisons need
     "host_ms": _FLOAT,         # GPU: the host's CPU time to issue one call (timing.Timed.host_ms)
+    "timing_mode": _STR,       # "per_call" (each call waited for) or "back_to_back" (timing.back_to_back)
     # accuracy
     "spec_err": _FLOAT, "spec_err_max": _FLOAT, "rel_spec_err": _FLOAT, "rel_spec_err_max": _FLOAT,
     "rel_fro_err": _FLOAT, "rel_fro_err_max": _FLOAT, "max_row_err": _FLOAT, "lse_err": _FLOAT,

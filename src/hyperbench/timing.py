@@ -1,7 +1,10 @@
 """How a call is timed: warm-up, repetitions, L2 flushed between them, median and 20th/80th percentiles.
 
 GPU: CUDA events around the call alone (the flush and any setup stay outside), and the host's own
-time to issue the call (host_ms). CPU: a monotonic clock.
+time to issue the call (host_ms). By default each call is waited for before the next is set up, so
+the host's time to start a call counts wherever the GPU waits for it; `back_to_back` queues every
+repetition (flush, events, call) and waits once at the end, as triton.testing.do_bench does, so
+that it counts only where the host falls behind the GPU. CPU: a monotonic clock.
 `make_call` turns a method's forward into the thing to time for the job's mode: fwd (inference, no
 autograd), bwd (the backward pass alone, over a graph built outside the timed region) or fwd+bwd.
 """
@@ -81,7 +84,7 @@ def sync(device: str) -> None:
 
 
 def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, target_ms: float,
-            min_reps: int, max_reps: int, flush_l2: bool) -> Timed:
+            min_reps: int, max_reps: int, flush_l2: bool, back_to_back: bool = False) -> Timed:
     """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call).
 
     On a CPU, warming up stops once one call takes longer than target_ms: nothing there compiles
@@ -98,7 +101,7 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
-    samples, host = [], []
+    samples, host, queued = [], [], []
     for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
         setup()
         if device == "cuda":
@@ -110,12 +113,18 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
             timed()
             host.append((time.perf_counter() - t0) * 1e3)
             end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
+            if back_to_back:
+                queued.append((start, end))
+            else:
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
             timed()
             samples.append((time.perf_counter() - t0) * 1e3)
+    if queued:
+        sync(device)
+        samples = [start.elapsed_time(end) for start, end in queued]
     return summarize(samples, host)
 
 

@@ -90,3 +90,25 @@ def test_rerun_measures_only_what_is_missing_and_force_reruns(tmp_path):
     forced = hyperbench("run", *common, "methods=[exact]", "force=true")
     assert forced.returncode == 0
     assert sorted(store.read(tmp_path)["method"]) == ["exact", "exact", "sdpa_math"]
+
+
+def test_back_to_back_rows_say_so_and_are_measured_apart_from_per_call_rows(tmp_path):
+    """timing.back_to_back is another configuration: a store holding the per-call rows of a shape
+    still measures it back to back, each row records its timing_mode, and the per-call rows keep
+    the hash they had before the key existed."""
+    common = [*SMALL, "errors=false", "methods=[exact]", f"results_dir={tmp_path}"]
+    assert hyperbench("run", *common).returncode == 0
+    queued = hyperbench("run", *common, "timing.back_to_back=true")
+    assert queued.returncode == 0 and "already in" not in queued.stdout
+    df = store.read(tmp_path).sort_values("created_at")
+    assert df["timing_mode"].tolist() == ["per_call", "back_to_back"]
+    per_call, back_to_back = df["config_hash"].tolist()
+    assert per_call != back_to_back
+    from hyperbench.config import MEASURED_KEYS, job_config
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "config.yaml"))
+    cfg.pop("defaults"), cfg.pop("hydra")
+    cfg.update(inputs={"name": "gaussian", "temperature": 1.0}, seq_len=192, num_heads=2, head_dim=16,
+               block_size=32, sample_size=32, sample_tile=32, min_seq_len=64)
+    job = job_config(cfg)
+    assert store.config_hash({k: job.as_dict()[k] for k in MEASURED_KEYS}) == per_call

@@ -55,6 +55,14 @@ def test_bad_values_name_the_key(override, key, allowed):
     assert "\n" not in str(err.value)
 
 
+def test_timing_waits_for_each_call_unless_asked_to_queue_them():
+    assert job_config(cfg()).timing.back_to_back is False
+    assert job_config(cfg(**{"timing.back_to_back": True})).timing.back_to_back is True
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(**{"timing.back_to_back": "sometimes"}))
+    assert err.value.field == "back_to_back" and "true, false" in str(err.value)
+
+
 def test_method_constraints_apply_only_to_selected_methods():
     job = job_config(cfg(head_dim=7, block_size=100, methods=["exact", "hyper_ref", "sdpa_math"]))
     assert job.head_dim == 7 and job.block_size == 100

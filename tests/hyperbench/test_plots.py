@@ -272,3 +272,16 @@ def test_a_full_grid_is_held_at_its_middle_value():
     assert list(plots._hold(df, free=())["sample_size"]) == [256]
     df["sample_size"] = [0, 256, 0, 256]
     assert set(plots._hold(df, free=())["sample_size"]) == {256}
+
+
+def test_a_figure_does_not_mix_per_call_and_back_to_back_timings():
+    """Rows of one point timed both ways are two points (timing_mode is configuration): the newest
+    of each survives, and a panel holds one timing mode."""
+    import pandas as pd
+    df = pd.DataFrame({c: [0] * 3 for c in plots.CONFIG})
+    df["timing_mode"] = ["per_call", "per_call", "back_to_back"]
+    df["method"], df["created_at"] = "hyper", pd.to_datetime([1, 2, 3])
+    df["gpu_name"], df["device"] = "NVIDIA H200", "cuda"
+    kept = plots._frame("speedup", df, {})
+    assert kept["timing_mode"].tolist() == ["per_call", "back_to_back"] and kept["created_at"].iloc[0] == pd.to_datetime(2)
+    assert plots._hold(kept, free=())["timing_mode"].nunique() == 1

@@ -79,3 +79,36 @@ def test_on_a_gpu_the_host_time_to_issue_a_call_is_kept(monkeypatch):
     cpu = timing.measure(lambda: None, lambda: None, device="cpu", warmup=1, target_ms=1, min_reps=3, max_reps=3,
                          flush_l2=False)
     assert cpu.host_ms is None
+
+
+def test_back_to_back_queues_every_repetition_and_waits_once(monkeypatch):
+    """timing.back_to_back: each repetition's flush, events and call are queued with no wait
+    between them (as triton.testing.do_bench), and the device is waited for once, before the events
+    are read; by default each call's end event is waited for before the next setup."""
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            pass
+
+        def record(self):
+            log.append("record")
+
+        def synchronize(self):
+            log.append("wait")
+
+        def elapsed_time(self, end):
+            log.append("read")
+            return 3.0
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: log.append("wait"))
+    for back_to_back in (True, False):
+        log.clear()
+        t = timing.measure(lambda: log.append("setup"), lambda: log.append("call"), device="cuda", warmup=1,
+                           target_ms=1, min_reps=4, max_reps=4, flush_l2=False, back_to_back=back_to_back)
+        reps = log[log.index("wait", log.index("call")) + 1:]     # after the warm-up's wait
+        assert t.reps == 4 and t.median_ms == 3.0
+        if back_to_back:
+            assert reps == ["setup", "record", "call", "record"] * 4 + ["wait"] + ["read"] * 4
+        else:
+            assert reps == ["setup", "record", "call", "record", "wait", "read"] * 4
