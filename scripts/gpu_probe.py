@@ -724,11 +724,11 @@ def cpuphases(n):
 
 def _specialisation_key(args, kwargs):
     """A launch's cache key at least as fine as Triton 3.6's specialisation: each tensor's dtype and
-    16-byte alignment, each int's value class (1, multiple of 16, 32- or 64-bit), and the
+    16-byte alignment, each int's value class (1, multiple of 16, i32 / i64 / u64), and the
     constexprs and options as given."""
     def one(a):
         if type(a) is int:
-            return a == 1, a & 15 == 0, -2**31 <= a < 2**31
+            return a == 1, a & 15 == 0, (a >= 2**31 or a < -2**31) + (a >= 2**63)
         if isinstance(a, torch.Tensor):
             return a.dtype, a.data_ptr() & 15 == 0
         return type(a)

@@ -57,6 +57,9 @@ COLUMNS: dict[str, pa.DataType] = {
     "config_hash": _STR, "created_at": _TS,
 }
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ in COLUMNS.items()])
+# What a column reads as in rows written before it existed: every row timed before
+# timing.back_to_back was timed per call.
+FILLS: dict[str, Any] = {"timing_mode": "per_call"}
 STATUSES = ("ok", "oom", "error", "unavailable", "skipped")
 
 # Config keys that do not change what is measured (where results go, how long to time, budgets).
@@ -238,8 +241,8 @@ def _ident(name: str) -> str:
 def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     """A DuckDB connection with the view ``results`` over the whole store.
 
-    The view has every COLUMNS column (null where no file has it), then any extra columns that
-    newer files carry.
+    The view has every COLUMNS column (null where no file has it, or its FILLS value), then any
+    extra columns that newer files carry.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
@@ -251,8 +254,12 @@ def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection,
         present = [r[0] for r in con.execute("DESCRIBE raw_results").fetchall()]
     else:
         present = []
-    select = [_ident(c) if c in present else f"CAST(NULL AS {_DUCK_TYPES[t]}) AS {_ident(c)}"
-              for c, t in COLUMNS.items()]
+    def column(c: str, t: pa.DataType) -> str:
+        fill = _sql_str(FILLS[c]) if c in FILLS else "NULL"
+        if c not in present:
+            return f"CAST({fill} AS {_DUCK_TYPES[t]}) AS {_ident(c)}"
+        return f"COALESCE({_ident(c)}, {fill}) AS {_ident(c)}" if c in FILLS else _ident(c)
+    select = [column(c, t) for c, t in COLUMNS.items()]
     extras = [c for c in present if c not in COLUMNS]
     select += [_ident(c) for c in extras]
     source = "raw_results" if files else "(SELECT 1) AS empty WHERE false"

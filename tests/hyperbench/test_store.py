@@ -128,6 +128,17 @@ def test_store_missing_a_column_everywhere_still_has_it(tmp_path):
     assert len(store.read(tmp_path, where={"seq_len": "4096"})) == 0
 
 
+def test_rows_from_before_timing_mode_read_as_timed_per_call(tmp_path):
+    """A file without the column, and a row whose value is null, read as per_call (how every row
+    was timed before timing.back_to_back); filters see the same."""
+    pq.write_table(pa.table({"method": ["exact"]}), tmp_path / "old.parquet")
+    store.write_job([row(method="hyper", timing_mode=None), row(method="sdpa_flash", timing_mode="back_to_back")],
+                    tmp_path, job_id="new")
+    df = store.read(tmp_path).set_index("method")
+    assert df["timing_mode"].to_dict() == {"exact": "per_call", "hyper": "per_call", "sdpa_flash": "back_to_back"}
+    assert sorted(store.read(tmp_path, where={"timing_mode": "per_call"})["method"]) == ["exact", "hyper"]
+
+
 def test_empty_store(tmp_path):
     for d in (tmp_path / "missing", tmp_path):
         df = store.read(d)
