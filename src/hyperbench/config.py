@@ -108,14 +108,17 @@ def resolve_device(requested: str) -> str:
 
 
 def _timing(raw: Mapping) -> Timing:
-    t = Timing(
-        warmup=_int(raw, "warmup", 0, 1000),
-        target_ms=_number(raw, "target_ms", 0.0),
-        min_reps=_int(raw, "min_reps", 1, 100000),
-        max_reps=_int(raw, "max_reps", 1, 100000),
-        flush_l2=_bool(raw, "flush_l2"),
-        back_to_back=_bool(raw, "back_to_back"),
-    )
+    try:
+        t = Timing(
+            warmup=_int(raw, "warmup", 0, 1000),
+            target_ms=_number(raw, "target_ms", 0.0),
+            min_reps=_int(raw, "min_reps", 1, 100000),
+            max_reps=_int(raw, "max_reps", 1, 100000),
+            flush_l2=_bool(raw, "flush_l2"),
+            back_to_back=_bool(raw, "back_to_back"),
+        )
+    except ConfigError as err:   # name the key as it is written: timing.min_reps=0
+        raise ConfigError(f"timing.{err.field}", err.message) from None
     if t.max_reps < t.min_reps:
         raise ConfigError("timing.max_reps", f"{t.max_reps} is below timing.min_reps={t.min_reps}; allowed: >= min_reps")
     return t

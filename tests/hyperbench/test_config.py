@@ -44,7 +44,7 @@ def test_defaults_resolve_on_cpu():
     ({"block_size": 100}, "block_size", "for method hyper; allowed: a multiple of 16"),
     ({"methods": ["custom"]}, "method.target", "pkg.module:function"),
     ({"methods": ["custom"], "method.target": "no_such_module:f"}, "method.target", "cannot import"),
-    ({"timing.min_reps": 0}, "min_reps", "integer from 1"),
+    ({"timing.min_reps": 0}, "timing.min_reps", "integer from 1"),
     ({"methods": ["exact", "exact"]}, "methods", "each method once"),
 ])
 def test_bad_values_name_the_key(override, key, allowed):
@@ -60,7 +60,7 @@ def test_timing_waits_for_each_call_unless_asked_to_queue_them():
     assert job_config(cfg(**{"timing.back_to_back": True})).timing.back_to_back is True
     with pytest.raises(ConfigError) as err:
         job_config(cfg(**{"timing.back_to_back": "sometimes"}))
-    assert err.value.field == "back_to_back" and "true, false" in str(err.value)
+    assert err.value.field == "timing.back_to_back" and "true, false" in str(err.value)
 
 
 def test_method_constraints_apply_only_to_selected_methods():
