@@ -16,12 +16,12 @@ import triton.language as tl
 
 from . import lsh
 from .launch import cdiv, next_power_of_2
-from .triton_sort import MAX_PROJS, buckets, summed_counts
+from .triton_sort import CHUNK, MAX_PROJS, buckets, summed_counts
 
 BLOCK_ROWS = 128
 # with_prefix: rows per program, hashed BLOCK_ROWS at a time, whose keys the program counts per
-# bucket: the counting sort's chunk (triton_sort.CHUNK), so its pass 2 reads these counts as they are.
-COUNT_ROWS = 512
+# bucket: the counting sort's chunk, so its pass 2 reads these counts as they are.
+COUNT_ROWS = CHUNK
 
 
 @triton.jit
