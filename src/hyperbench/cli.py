@@ -122,7 +122,7 @@ def _run_task(cfg) -> None:
     if job.method_target:  # two custom callables on one shape are two configurations
         measured["method_target"] = job.method_target
     if job.timing.back_to_back:  # other timings of one shape are other rows (per-call rows hash as before)
-        measured["timing_mode"] = "back_to_back"
+        measured["timing_mode"] = job.timing.mode
     prov = provenance.collect(job.device)
     chash = store.config_hash(measured)
     point = f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}"

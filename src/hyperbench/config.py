@@ -35,6 +35,11 @@ class Timing:
     # where the GPU runs out of queued work).
     back_to_back: bool = False
 
+    @property
+    def mode(self) -> str:
+        """How the repetitions were waited for, as rows record it (the store's timing_mode)."""
+        return "back_to_back" if self.back_to_back else "per_call"
+
 
 @dataclass(frozen=True)
 class JobConfig:

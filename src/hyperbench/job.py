@@ -30,7 +30,7 @@ def base_row(job: JobConfig, prov: dict, run_id: str, job_id: str, overrides: st
     row = {k: getattr(job, k) for k in MEASURED_KEYS if k != "inputs"}
     row.update(prov)
     row.update(run_id=run_id, job_id=job_id, inputs=inputs.describe(job.inputs), overrides=overrides,
-               config_hash=config_hash, timing_mode="back_to_back" if job.timing.back_to_back else "per_call")
+               config_hash=config_hash, timing_mode=job.timing.mode)
     return row
 
 
