@@ -13,3 +13,18 @@ def cdiv(a: int, b: int) -> int:
 
 def next_power_of_2(x: int) -> int:
     return 1 << (x - 1).bit_length() if x > 0 else 0
+
+
+# CUDA runs at most 65535 programs along a grid's y and z axes. The kernels put the batch·head
+# index (or the sort's rows, two a head) on one of them; the causal recursion multiplies the heads
+# by 2 a level (2^13 at min_seq_len 16 and n = 131072), so a launch can ask for more.
+MAX_GRID_YZ = 65535
+
+
+def launch_in_chunks(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
+    """kernel[grid](*args, **kwargs), with the grid's last axis cut into launches of at most
+    MAX_GRID_YZ programs. Each launch passes its first index along that axis as the keyword
+    `first`, which the kernel adds to that axis's program id."""
+    *lead, count = grid
+    for first in range(0, count, MAX_GRID_YZ):
+        kernel[(*lead, min(MAX_GRID_YZ, count - first))](*args, first=first, **kwargs)

@@ -33,12 +33,28 @@ _PAD = 8
 # widened backward for a lse gradient is always flash's. HYPERBENCH_LEAF_FORWARD lets the GPU check
 # pick.
 LEAF_FORWARD = os.environ.get("HYPERBENCH_LEAF_FORWARD", "cudnn")
+# Heads (and batches) one call of these kernels takes: cuDNN's fails beyond (PyTorch stopped routing
+# such inputs to it in its PR 180718; these calls reach the kernel directly) and FlashAttention puts
+# heads on a grid axis of this size. The causal recursion's leaves are H·2^levels heads, 131072 for
+# n = 16384, H = 8 at min_seq_len 1, so wider calls are made a slice of heads at a time.
+MAX_HEADS = 65535
 
 
 def supported(q: torch.Tensor) -> bool:
     """Inputs the fused kernels take: CUDA, 16-bit, head_dim a multiple of 8 up to 128 (+8)."""
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128 and q.shape[0] <= MAX_HEADS)
+
+
+def _head_slices(heads: int) -> list[slice]:
+    return [slice(h, min(heads, h + MAX_HEADS)) for h in range(0, heads, MAX_HEADS)]
+
+
+def _per_head_slice(fn, states, *tensors):
+    """fn(*slices of tensors along dim 1, state) for each slice of heads and its state, the
+    results' tensors concatenated along dim 1 again."""
+    parts = [fn(*(x[:, sl] for x in tensors), state) for sl, state in zip(_head_slices(tensors[0].shape[1]), states)]
+    return tuple(torch.cat(xs, 1) for xs in zip(*parts))
 
 
 def _flash_forward(q, k, v, causal, scale):
@@ -125,14 +141,28 @@ class _SdpaWithLse(torch.autograd.Function):
             dq, dk, dv = backward_from_state(dout, q, k, v, out, lse, causal=ctx.causal, scale=ctx.scale,
                                              state=ctx.state)
         else:
-            dq, dk, dv = backward_with_lse(dout, dlse, q, k, v, out, lse, ctx.causal, ctx.scale,
-                                           _flash_state(ctx.state), kernel=_flash_backward)
+            dq, dk, dv = _widened_backward(dout, dlse, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.state)
         return dq, dk, dv, None, None
+
+
+def _widened_backward(dout, dlse, q, k, v, out, lse, causal, scale, state):
+    """backward_with_lse on flash's kernel after a forward that left `state`, a slice of heads at
+    a time where the forward was."""
+    if state[0] == "heads":
+        return _per_head_slice(lambda *xs: _widened_backward(*xs[:7], causal, scale, xs[7]), state[1],
+                               dout, dlse, q, k, v, out, lse)
+    return backward_with_lse(dout, dlse, q, k, v, out, lse, causal, scale, _flash_state(state), kernel=_flash_backward)
 
 
 def forward_with_state(q, k, v, *, causal: bool, scale: float):
     """(out, lse, state): LEAF_FORWARD's kernel, plus what `backward_from_state` needs of it.
-    "reference" is the PyTorch statement of both kernels (CPU tests of the code around them)."""
+    "reference" is the PyTorch statement of both kernels (CPU tests of the code around them).
+    More than MAX_HEADS heads: one call per slice of heads, state ("heads", each slice's)."""
+    if q.shape[1] > MAX_HEADS:
+        slices = _head_slices(q.shape[1])
+        parts = [forward_with_state(q[:, sl], k[:, sl], v[:, sl], causal=causal, scale=scale) for sl in slices]
+        out, lse = (torch.cat([part[i] for part in parts], 1) for i in (0, 1))
+        return out, lse, ("heads", tuple(part[2] for part in parts))
     q, k, v = (x.contiguous() for x in (q, k, v))
     if LEAF_FORWARD == "reference":
         from .reference import exact_attention
@@ -152,6 +182,9 @@ def backward_from_state(dout, q, k, v, out, lse, *, causal: bool, scale: float, 
     out and lse may be those of a larger merged attention this one is part of (the causal
     recursion's final rows): then these are this part's share of its gradient, for a loss
     through out only (a dlse would need the widened call above)."""
+    if state[0] == "heads":
+        return _per_head_slice(lambda *xs: backward_from_state(*xs[:6], causal=causal, scale=scale, state=xs[6]),
+                               state[1], dout, q, k, v, out, lse)
     q, k, v, dout, out = (x.contiguous() for x in (q, k, v, dout.to(q.dtype), out))
     lse = lse.float().contiguous()
     if state[0] == "reference":

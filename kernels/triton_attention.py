@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv
+from .launch import cdiv, launch_in_chunks
 from .triton_delta import delta as row_delta
 from .triton_merge import merge_into
 
@@ -295,13 +295,14 @@ def _dq_step(qk, lse2, do, delta, k, v, dq, PREC: tl.constexpr):
 @triton.jit
 def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, m, s_head, block, tile, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h,
+                     H, n, m, s_head, block, tile, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h, first,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, HAS_SAMPLES: tl.constexpr,
                      GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr):
     """GRAD=False: out, lse of the tile.  GRAD=True: dQ of the tile (Out holds dQ; Lse, DO, Delta
-    are the forward's lse and the incoming gradients)."""
-    pid, bh = tl.program_id(0), tl.program_id(1)
+    are the forward's lse and the incoming gradients).  first: the launch's first head
+    (launch_in_chunks)."""
+    pid, bh = tl.program_id(0), tl.program_id(1) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
@@ -405,7 +406,7 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 @triton.jit
 def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv,
+                 H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv, first,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
                  ZERO_DKDV: tl.constexpr):
@@ -418,8 +419,9 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     starting its online softmax from them (_resume_from).
     ZERO_DKDV: the forward also zeroes the backward's dK and dV (DKV: both, sz_kv apart, head
     stride sz_h) in the key rows at its own sorted positions (KO: the key order), so that every row
-    is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own."""
-    pid, bh = tl.program_id(0), tl.program_id(1)
+    is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own.
+    first: the launch's first head (launch_in_chunks)."""
+    pid, bh = tl.program_id(0), tl.program_id(1) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
@@ -509,7 +511,7 @@ def _list_bwd_keys(dq, q, do, lse2, delta, keys, j_lo, j_hi, qk_scale, k_scale, 
 @triton.jit
 def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m,
+                     H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m, first,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
                      STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr):
@@ -523,8 +525,9 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     SLOTS: the sample set's share is added in fp32 into SS (dK, ss_kv apart from dV, head stride
     ss_h) by the keys' slots in their set, [sets, m, D] a head, instead of into DK, DV: where
     many tiles share a set, fp32 for those few rows and 16-bit adds for the block keys
-    (_add_sample_slots adds the slots into the keys' rows afterwards)."""
-    pid, bh = tl.program_id(0), tl.program_id(1)
+    (_add_sample_slots adds the slots into the keys' rows afterwards).  first: the launch's first
+    head (launch_in_chunks)."""
+    pid, bh = tl.program_id(0), tl.program_id(1) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
@@ -551,11 +554,11 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
 
 
 @triton.jit
-def _key_lists_kernel(KO, S, US, KR, KB, n, block, tile, m, s_head, L, log2_w,
+def _key_lists_kernel(KO, S, US, KR, KB, n, block, tile, m, s_head, L, log2_w, first,
                       SHARED_SET: tl.constexpr, CH: tl.constexpr):
     """Key list of unit pid, the sorted query rows from US[pid] (see key_lists): block keys, then
-    samples, then padding."""
-    pid, bh = tl.program_id(0), tl.program_id(1)
+    samples, then padding.  first: the launch's first head (launch_in_chunks)."""
+    pid, bh = tl.program_id(0), tl.program_id(1) + first
     bh64 = bh.to(tl.int64)
     KO += bh64 * n
     base = (bh64 * tl.num_programs(0) + pid) * L
@@ -591,14 +594,15 @@ def _key_lists_kernel(KO, S, US, KR, KB, n, block, tile, m, s_head, L, log2_w,
 @triton.jit
 def _dkdv_kernel(Q, K, V, QO, KO, S, Lse, DO, Delta, DK, DV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h,
+                 H, n, m, s_head, block, vtile, set_step, qk_scale, log2_w, so_h, sdo_h, sl_h, sdl_h, first,
                  D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr,
                  CAUSAL: tl.constexpr, MASK_BLOCK: tl.constexpr, SAMPLED: tl.constexpr,
                  PREC: tl.constexpr, ACCUM: tl.constexpr):
     """SAMPLED=False: keys = sorted positions of tile pid, queries = their block(s); dK, dV written
     (fp32) to the keys' original rows.  SAMPLED=True: keys = samples [pid*BN, pid*BN+BN) of the set
-    of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); added atomically into DK/DV."""
-    pid, vt, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    of virtual query tile vt (rows [vt*vtile, (vt+1)*vtile)); added atomically into DK/DV.
+    first: the launch's first head (launch_in_chunks)."""
+    pid, vt, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     QO += bh.to(tl.int64) * n
     KO += bh.to(tl.int64) * n
@@ -725,8 +729,8 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
     bm, bn, warps, stages = _config("dq" if grad else "fwd_general", g.d)
     dummy = lse   # stands in for pointers the chosen variant never reads
     grid = (cdiv(g.n, bm), g.B * g.H)
-    _row_tile_kernel[grid](
-        q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
+    launch_in_chunks(
+        _row_tile_kernel, grid, q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
         _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v),
         g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w, _head_stride(out, g.H),
@@ -750,15 +754,15 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     rs = _grad_strides(lse, do, delta, g.H)
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
     qo, ko = _or(q_order, lse), _or(k_order, lse)
-    _dkdv_kernel[(cdiv(g.n, bn), 1, g.B * g.H)](
-        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
+    launch_in_chunks(
+        _dkdv_kernel, (cdiv(g.n, bn), 1, g.B * g.H), q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
         MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
     if g.has_samples:
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
         vtile = g.tile if g.T > 1 else min(g.n, SHARED_SET_CHUNK)
         VT = cdiv(g.n, vtile)
-        _dkdv_kernel[(cdiv(g.m, bn), VT, g.B * g.H)](
-            q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
+        launch_in_chunks(
+            _dkdv_kernel, (cdiv(g.m, bn), VT, g.B * g.H), q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
             *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h, *rs,
             MASK_BLOCK=True, SAMPLED=True, **common)
     return dk, dv
@@ -903,8 +907,8 @@ def key_lists(g: _Geometry, k_order, samples, bn: int):
     L = cdiv(g.block + g.m, bn) * bn
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
     bias = torch.empty(g.B, g.H, nl, L, dtype=torch.float32, device=k_order.device)
-    _key_lists_kernel[(nl, g.B * g.H)](
-        k_order, _or(samples, k_order), units, rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
+    launch_in_chunks(
+        _key_lists_kernel, (nl, g.B * g.H), k_order, _or(samples, k_order), units, rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
         SHARED_SET=g.T == 1, CH=64, num_warps=4)
     return rows, bias
 
@@ -928,8 +932,8 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
     rows, bias = lists
     dummy = lse
     layout = _layout(g.n, g.block, g.tile, bm)
-    _list_kernel[(layout.n_tiles, g.B * g.H)](
-        q, k, v, q_order, layout.tiles_on(q.device), rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+    launch_in_chunks(
+        _list_kernel, (layout.n_tiles, g.B * g.H), q, k, v, q_order, layout.tiles_on(q.device), rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1],
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
@@ -1043,8 +1047,8 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             dv.zero_()
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
         layout = _layout(g.n, g.block, g.tile, bm)
-        _list_bwd_kernel[(layout.n_tiles, g.B * g.H)](
-            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
+        launch_in_chunks(
+            _list_bwd_kernel, (layout.n_tiles, g.B * g.H), q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H),
             g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,

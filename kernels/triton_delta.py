@@ -26,7 +26,8 @@ def delta_reference(dout: torch.Tensor, out: torch.Tensor, dlse: torch.Tensor | 
 
 @triton.jit
 def _delta_kernel(DO, O, DLSE, DELTA, rows, D: tl.constexpr, BR: tl.constexpr, HAS_DLSE: tl.constexpr):
-    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    # 64-bit rows: row × D passes 2^31 for B·H·n·D of 2^31 elements or more (B = 16 at n = 131072)
+    r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
     ok = r < rows
     cols = tl.arange(0, D)
     do = tl.load(DO + r[:, None] * D + cols[None, :], mask=ok[:, None], other=0.0).to(tl.float32)

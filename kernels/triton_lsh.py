@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from . import lsh
-from .launch import cdiv, next_power_of_2
+from .launch import cdiv, launch_in_chunks, next_power_of_2
 from .triton_sort import CHUNK, MAX_PROJS, buckets, summed_counts
 
 BLOCK_ROWS = 128
@@ -35,14 +35,15 @@ def _round_to_bf16(x):
 
 
 @triton.jit
-def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, COUNTS, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP,
+def _bucket_rank_kernel(X, X2, P, W, RANK, KEY, COUNTS, sxb, sxh, sxn, s2b, s2h, s2n, H, BH, n, NP, first,
                         D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BS: tl.constexpr,
                         EXACT_FP32: tl.constexpr, NB: tl.constexpr, COUNT: tl.constexpr):
     """Keys of rows pid·BM.. of head g, BS rows a step: of X for g < BH (= B·H), of X2 for the
     next BH heads, so that q and k are hashed in one launch into one [2, B, H, n] tensor.  COUNT:
     also the counting sort's pass 1 (kernels/triton_sort.py) on chunks of BM keys: the program's
-    keys per bucket, NB bins, into COUNTS [2·B·H, chunks, NB]."""
-    pid, g = tl.program_id(0), tl.program_id(1)
+    keys per bucket, NB bins, into COUNTS [2·B·H, chunks, NB].  first: the launch's first head
+    (launch_in_chunks)."""
+    pid, g = tl.program_id(0), tl.program_id(1) + first
     if g < BH:
         b, h = (g // H).to(tl.int64), (g % H).to(tl.int64)
         base = X + b * sxb + h * sxh
@@ -110,7 +111,7 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, with_prefix:
     grid = (cdiv(n, rows_per_program), len(xs) * B * H)
     nb = buckets(num_projs) if with_prefix else 16
     counts = torch.empty(grid[1], grid[0], nb, dtype=torch.int32, device=x.device) if with_prefix else keys
-    _bucket_rank_kernel[grid](x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
+    launch_in_chunks(_bucket_rank_kernel, grid, x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
                               x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
                               D=d, R=width, BM=rows_per_program, BS=BLOCK_ROWS,
                               EXACT_FP32=x.dtype == torch.float32, NB=nb, COUNT=with_prefix, num_warps=4)

@@ -12,16 +12,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv
+from .launch import cdiv, launch_in_chunks
 
 
 @triton.jit
 def _merge_kernel(o1, l1, o2, l2, rows, heads,
-                  s1b, s1h, s1n, t1b, t1h, s2b, s2h, s2n, t2b, t2h,
+                  s1b, s1h, s1n, t1b, t1h, s2b, s2h, s2n, t2b, t2h, first,
                   D: tl.constexpr, BR: tl.constexpr):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
-    bh = tl.program_id(1)
-    b, h = bh // heads, bh % heads
+    bh = tl.program_id(1) + first                  # first: the launch's first head (launch_in_chunks)
+    # 64-bit: b and h times their strides pass 2^31 elements in a large batch (B = 16 at n = 131072)
+    b, h = (bh // heads).to(tl.int64), (bh % heads).to(tl.int64)
     ok = r < rows
     cols = tl.arange(0, D)
     lse1 = tl.load(l1 + b * t1b + h * t1h + r, mask=ok, other=0.0)
@@ -52,8 +53,8 @@ def merge_into(out1: torch.Tensor, lse1: torch.Tensor, out2: torch.Tensor, lse2:
     if d & (d - 1):
         raise ValueError(f"merge_into needs a power-of-two head_dim, got {d}")
     br = max(1, min(64, 8192 // d))
-    _merge_kernel[(cdiv(rows, br), B * H)](
-        out1, lse1, out2, lse2, rows, H,
+    launch_in_chunks(
+        _merge_kernel, (cdiv(rows, br), B * H), out1, lse1, out2, lse2, rows, H,
         out1.stride(0), out1.stride(1), out1.stride(2), lse1.stride(0), lse1.stride(1),
         out2.stride(0), out2.stride(1), out2.stride(2), lse2.stride(0), lse2.stride(1),
         D=d, BR=br, num_warps=4)

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, next_power_of_2
+from .launch import cdiv, launch_in_chunks, next_power_of_2
 
 CHUNK = 512            # keys per program of pass 3 (timings above)
 WARPS = 4              # warps per program of pass 3
@@ -36,8 +36,8 @@ MAX_PROJS = 8          # 256 buckets at most: the histogram and the prefix table
 
 
 @triton.jit
-def _histogram_kernel(KEYS, COUNTS, n, chunks, NB: tl.constexpr, CH: tl.constexpr):
-    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+def _histogram_kernel(KEYS, COUNTS, n, chunks, first, NB: tl.constexpr, CH: tl.constexpr):
+    c, row = tl.program_id(0), (tl.program_id(1) + first).to(tl.int64)   # first: see _scatter_kernel
     pos = c * CH + tl.arange(0, CH)
     ok = pos < n
     keys = tl.load(KEYS + row * n + pos, mask=ok, other=0).to(tl.int32)
@@ -85,10 +85,10 @@ def _sorted_chunk(KEYS, prefix, row, n, c, last, NB: tl.constexpr, CH: tl.conste
 
 
 @triton.jit
-def _scatter_kernel(KEYS, PREFIX, ORDER, n, last, NB: tl.constexpr, CH: tl.constexpr, PR: tl.constexpr):
+def _scatter_kernel(KEYS, PREFIX, ORDER, n, last, first, NB: tl.constexpr, CH: tl.constexpr, PR: tl.constexpr):
     """Pass 3: chunk c of a row into the row's sorted order (PREFIX: chunk_prefix's sums, PR entries
-    a chunk, `last` + 1 a row)."""
-    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    a chunk, `last` + 1 a row; first: the launch's first row, launch_in_chunks)."""
+    c, row = tl.program_id(0), (tl.program_id(1) + first).to(tl.int64)
     prefix = PREFIX + row * (last + 1) * NB
     key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, last, NB, CH, PR)
     total = tl.load(prefix + last * NB + tl.arange(0, NB))
@@ -125,7 +125,7 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     if order.numel() == 0:
         return order.view(*lead, n)
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
-    _scatter_kernel[(cdiv(n, chunk), rows)](flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
+    launch_in_chunks(_scatter_kernel, (cdiv(n, chunk), rows), flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
                                             PR=chunk // per_entry, num_warps=WARPS)
     return order.view(*lead, n)
 
@@ -150,7 +150,7 @@ def chunk_prefix(flat: torch.Tensor, chunk: int, nb: int) -> torch.Tensor:
     rows, n = flat.shape
     chunks = cdiv(n, chunk)
     counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=flat.device)
-    _histogram_kernel[(chunks, rows)](flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
+    launch_in_chunks(_histogram_kernel, (chunks, rows), flat, counts, n, chunks, NB=nb, CH=chunk, num_warps=4)
     return summed_counts(counts)
 
 
@@ -174,12 +174,12 @@ def summed_counts(counts: torch.Tensor) -> torch.Tensor:
 # sort, and it is the same at every level, so one sort serves every level's stores.
 
 @triton.jit
-def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, last, query_rows, NB: tl.constexpr, CH: tl.constexpr,
+def _levels_scatter_kernel(KEYS, PREFIX, ORDERS, n, last, query_rows, first, NB: tl.constexpr, CH: tl.constexpr,
                            PR: tl.constexpr, LEVELS: tl.constexpr):
     """Chunk c of row `row` (query rows first, then key rows) into the orders of every level it
     takes part in: ORDERS[l, row, j·h + r] = the original index within its half of the key at
-    sorted position r of half-segment j (h = n / 2^(l+1)).  PREFIX as _scatter_kernel's."""
-    c, row = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    sorted position r of half-segment j (h = n / 2^(l+1)).  PREFIX and first as _scatter_kernel's."""
+    c, row = tl.program_id(0), (tl.program_id(1) + first).to(tl.int64)
     p0 = c * CH
     prefix = PREFIX + row * (last + 1) * NB
     key, pos, rank, here = _sorted_chunk(KEYS, prefix, row, n, c, last, NB, CH, PR)
@@ -221,7 +221,7 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
     flat = ranks.reshape(rows, n).contiguous()
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    _levels_scatter_kernel[(chunks, rows)](flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
+    launch_in_chunks(_levels_scatter_kernel, (chunks, rows), flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
                                            PR=chunk // per_entry, LEVELS=levels, num_warps=WARPS)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]

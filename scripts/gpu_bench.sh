@@ -2,13 +2,15 @@
 # Everything the GPU results in results/ come from, on a GPU machine, in steps (STEPS, below):
 #   check     the Triton kernels and the SDPA leaves against the PyTorch reference (bf16/fp16,
 #             NaN-poisoned outputs), the driver's time broken down (scripts/gpu_kernel_check.py);
-#             CHECKS picks the groups (leaves,driver,primitive,limits), KERNEL_NS the lengths timed,
+#             CHECKS picks the groups (leaves,driver,primitive,limits; also beyond: past 2^31 elements
+#             and 65535 heads a launch, ~80 GB of GPU memory), KERNEL_NS the lengths timed,
 #             KERNEL_ARGS more flags (e.g. --sweep=64,128 to tune the tile configs first)
 #   headline  `hyperbench run` at n = 131072 with every method (with error metrics)
 #   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
 #             fwd (with error metrics) and fwd+bwd
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
-#   long      n = 262144 (hyper and cuDNN), fwd and fwd+bwd, at head_dim LONG_D (default 64)
+#   long      n = LONG_NS (default 262144; hyper and cuDNN, which budget_s=60 skips beyond ~1 minute
+#             of calls), fwd and fwd+bwd, at head_dim LONG_D (default 64)
 #   d128      head_dim 128, the curve's n = 1024..131072, fwd / bwd / fwd+bwd, causal and not
 #   d32, d16  head_dim 32 or 16, n = 4096..131072, fwd and fwd+bwd
 #   blocks    the bucket-size axis at n = 131072: hyper at block_size BLOCKS (sample 256), fwd and
@@ -58,7 +60,7 @@ for step in $STEPS; do
       hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false isolate=false ;;
     long)
-      hb run -m seq_len=262144 head_dim=${LONG_D:-64} 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
+      hb run -m seq_len=${LONG_NS:-262144} head_dim=${LONG_D:-64} 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
          isolate=false budget_s=60 'timing.warmup=1' ;;
     d128)
       hb run -m head_dim=128 seq_len=1024,2048,4096,8192,16384,32768,65536,131072 \

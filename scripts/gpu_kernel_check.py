@@ -2,6 +2,7 @@
 
     python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive,limits]
                                         [--causal=true|false] [--sampling]
+    (--checks=beyond: past the 32-bit and grid limits, ~60 GB of GPU memory; not in the default groups)
 
 1. (--sweep, or --sweep=64,128 for those head dims) The key-list path against the general kernel,
    and a tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is
@@ -139,12 +140,12 @@ def check_long_forward(dtype, d):
     record_check(f"primitive fwd n=131072 {dtype} d={d}", errs, 2e-2)
 
 
-def check_driver(n, causal, dtype, with_lse=True, d=64, block=256, sample=256):
+def check_driver(n, causal, dtype, with_lse=True, d=64, block=256, sample=256, heads=2, min_seq_len=4096):
     """The driver's training path against the torch backend, the loss through out (and lse);
     block: block_size and sample_tile; sample: sample_size."""
-    params = HyperParams(block_size=block, sample_tile=block, sample_size=sample)
-    xs0 = [rand((1, 2, n, d), dtype, 600 + i) for i in range(3)]
-    gout = rand((1, 2, n, d), torch.float32, 610)
+    params = HyperParams(block_size=block, sample_tile=block, sample_size=sample, min_seq_len=min_seq_len)
+    xs0 = [rand((1, heads, n, d), dtype, 600 + i) for i in range(3)]
+    gout = rand((1, heads, n, d), torch.float32, 610)
     res = {}
     # Same inputs for both (the torch reference computes in fp32 inside): LSH keys are a function
     # of the input values, so both backends must hash the same tensors to sort rows alike.
@@ -156,7 +157,8 @@ def check_driver(n, causal, dtype, with_lse=True, d=64, block=256, sample=256):
         ((out.float() * gout).sum() + (lse.sum() if with_lse else 0)).backward()
         res[backend] = (out, lse, *(x.grad for x in xs))
     errs = {name: rel(a, b) for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *res.values())}
-    record_check(f"driver n={n} causal={causal} {dtype} d={d} block={block} sample={sample} loss through out"
+    shape = f" heads={heads} min_seq_len={min_seq_len}" if (heads, min_seq_len) != (2, 4096) else ""
+    record_check(f"driver n={n} causal={causal} {dtype} d={d} block={block} sample={sample}{shape} loss through out"
                  f"{' and lse' if with_lse else ''}", errs,
                  3e-2 if dtype == torch.bfloat16 else 1e-2)
 
@@ -256,6 +258,8 @@ def correctness(parts):
         primitive_checks()
     if "limits" in parts:
         limit_checks()
+    if "beyond" in parts:
+        beyond_checks()
 
 
 def limit_checks():
@@ -275,6 +279,58 @@ def limit_checks():
     for causal in (False, True):
         for n in (1, 2, 17, 4095, 4096, 4097, 8191):
             guarded(check_driver, n, causal, torch.bfloat16, True, 64)
+
+
+def beyond_checks():
+    """Past 32-bit element offsets and CUDA's 65535 programs a grid axis takes. Training and
+    inference on tensors of more than 2^31 elements (B = 16 or 9 at n = 131072, H = 32, d = 64:
+    8 or 4.5 GB each), each batch element against a B = 1 call on the same input with the same draws.
+    Then launches of more than 65535 heads: the causal recursion at min_seq_len 1 (n = 16384, H = 8:
+    65536 heads at its deepest level, 131072 leaves) and 70000 heads, against the torch backend."""
+    guarded(check_big_batch, 16, False, True)
+    guarded(check_big_batch, 16, True, False)
+    guarded(check_big_batch, 9, True, True)
+    for causal in (False, True):
+        guarded(check_driver, 16384, causal, torch.bfloat16, True, 64, 256, 256, 8, 1)
+        guarded(check_driver, 64, causal, torch.bfloat16, True, 64, 16, 16, 70000, 16)
+
+
+def check_big_batch(B, causal, train, n=131072, H=32, d=64):
+    """hyper on B copies of one [1, H, n, d] input (more than 2^31 elements for B >= 9) against
+    the B = 1 call: every batch element must agree. torch.randint is patched to draw one batch
+    element's samples and repeat them, so both calls sample alike; any 32-bit offset that wraps
+    shows up as batch elements 8 and up disagreeing (or as NaN from the poisoned memory)."""
+    real_randint = torch.randint
+
+    def one_draw_per_batch(high, size, *args, **kwargs):
+        return real_randint(high, (1, *size[1:]), *args, **kwargs).expand(*size).contiguous()
+    small = [rand((1, H, n, d), torch.bfloat16, 800 + i) for i in range(3)]
+    gout = rand((1, H, n, d), torch.bfloat16, 810)
+
+    def call(xs, g):
+        xs = [x.detach().requires_grad_(train) for x in xs]
+        gen = torch.Generator(device=DEV).manual_seed(5)
+        with mock.patch.object(torch, "randint", one_draw_per_batch), torch.set_grad_enabled(train):
+            out, lse = hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+            if not train:
+                return out, lse
+            # the loss through out alone (the cuDNN leaves' own backward), its gradient g given as is:
+            # an fp32 loss would need 16 GB copies of out and g at B = 16
+            return (out, lse, *torch.autograd.grad(out, xs, g))
+    want = call(small, gout)
+    big = [x.expand(B, -1, -1, -1).contiguous() for x in small]
+    poison()
+    got = call(big, gout.expand(B, -1, -1, -1))
+    del big
+    errs = {}
+    for b in sorted({0, B // 2, B - 1}):
+        for name, g_, w_ in zip(["out", "lse", "dq", "dk", "dv"], got, want):
+            errs[f"{name}[{b}]"] = rel(g_[b:b + 1], w_)
+    elements = B * H * n * d
+    record_check(f"B={B} ({elements / 2**31:.2f} x 2^31 elements) n={n} causal={causal} "
+                 f"{'training' if train else 'inference'} against B=1", errs, 1e-2)
+    del got
+    torch.cuda.empty_cache()
 
 
 def primitive_checks():

@@ -245,7 +245,7 @@ def sort(n):
         chunks = triton.cdiv(n, ch)
         counts = torch.empty(rows, chunks, nb, dtype=torch.int32, device=q.device)
         prefix = torch.empty(rows, chunks + 1, nb, dtype=torch.int32, device=q.device)
-        hist = lambda: triton_sort._histogram_kernel[(chunks, rows)](keys, counts, n, chunks, NB=nb, CH=ch)  # noqa: E731
+        hist = lambda: triton_sort._histogram_kernel[(chunks, rows)](keys, counts, n, chunks, 0, NB=nb, CH=ch)  # noqa: E731
         scan = lambda: triton_sort._chunk_prefix_kernel[(rows,)](counts, prefix, chunks, NB=nb,  # noqa: E731
                                                                  CR=triton_sort.SCAN_ROWS)
         note(f"sort: chunk {ch} histogram", ms(hist))
@@ -253,7 +253,7 @@ def sort(n):
         hist(), scan()
         order = torch.full_like(want, -1)
         scatter = lambda: triton_sort._scatter_kernel[(chunks, rows)](  # noqa: E731
-            keys, prefix, order, n, chunks, NB=nb, CH=ch, num_warps=warps)
+            keys, prefix, order, n, chunks, 0, NB=nb, CH=ch, num_warps=warps)
         scatter()
         bad = int((order != want).sum())
         note(f"sort: chunk {ch} scatter, {warps} warps (mismatches {bad})", ms(scatter))

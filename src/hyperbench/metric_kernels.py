@@ -43,6 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
+from hyperbench_kernels.launch import launch_in_chunks
+
 LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # P is multiplied by this power of two before its 16-bit split and the results divided by it
@@ -200,10 +202,10 @@ def _fwd_step(q, K, V, skn, svn, c0, rows, n_q, n_k, offset, qk_scale, m_i, l_i,
 @triton.jit(do_not_specialize=["H"])
 def _exact_fwd_kernel(Q, K, V, Out, Lse,
                       sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                      H, n_q, n_k, offset, qk_scale,
+                      H, n_q, n_k, offset, qk_scale, first,
                       PS: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                       CAUSAL: tl.constexpr, TERMS: tl.constexpr, UPCAST: tl.constexpr):
-    pid, bh = tl.program_id(0), tl.program_id(1)
+    pid, bh = tl.program_id(0), tl.program_id(1) + first     # first: launch_in_chunks's first head
     if CAUSAL:   # the longest rows (last tiles) first, so the short ones fill the tail of the grid
         pid = tl.num_programs(0) - 1 - pid
     b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
@@ -253,11 +255,12 @@ def _pz_step(q, lse2, K, XH, XL, skn, c0, rows, n_q, n_k, offset, qk_scale, z,
 
 
 @triton.jit
-def _pz_kernel(Q, K, Lse, XH, XL, Z, sqg, sqn, skg, skn, n_q, n_k, offset, qk_scale,
+def _pz_kernel(Q, K, Lse, XH, XL, Z, sqg, sqn, skg, skn, n_q, n_k, offset, qk_scale, first,
                PS: tl.constexpr, D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
                BN: tl.constexpr, CAUSAL: tl.constexpr, UPCAST: tl.constexpr):
-    """Z[g, rows] = PS · P[rows, :] (XH + XL) for one tile of query rows."""
-    pid, g = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    """Z[g, rows] = PS · P[rows, :] (XH + XL) for one tile of query rows (first: the launch's
+    first group, launch_in_chunks)."""
+    pid, g = tl.program_id(0), (tl.program_id(1) + first).to(tl.int64)
     if CAUSAL:
         pid = tl.num_programs(0) - 1 - pid
     Q += g * sqg
@@ -302,11 +305,12 @@ def _ptz_step(k, Q, Lse, ZH, ZL, sqn, r0, cols, n_q, n_k, offset, qk_scale, w,
 
 
 @triton.jit
-def _ptz_kernel(Q, K, Lse, ZH, ZL, W, sqg, sqn, skg, skn, n_q, n_k, offset, qk_scale,
+def _ptz_kernel(Q, K, Lse, ZH, ZL, W, sqg, sqn, skg, skn, n_q, n_k, offset, qk_scale, first,
                 PS: tl.constexpr, D: tl.constexpr, R: tl.constexpr, BM: tl.constexpr,
                 BN: tl.constexpr, CAUSAL: tl.constexpr, UPCAST: tl.constexpr):
-    """W[g, cols] = PS · P[:, cols]ᵀ (ZH + ZL) for one tile of keys (BN keys; BM: query tile)."""
-    pid, g = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    """W[g, cols] = PS · P[:, cols]ᵀ (ZH + ZL) for one tile of keys (BN keys; BM: query tile;
+    first as _pz_kernel's)."""
+    pid, g = tl.program_id(0), (tl.program_id(1) + first).to(tl.int64)
     Q += g * sqg
     K += g * skg
     Lse += g * n_q
@@ -380,8 +384,8 @@ def exact_attention_fp32(q, k, v, *, causal: bool, scale: float):
     if n_q == 0 or B * H == 0:
         return out, lse
     bm, bn, warps, stages = _config("fwd", d)
-    _exact_fwd_kernel[(triton.cdiv(n_q, bm), B * H)](
-        q, k, v, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+    launch_in_chunks(
+        _exact_fwd_kernel, (triton.cdiv(n_q, bm), B * H), q, k, v, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         H, n_q, n_k, n_k - n_q, scale * LOG2E,
         PS=P_SCALE, D=d, BM=bm, BN=bn, CAUSAL=causal,
         TERMS=BF16_PV_TERMS if q.dtype == torch.bfloat16 else 2, UPCAST=_INTERPRET,
@@ -429,14 +433,14 @@ def ptp_apply(q, k, lse, x, *, causal: bool, scale: float):
     xh, xl, xs = _split16(xp.contiguous())
     z = torch.empty(G, n_q, R, device=x.device, dtype=torch.float32)
     bm, bn, warps, stages = _config("pz", d)
-    _pz_kernel[(triton.cdiv(n_q, bm), G)](q, k, lse, xh, xl, z, *args, BM=bm, BN=bn, **common,
-                                          num_warps=warps, num_stages=stages)
+    launch_in_chunks(_pz_kernel, (triton.cdiv(n_q, bm), G), q, k, lse, xh, xl, z, *args, BM=bm, BN=bn, **common,
+                     num_warps=warps, num_stages=stages)
     z /= xs * P_SCALE                                          # exact: powers of two
 
     zh, zl, zs = _split16(z)
     w = torch.empty(G, n_k, R, device=x.device, dtype=torch.float32)
     bn, bm, warps, stages = _config("ptz", d)
-    _ptz_kernel[(triton.cdiv(n_k, bn), G)](q, k, lse, zh, zl, w, *args, BM=bm, BN=bn, **common,
-                                           num_warps=warps, num_stages=stages)
+    launch_in_chunks(_ptz_kernel, (triton.cdiv(n_k, bn), G), q, k, lse, zh, zl, w, *args, BM=bm, BN=bn, **common,
+                     num_warps=warps, num_stages=stages)
     w /= zs * P_SCALE
     return w[..., :r] if R != r else w

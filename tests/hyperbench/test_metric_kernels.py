@@ -149,3 +149,20 @@ def test_attention_errors_through_triton_path(triton_path):
     assert r["rel_fro_err"] < 1e-12 and r["lse_err_max"] == 0          # same kernel, same answer
     r16 = metrics.attention_errors(q, k, v, o.half(), causal=True, scale=scale)
     assert 1e-5 < r16["rel_fro_err"] < 1e-3 and r16["norm_converged"]
+
+
+def test_launches_cut_past_the_grid_limit_give_the_same_results(monkeypatch):
+    """More batch·heads than a CUDA grid axis takes (65535): the launches are cut (here into twos,
+    kernels/launch.py) and each adds its first head; the results are those of one launch."""
+    from hyperbench_kernels import launch
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 5, 40, 16, generator=g).to(torch.float16).to(DEVICE) for _ in range(3))
+    x = torch.randn(5, 40, 3, generator=g).to(DEVICE)
+
+    def run():
+        out, lse = metric_kernels.exact_attention_fp32(q, k, v, causal=True, scale=0.25)
+        return out, lse, metric_kernels.ptp_apply(q[0], k[0], lse[0], x, causal=True, scale=0.25)
+    whole = run()
+    monkeypatch.setattr(launch, "MAX_GRID_YZ", 2)
+    for a, b in zip(run(), whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -72,3 +72,40 @@ def test_attention_with_lse_widens_only_when_a_gradient_reaches_lse(monkeypatch,
     for a, b in zip(*results):
         assert ((a - b).norm() / b.norm()).item() < 1e-6   # dlse passes through fp32
     assert calls == ([16 + 8] if with_lse else [])
+
+
+@pytest.mark.parametrize("with_lse", [False, True])
+def test_more_heads_than_a_call_takes_are_run_a_slice_at_a_time(monkeypatch, with_lse):
+    """cuDNN's and flash's calls take at most MAX_HEADS heads (65535); the causal recursion's leaves
+    can be more. With the limit at 2, three heads make two calls of each kernel, and the outputs and
+    gradients are those of one call (the kernels stood in for by the reference)."""
+    calls = []
+
+    def flash_backward(dout, q, k, v, out, lse, causal, scale, state):
+        calls.append(q.shape[1])
+        return sdpa_leaves.backward_reference(dout, q, k, v, out, lse, causal, scale)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    monkeypatch.setattr(sdpa_leaves, "_flash_backward", flash_backward)
+    g = torch.Generator().manual_seed(6)
+    base = [torch.randn(2, 3, 30, 16, generator=g, dtype=torch.float64) for _ in range(3)]
+    dout, dlse = torch.randn(2, 3, 30, 16, generator=g, dtype=torch.float64), torch.randn(2, 3, 30, generator=g,
+                                                                                          dtype=torch.float64)
+
+    def run():
+        xs = [x.clone().requires_grad_(True) for x in base]
+        out, lse = sdpa_leaves.attention_with_lse(*xs, causal=True, scale=0.3)
+        loss = (out * dout).sum() + ((lse * dlse).sum() if with_lse else 0)
+        return (out, lse, *torch.autograd.grad(loss, xs))
+
+    def leaves():   # the causal recursion's leaves: forward_with_state, then backward_from_state
+        with torch.no_grad():
+            out, lse, state = sdpa_leaves.forward_with_state(*base, causal=True, scale=0.3)
+            return state, (out, lse, *sdpa_leaves.backward_from_state(dout, *base, out, lse, causal=True,
+                                                                         scale=0.3, state=state))
+    whole, (_, whole_leaves) = run(), leaves()
+    monkeypatch.setattr(sdpa_leaves, "MAX_HEADS", 2)
+    cut, (state, cut_leaves) = run(), leaves()
+    assert state[0] == "heads" and len(state[1]) == 2
+    for a, b in zip(cut + cut_leaves, whole + whole_leaves):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert calls == ([3, 2, 1] if with_lse else [])
