@@ -41,7 +41,8 @@ MAX_HEADS = 65535
 
 
 def supported(q: torch.Tensor) -> bool:
-    """Inputs the fused kernels take: CUDA, 16-bit, head_dim a multiple of 8 up to 128 (+8)."""
+    """Inputs the fused kernels take: CUDA, 16-bit, head_dim a multiple of 8 up to 128 (+8), at most
+    MAX_HEADS batches (more heads than that are split into calls)."""
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
             and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128 and q.shape[0] <= MAX_HEADS)
 
@@ -51,9 +52,9 @@ def _head_slices(heads: int) -> list[slice]:
 
 
 def _per_head_slice(fn, states, *tensors):
-    """fn(*slices of tensors along dim 1, state) for each slice of heads and its state, the
+    """fn(state, *tensors' slices along dim 1) for each slice of heads and its call's state, the
     results' tensors concatenated along dim 1 again."""
-    parts = [fn(*(x[:, sl] for x in tensors), state) for sl, state in zip(_head_slices(tensors[0].shape[1]), states)]
+    parts = [fn(state, *(x[:, sl] for x in tensors)) for sl, state in zip(_head_slices(tensors[0].shape[1]), states)]
     return tuple(torch.cat(xs, 1) for xs in zip(*parts))
 
 
@@ -149,7 +150,7 @@ def _widened_backward(dout, dlse, q, k, v, out, lse, causal, scale, state):
     """backward_with_lse on flash's kernel after a forward that left `state`, a slice of heads at
     a time where the forward was."""
     if state[0] == "heads":
-        return _per_head_slice(lambda *xs: _widened_backward(*xs[:7], causal, scale, xs[7]), state[1],
+        return _per_head_slice(lambda part, *xs: _widened_backward(*xs, causal, scale, part), state[1],
                                dout, dlse, q, k, v, out, lse)
     return backward_with_lse(dout, dlse, q, k, v, out, lse, causal, scale, _flash_state(state), kernel=_flash_backward)
 
@@ -183,7 +184,7 @@ def backward_from_state(dout, q, k, v, out, lse, *, causal: bool, scale: float, 
     recursion's final rows): then these are this part's share of its gradient, for a loss
     through out only (a dlse would need the widened call above)."""
     if state[0] == "heads":
-        return _per_head_slice(lambda *xs: backward_from_state(*xs[:6], causal=causal, scale=scale, state=xs[6]),
+        return _per_head_slice(lambda part, *xs: backward_from_state(*xs, causal=causal, scale=scale, state=part),
                                state[1], dout, q, k, v, out, lse)
     q, k, v, dout, out = (x.contiguous() for x in (q, k, v, dout.to(q.dtype), out))
     lse = lse.float().contiguous()

@@ -730,7 +730,8 @@ def _row_tile_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, o
     dummy = lse   # stands in for pointers the chosen variant never reads
     grid = (cdiv(g.n, bm), g.B * g.H)
     launch_in_chunks(
-        _row_tile_kernel, grid, q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
+        _row_tile_kernel, grid,
+        q, k, v, _or(q_order, dummy), _or(k_order, dummy), _or(samples, dummy), out, lse,
         _or(do, dummy), _or(delta, dummy),
         *_strides(q), *_strides(k), *_strides(v),
         g.H, g.n, g.m, g.T * g.m, g.block, g.tile, g.qk_scale, g.log2_w, _head_stride(out, g.H),
@@ -755,14 +756,16 @@ def _dkdv_launch(g: _Geometry, q, k, v, q_order, k_order, samples, causal, lse, 
     args = (*_strides(q), *_strides(k), *_strides(v), g.H, g.n, g.m, g.T * g.m, g.block)
     qo, ko = _or(q_order, lse), _or(k_order, lse)
     launch_in_chunks(
-        _dkdv_kernel, (cdiv(g.n, bn), 1, g.B * g.H), q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
+        _dkdv_kernel, (cdiv(g.n, bn), 1, g.B * g.H),
+        q, k, v, qo, ko, lse, lse, do, delta, dk, dv, *args, 0, 0, g.qk_scale, 0.0, so_h, *rs,
         MASK_BLOCK=_mask_block(g.n, g.block, bm, bn, causal), SAMPLED=False, **common)
     if g.has_samples:
         # Virtual query tiles: the sample sets' own tiles, or chunks of a head for a shared set.
         vtile = g.tile if g.T > 1 else min(g.n, SHARED_SET_CHUNK)
         VT = cdiv(g.n, vtile)
         launch_in_chunks(
-            _dkdv_kernel, (cdiv(g.m, bn), VT, g.B * g.H), q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
+            _dkdv_kernel, (cdiv(g.m, bn), VT, g.B * g.H),
+            q, k, v, qo, ko, samples, lse, do, delta, dk, dv,
             *args, vtile, 1 if g.T > 1 else 0, g.qk_scale, g.log2_w, so_h, *rs,
             MASK_BLOCK=True, SAMPLED=True, **common)
     return dk, dv
@@ -908,7 +911,8 @@ def key_lists(g: _Geometry, k_order, samples, bn: int):
     rows = torch.empty(g.B, g.H, nl, L, dtype=torch.int32, device=k_order.device)
     bias = torch.empty(g.B, g.H, nl, L, dtype=torch.float32, device=k_order.device)
     launch_in_chunks(
-        _key_lists_kernel, (nl, g.B * g.H), k_order, _or(samples, k_order), units, rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
+        _key_lists_kernel, (nl, g.B * g.H),
+        k_order, _or(samples, k_order), units, rows, bias, g.n, g.block, g.tile, g.m, g.T * g.m, L, g.log2_w,
         SHARED_SET=g.T == 1, CH=64, num_warps=4)
     return rows, bias
 
@@ -933,7 +937,8 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
     dummy = lse
     layout = _layout(g.n, g.block, g.tile, bm)
     launch_in_chunks(
-        _list_kernel, (layout.n_tiles, g.B * g.H), q, k, v, q_order, layout.tiles_on(q.device), rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
+        _list_kernel, (layout.n_tiles, g.B * g.H),
+        q, k, v, q_order, layout.tiles_on(q.device), rows, bias, out, lse, _or(do, dummy), _or(delta, dummy),
         _or(k_order, q_order), _or(zero, out), *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1],
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
@@ -1048,7 +1053,8 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
         rows, bias = _lists_for(g, k_order, samples, bn, lists)
         layout = _layout(g.n, g.block, g.tile, bm)
         launch_in_chunks(
-            _list_bwd_kernel, (layout.n_tiles, g.B * g.H), q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
+            _list_bwd_kernel, (layout.n_tiles, g.B * g.H),
+            q, k, v, q_order, layout.tiles_on(q.device), rows, bias, lse, dout, delta, dq, dk, dv, _or(slots, dk),
             *_strides(q), *_strides(k), *_strides(v), g.H, g.n, rows.shape[-1], rows.shape[2], g.block, g.qk_scale,
             _head_stride(dq, g.H), _head_stride(dk, g.H), *_grad_strides(lse, dout, delta, g.H),
             g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,

@@ -111,10 +111,10 @@ def bucket_ranks(xs: list[torch.Tensor], projections: torch.Tensor, with_prefix:
     grid = (cdiv(n, rows_per_program), len(xs) * B * H)
     nb = buckets(num_projs) if with_prefix else 16
     counts = torch.empty(grid[1], grid[0], nb, dtype=torch.int32, device=x.device) if with_prefix else keys
-    launch_in_chunks(_bucket_rank_kernel, grid, x, x2, p, weights, rank, keys, counts, x.stride(0), x.stride(1), x.stride(2),
-                              x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n, num_projs,
-                              D=d, R=width, BM=rows_per_program, BS=BLOCK_ROWS,
-                              EXACT_FP32=x.dtype == torch.float32, NB=nb, COUNT=with_prefix, num_warps=4)
+    launch_in_chunks(_bucket_rank_kernel, grid, x, x2, p, weights, rank, keys, counts,
+                     x.stride(0), x.stride(1), x.stride(2), x2.stride(0), x2.stride(1), x2.stride(2), H, B * H, n,
+                     num_projs, D=d, R=width, BM=rows_per_program, BS=BLOCK_ROWS,
+                     EXACT_FP32=x.dtype == torch.float32, NB=nb, COUNT=with_prefix, num_warps=4)
     return (keys, (summed_counts(counts), COUNT_ROWS)) if with_prefix else keys
 
 

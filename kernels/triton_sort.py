@@ -125,8 +125,8 @@ def counting_sort_orders(keys: torch.Tensor, num_projs: int, chunk: int | None =
     if order.numel() == 0:
         return order.view(*lead, n)
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
-    launch_in_chunks(_scatter_kernel, (cdiv(n, chunk), rows), flat, sums, order, n, sums.shape[1] - 1, NB=nb, CH=chunk,
-                                            PR=chunk // per_entry, num_warps=WARPS)
+    launch_in_chunks(_scatter_kernel, (cdiv(n, chunk), rows), flat, sums, order, n, sums.shape[1] - 1,
+                     NB=nb, CH=chunk, PR=chunk // per_entry, num_warps=WARPS)
     return order.view(*lead, n)
 
 
@@ -221,7 +221,7 @@ def recursion_orders(ranks: torch.Tensor, num_projs: int, levels: int, chunk: in
     flat = ranks.reshape(rows, n).contiguous()
     sums, per_entry = _prefix_for(flat, chunk, nb, prefix)
     orders = torch.empty(levels, 2, B * H, n // 2, dtype=torch.int64, device=ranks.device)
-    launch_in_chunks(_levels_scatter_kernel, (chunks, rows), flat, sums, orders, n, sums.shape[1] - 1, B * H, NB=nb, CH=chunk,
-                                           PR=chunk // per_entry, LEVELS=levels, num_warps=WARPS)
+    launch_in_chunks(_levels_scatter_kernel, (chunks, rows), flat, sums, orders, n, sums.shape[1] - 1, B * H,
+                     NB=nb, CH=chunk, PR=chunk // per_entry, LEVELS=levels, num_warps=WARPS)
     return [(orders[l, 0].view(B, H << l, n >> (l + 1)), orders[l, 1].view(B, H << l, n >> (l + 1)))
             for l in range(levels)]

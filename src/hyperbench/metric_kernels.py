@@ -385,7 +385,8 @@ def exact_attention_fp32(q, k, v, *, causal: bool, scale: float):
         return out, lse
     bm, bn, warps, stages = _config("fwd", d)
     launch_in_chunks(
-        _exact_fwd_kernel, (triton.cdiv(n_q, bm), B * H), q, k, v, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        _exact_fwd_kernel, (triton.cdiv(n_q, bm), B * H),
+        q, k, v, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         H, n_q, n_k, n_k - n_q, scale * LOG2E,
         PS=P_SCALE, D=d, BM=bm, BN=bn, CAUSAL=causal,
         TERMS=BF16_PV_TERMS if q.dtype == torch.bfloat16 else 2, UPCAST=_INTERPRET,
