@@ -2,7 +2,8 @@
 
 Per method: can it run here (else `unavailable`), does its estimated time fit the budget (else
 `skipped`), then timing and, separately, its error against exact fp32 attention. Out-of-memory and
-exceptions become `oom` / `error` rows and the job goes on. `run_isolated` runs the job in a child
+exceptions become `oom` / `error` rows and the job goes on; inputs too large for the device make an
+`oom` row for every method, and a reference too large leaves the error columns empty. `run_isolated` runs the job in a child
 process so that a method that breaks the CUDA context cannot take later jobs down with it.
 """
 
@@ -143,9 +144,18 @@ def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | No
 
 def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: None) -> list[dict]:
     torch.manual_seed(job.seed)
-    q, k, v = inputs.make_inputs(job.inputs, batch=job.batch, heads=job.num_heads, seq_len=job.seq_len,
-                                 head_dim=job.head_dim, dtype=job.torch_dtype, device=job.device, seed=job.seed)
-    reference, why_no_errors = _reference(job, q, k, v, say)
+    try:
+        q, k, v = inputs.make_inputs(job.inputs, batch=job.batch, heads=job.num_heads, seq_len=job.seq_len,
+                                     head_dim=job.head_dim, dtype=job.torch_dtype, device=job.device, seed=job.seed)
+    except torch.cuda.OutOfMemoryError as err:   # no method can run on inputs that do not fit
+        message = f"the inputs do not fit: {_message(err)}"
+        return [{**base, "method": name, "status": "oom", "message": message[:500]} for name in job.methods]
+    try:
+        reference, why_no_errors = _reference(job, q, k, v, say)
+    except torch.cuda.OutOfMemoryError as err:   # the timings can still be measured
+        reference, why_no_errors = None, f"error metrics skipped: the fp32 reference does not fit: {_message(err)}"
+        if job.device == "cuda":
+            torch.cuda.empty_cache()
     rows, broken_by = [], None
     for name in job.methods:
         method = methods.get(name)

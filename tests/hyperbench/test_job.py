@@ -1,6 +1,7 @@
 """A job measures every method on the same inputs; failures become rows and the job goes on."""
 
 import pytest
+import torch
 
 from hyperbench import job as job_mod
 from hyperbench.config import job_config
@@ -38,6 +39,24 @@ def test_a_failing_method_is_recorded_and_the_rest_still_run(target, status, tex
     _, rows = _run(methods=["custom", "exact"], **{"method.target": target})
     assert rows[0]["status"] == status and text in rows[0]["message"]
     assert rows[1]["status"] == "ok"
+
+
+def test_inputs_too_large_for_the_device_make_an_oom_row_for_every_method(monkeypatch):
+    def no_room(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 16.00 GiB")
+    monkeypatch.setattr(job_mod.inputs, "make_inputs", no_room)
+    _, rows = _run(methods=["exact", "hyper_ref"])
+    assert [(r["method"], r["status"]) for r in rows] == [("exact", "oom"), ("hyper_ref", "oom")]
+    assert all("inputs do not fit" in r["message"] and "16.00 GiB" in r["message"] for r in rows)
+
+
+def test_a_reference_too_large_leaves_the_errors_empty_and_the_timings_run(monkeypatch):
+    def no_room(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(job_mod.metrics, "exact_reference", no_room)
+    _, rows = _run(methods=["exact"])
+    assert rows[0]["status"] == "ok" and rows[0]["time_ms"] > 0 and rows[0].get("spec_err") is None
+    assert "fp32 reference does not fit" in rows[0]["message"]
 
 
 def test_over_budget_methods_are_skipped_with_the_estimate():

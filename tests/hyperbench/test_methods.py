@@ -60,6 +60,14 @@ def test_gpu_only_methods_say_why_on_cpu():
         assert reason and len(reason) > 10, name
 
 
+@pytest.mark.parametrize("batch,heads", [(1, 70000), (70000, 1)])
+def test_flash_says_why_past_its_grid_on_a_gpu(batch, heads):
+    # decided before the probe (which would need CUDA) from the job's shape alone
+    gpu_job = type("GpuJob", (), {"device": "cuda", "batch": batch, "num_heads": heads})()
+    reason = methods.get("sdpa_flash").unavailable(gpu_job)
+    assert reason and "65535" in reason and f"batch={batch}, num_heads={heads}" in reason
+
+
 def test_hyper_ref_is_the_driver_with_the_job_seed():
     job = job_config(cfg(seq_len=300, min_seq_len=64, block_size=32, sample_size=16, sample_tile=32, head_dim=32))
     q, k, v = _qkv(300)
