@@ -16,8 +16,8 @@ def next_power_of_2(x: int) -> int:
 
 
 # CUDA runs at most 65535 programs along a grid's y and z axes. The kernels put the batch·head
-# index (or the sort's rows, two a head) on one of them; the causal recursion multiplies the heads
-# by 2 a level (2^13 at min_seq_len 16 and n = 131072), so a launch can ask for more.
+# index (or the sort's rows, two a head) on one of them, and the causal recursion doubles the heads
+# at every level: at n = 131072, H = 32 and min_seq_len 32 its deepest level has 65536.
 MAX_GRID_YZ = 65535
 
 

@@ -46,22 +46,34 @@ def test_only_cuda_16bit_inputs_take_the_fused_kernels():
     assert not sdpa_leaves.supported(torch.zeros(1, 1, 8, 64, dtype=torch.float16))
 
 
+def _stand_in_kernels(monkeypatch, note):
+    """The fused kernels stood in for by the reference: LEAF_FORWARD "reference", and flash's
+    backward by backward_reference. Returns the list of note(q) for each backward call."""
+    calls = []
+
+    def flash_backward(dout, q, k, v, out, lse, causal, scale, state):
+        calls.append(note(q))
+        return sdpa_leaves.backward_reference(dout, q, k, v, out, lse, causal, scale)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    monkeypatch.setattr(sdpa_leaves, "_flash_backward", flash_backward)
+    return calls
+
+
+def _draw(shape, seed):
+    """q, k, v and dout of `shape`, dlse of shape[:-1], fp64, in that order from one generator."""
+    g = torch.Generator().manual_seed(seed)
+    base = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3)]
+    return base, torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape[:-1], generator=g,
+                                                                                   dtype=torch.float64)
+
+
 @pytest.mark.parametrize("with_lse", [False, True])
 def test_attention_with_lse_widens_only_when_a_gradient_reaches_lse(monkeypatch, with_lse):
     """Loss through out alone: the forward kernel's own backward (here the reference's) on the
     head_dim-wide tensors. Through lse too: flash's widened call. Both give the exact gradient (the
     kernels stood in for by the reference)."""
-    calls = []
-
-    def flash_backward(dout, q, k, v, out, lse, causal, scale, state):
-        calls.append(q.shape[-1])
-        return sdpa_leaves.backward_reference(dout, q, k, v, out, lse, causal, scale)
-    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
-    monkeypatch.setattr(sdpa_leaves, "_flash_backward", flash_backward)
-    g = torch.Generator().manual_seed(5)
-    base = [torch.randn(1, 2, 45, 16, generator=g, dtype=torch.float64) for _ in range(3)]
-    dout, dlse = torch.randn(1, 2, 45, 16, generator=g, dtype=torch.float64), torch.randn(1, 2, 45, generator=g,
-                                                                                          dtype=torch.float64)
+    calls = _stand_in_kernels(monkeypatch, lambda q: q.shape[-1])
+    base, dout, dlse = _draw((1, 2, 45, 16), 5)
     results = []
     for fn in (lambda *x: sdpa_leaves.attention_with_lse(*x, causal=True, scale=0.3),
                lambda *x: exact_attention(*x, causal=True, scale=0.3)):
@@ -79,17 +91,8 @@ def test_more_heads_than_a_call_takes_are_run_a_slice_at_a_time(monkeypatch, wit
     """cuDNN's and flash's calls take at most MAX_HEADS heads (65535); the causal recursion's leaves
     can be more. With the limit at 2, three heads make two calls of each kernel, and the outputs and
     gradients are those of one call (the kernels stood in for by the reference)."""
-    calls = []
-
-    def flash_backward(dout, q, k, v, out, lse, causal, scale, state):
-        calls.append(q.shape[1])
-        return sdpa_leaves.backward_reference(dout, q, k, v, out, lse, causal, scale)
-    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
-    monkeypatch.setattr(sdpa_leaves, "_flash_backward", flash_backward)
-    g = torch.Generator().manual_seed(6)
-    base = [torch.randn(2, 3, 30, 16, generator=g, dtype=torch.float64) for _ in range(3)]
-    dout, dlse = torch.randn(2, 3, 30, 16, generator=g, dtype=torch.float64), torch.randn(2, 3, 30, generator=g,
-                                                                                          dtype=torch.float64)
+    calls = _stand_in_kernels(monkeypatch, lambda q: q.shape[1])
+    base, dout, dlse = _draw((2, 3, 30, 16), 6)
 
     def run():
         xs = [x.clone().requires_grad_(True) for x in base]
