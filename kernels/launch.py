@@ -18,7 +18,9 @@ def next_power_of_2(x: int) -> int:
 # CUDA runs at most 65535 programs along a grid's y and z axes. The kernels put the batch·head
 # index (or the sort's rows, two a head) on one of them, and the causal recursion doubles the heads
 # at every level: at n = 131072, H = 32 and min_seq_len 32 its deepest level has 65536.
-MAX_GRID_YZ = 65535
+# Launches are cut at 65520, the largest multiple of 16 within that: every piece's `first` is then a
+# multiple of 16 as 0 is, so Triton specialises (and compiles) each kernel once for all of them.
+MAX_GRID_YZ = 65520
 
 
 def launch_in_chunks(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
