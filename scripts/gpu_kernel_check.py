@@ -2,7 +2,7 @@
 
     python3 scripts/gpu_kernel_check.py [--quick] [--sweep[=64,128]] [--ns=4096,131072|none] [--checks=leaves,driver,primitive,limits]
                                         [--causal=true|false] [--sampling]
-    (--checks=beyond: past the 32-bit and grid limits, ~60 GB of GPU memory; not in the default groups)
+    (--checks=beyond: past the 32-bit and grid limits, ~80 GB of GPU memory; not in the default groups)
 
 1. (--sweep, or --sweep=64,128 for those head dims) The key-list path against the general kernel,
    and a tile sweep of the primitive at the benchmark shape; the fastest config of each kernel is

@@ -3,8 +3,9 @@
 Per method: can it run here (else `unavailable`), does its estimated time fit the budget (else
 `skipped`), then timing and, separately, its error against exact fp32 attention. Out-of-memory and
 exceptions become `oom` / `error` rows and the job goes on; inputs too large for the device make an
-`oom` row for every method, and a reference too large leaves the error columns empty. `run_isolated` runs the job in a child
-process so that a method that breaks the CUDA context cannot take later jobs down with it.
+`oom` row for every method, and a reference too large leaves the error columns empty. `run_isolated`
+runs the job in a child process so that a method that breaks the CUDA context cannot take later jobs
+down with it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def base_row(job: JobConfig, prov: dict, run_id: str, job_id: str, overrides: st
 def _message(err: BaseException) -> str:
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text[:500]
+
+
+def _rows_for_every_method(job: JobConfig, base: dict, status: str, message: str) -> list[dict]:
+    """One row per method with the same outcome, where the job could not get as far as the methods."""
+    return [{**base, "method": name, "status": status, "message": message[:500]} for name in job.methods]
 
 
 def _cuda_healthy() -> bool:
@@ -148,8 +154,7 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
         q, k, v = inputs.make_inputs(job.inputs, batch=job.batch, heads=job.num_heads, seq_len=job.seq_len,
                                      head_dim=job.head_dim, dtype=job.torch_dtype, device=job.device, seed=job.seed)
     except torch.cuda.OutOfMemoryError as err:   # no method can run on inputs that do not fit
-        message = f"the inputs do not fit: {_message(err)}"
-        return [{**base, "method": name, "status": "oom", "message": message[:500]} for name in job.methods]
+        return _rows_for_every_method(job, base, "oom", f"the inputs do not fit: {_message(err)}")
     try:
         reference, why_no_errors = _reference(job, q, k, v, say)
     except torch.cuda.OutOfMemoryError as err:   # the timings can still be measured
@@ -207,4 +212,4 @@ def run_isolated(job: JobConfig, base: dict) -> list[dict]:
     if result and result[0] == "rows":
         return result[1]
     why = result[1] if result else f"job process died with exit code {proc.exitcode}"
-    return [{**base, "method": name, "status": "error", "message": why} for name in job.methods]
+    return _rows_for_every_method(job, base, "error", why)

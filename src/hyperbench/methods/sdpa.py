@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from hyperbench_kernels.sdpa_leaves import MAX_HEADS
+
 from .base import Method, attention_flops
 
 BACKENDS = {
@@ -52,17 +54,16 @@ def _refusal(backend: SDPBackend, device: str, dtype: torch.dtype, head_dim: int
 
 
 GPU_ONLY = {"sdpa_cudnn", "sdpa_efficient"}
-# FlashAttention-2's CUDA kernels put the batch and the heads on grid axes of at most 65535 programs;
-# past that the launch fails (on the H200: "CUDA error: invalid argument" at num_heads=70000).
-FLASH_MAX_GRID_YZ = 65535
 
 
 def _unavailable(name: str):
     def unavailable(job):
         if name in GPU_ONLY and job.device != "cuda":
             return f"PyTorch's {BACKENDS[name].name} backend runs on CUDA GPUs only"
-        if name == "sdpa_flash" and job.device == "cuda" and max(job.batch, job.num_heads) > FLASH_MAX_GRID_YZ:
-            return (f"PyTorch's flash kernels launch at most {FLASH_MAX_GRID_YZ} batches and heads (a CUDA grid "
+        # FlashAttention-2 puts the batch and the heads on CUDA grid axes (the limit hyper's SDPA leaves
+        # slice by); past it the launch fails (on the H200: "invalid argument" at num_heads=70000)
+        if name == "sdpa_flash" and job.device == "cuda" and max(job.batch, job.num_heads) > MAX_HEADS:
+            return (f"PyTorch's flash kernels launch at most {MAX_HEADS} batches and heads (a CUDA grid "
                     f"axis); got batch={job.batch}, num_heads={job.num_heads}")
         return _refusal(BACKENDS[name], job.device, job.torch_dtype, job.head_dim, job.causal, job.mode != "fwd")
     return unavailable
