@@ -3,10 +3,11 @@
     python3 scripts/metric_probe.py [--heads=32,4096,70000] [--n=64] [--d=64] [--old-up-to=4096]
 
 For each head count (B = 1, bf16 Gaussian inputs, SDPA's output as the method's, non-causal and
-causal): the exact reference, ||D⁻¹A||₂ (block Lanczos, with a cProfile of its CPU side), and one
-method's metrics given both, with the Gram norms by repeated squaring (metrics.GRAM_BY_SQUARING)
-and, up to --old-up-to heads, by eigvalsh as before; then the Gram norms alone both ways on the
-same matrices, their largest relative difference, and torch's eigvalsh on the CPU for scale.
+causal): the exact reference, then ||D⁻¹A||₂ (block Lanczos, with a cProfile of its CPU side) and
+one method's metrics given both, with the largest eigenvalues by repeated squaring
+(metrics.EIG_BY_SQUARING) and, up to --old-up-to heads, by eigvalsh as before, the two ways'
+norms and errors compared; then the Gram norms alone both ways on the same matrices, and torch's
+eigvalsh on the CPU for scale.
 Prints everything; writes metric_probe.json to $OUT (or ./gpu_out).
 """
 
@@ -82,18 +83,24 @@ def probe_heads(heads, n, d, old_up_to):
         metrics.warm_up(q, k, v, causal=causal, scale=scale)
         exact, t = timed(lambda: metrics.exact_reference(q, k, v, causal=causal, scale=scale))
         note(f"{tag} exact reference s", round(t, 3))
-        norm, t = profiled(f"{tag} ||D^-1 A||", lambda: metrics.attention_matrix_norm(
-            q, k, exact[1], causal=causal, scale=scale))
-        note(f"{tag} norm s", round(t, 3))
-        note(f"{tag} norm iterations (max)", int(norm[1].max()))
+        found = {}
         for squaring in (True, False) if heads <= old_up_to else (True,):
-            metrics.GRAM_BY_SQUARING = squaring
+            metrics.EIG_BY_SQUARING = squaring
+            norm, t = profiled(f"{tag} ||D^-1 A||, squaring={squaring}", lambda: metrics.attention_matrix_norm(
+                q, k, exact[1], causal=causal, scale=scale))
+            note(f"{tag} norm s, squaring={squaring}", round(t, 3))
+            note(f"{tag} norm iterations (max), squaring={squaring}", int(norm[1].max()))
             errs, t = profiled(f"{tag} one method's metrics, squaring={squaring}",
                                lambda: metrics.head_errors(q, k, v, out, causal=causal, scale=scale,
                                                            exact=exact, norm=norm))
             note(f"{tag} one method's metrics s, squaring={squaring}", round(t, 3))
-            note(f"{tag} rel_spec_err mean, squaring={squaring}", float(errs["rel_spec_err"].mean()))
-        metrics.GRAM_BY_SQUARING = True
+            found[squaring] = (norm[0], errs["spec_err"])
+        if len(found) == 2:
+            for i, name in enumerate(("norm", "spec_err")):
+                new, old = found[True][i], found[False][i]
+                note(f"{tag} {name}: largest relative difference of the two ways",
+                     float(((new - old).abs() / old).max()))
+        metrics.EIG_BY_SQUARING = True
         gram_both_ways(f"{tag} Gram norms of E", out[0].float() - exact[0][0])
     gram_both_ways(f"H={heads} n={n} d={d} Gram norms of V", v[0].float())
 

@@ -51,10 +51,11 @@ TRITON_NORM_BLOCK = 16         # tl.dot needs >= 16 columns; a wider block also 
 # the Lanczos step's own cost (QR, syncs): on the H200, heavy_hitters inputs, n = 131072, H = 32,
 # 7 iterations: 5.86 s with 8 GiB, 5.51 s with all heads in one group (30 GB).
 NORM_BASIS_BYTES = 8 << 30
-# On a GPU the Gram matrices' largest eigenvalue comes from repeated squaring (`largest_eigenvalue`)
-# rather than eigvalsh; module-level so a GPU probe can time both.
-GRAM_BY_SQUARING = True
-GRAM_SQUARINGS = 30
+# On a GPU the largest eigenvalues (of the Gram matrices and of the Lanczos step's projected matrix)
+# come from repeated squaring (`largest_eigenvalue`) rather than eigvalsh; module-level so a GPU
+# probe can time both.
+EIG_BY_SQUARING = True
+SQUARINGS = 30
 COMPACT_BYTES = 256 << 20      # the Lanczos basis moves this much at a time when heads retire
 
 SUMMARY_NAMES = ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err")
@@ -314,7 +315,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
         x0[..., 0] = 1.0                                              # P·1 = 1: estimate >= 1
         v = _normalise_block(None, x0, gen)
         m = 0                                                         # basis columns in use
-        t = torch.zeros(g, 0, 0, dtype=torch.float64)                 # projected matrix (CPU)
+        t = torch.zeros(g, 0, 0, dtype=torch.float64, device=q.device)  # projected matrix
         prev = torch.zeros(g, dtype=torch.float64)
         prev_step = torch.full((g,), math.inf, dtype=torch.float64)
         ptp = None
@@ -326,13 +327,13 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
             basis[:g, :, m:m + rb] = v
             m += rb
             w = ptp(v)
-            col = (basis[:g, :, :m].transpose(-1, -2) @ w).double().cpu()  # new column block of T
-            t_new = torch.zeros(g, m, m, dtype=torch.float64)
+            col = (basis[:g, :, :m].transpose(-1, -2) @ w).double()     # new column block of T
+            t_new = torch.zeros(g, m, m, dtype=torch.float64, device=q.device)
             t_new[:, :m - rb, :m - rb] = t
             t_new[:, :, m - rb:] = col
             t_new[:, m - rb:, :m - rb] = col[:, :m - rb].transpose(-1, -2)
             t = 0.5 * (t_new + t_new.transpose(-1, -2))
-            est = torch.linalg.eigvalsh(t)[:, -1].clamp_min(0).sqrt()
+            est = top_eigenvalue(t).sqrt().cpu()
             step = (est - prev).abs() if it > 1 else torch.full_like(est, math.inf)
             met = _met_tol(step, prev_step, est, tol)
             last = m >= n_k or it == max_iters
@@ -347,7 +348,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
             keep = (~done).nonzero().flatten()
             if len(keep) < g:                                         # retire converged heads
                 _compact(basis, keep, m)
-                nxt, t, heads = nxt[keep], t[keep], heads[keep]
+                nxt, t, heads = nxt[keep], t[keep.to(t.device)], heads[keep]
                 est, step = est[keep], step[keep]
                 g, ptp = len(keep), None
             prev, prev_step = est, step
@@ -370,17 +371,18 @@ def warm_up(q, k, v, *, causal: bool, scale: float) -> None:
     qs, ks, vs = q[:1, :1, :n_q], k[:1, :1, :n_k], v[:1, :1, :n_k]
     _, lse = exact_reference(qs, ks, vs, causal=causal, scale=scale)
     attention_matrix_norm(qs, ks, lse, causal=causal, scale=scale, max_iters=2)
-    # The Gram norms' fp64 eigvalsh (head_errors batches one d×d matrix per head): the solver
-    # library loads and sets up on its first call.
+    # The Gram norms' fp64 top eigenvalue (head_errors batches one d×d matrix per head): the
+    # library behind it loads and sets up on its first call.
     gram_spectral_norm(q[0, :, :n_q].to(_acc_dtype(q, k, v, v)))
 
 
 # ------------------------------------------------------------------------------ Gram norms --
-def largest_eigenvalue(a: torch.Tensor, squarings: int = GRAM_SQUARINGS) -> torch.Tensor:
+def largest_eigenvalue(a: torch.Tensor, squarings: int = SQUARINGS) -> torch.Tensor:
     """Largest eigenvalue of each symmetric positive semidefinite [..., m, m] matrix, as batched
     matmuls: P ← (P/trace P)² `squarings` times, then the Rayleigh quotient of A at P's longest
     column v. Why not eigvalsh: on a GPU, torch solves matrices wider than 32 one at a time
-    (~0.4 ms each on the H200), which made the error metric of 70000 heads take 80 s a method.
+    (0.32 ms each at 64 × 64 on the H200), which made the error metric of 70000 heads of 64 rows
+    take 80 s a method; squaring took 5.5 ms for 4096 such matrices against 1.31 s.
 
     Accuracy: with A = Σ λᵢ uᵢuᵢᵀ and N = 2^squarings, column j of P is ∝ Σ λᵢᴺ uᵢ[j] uᵢ, and the
     longest column has Σᵢ (λᵢ/λ₁)²ᴺ uᵢ[j]² ≥ 1/m, so λ₁ − ρ ≤ m·λ₁·maxₓ x²ᴺ(1 − x) < m·λ₁/(2eN):
@@ -401,15 +403,20 @@ def largest_eigenvalue(a: torch.Tensor, squarings: int = GRAM_SQUARINGS) -> torc
     return rho.clamp_min(0)
 
 
+def top_eigenvalue(a: torch.Tensor) -> torch.Tensor:
+    """Largest eigenvalue of each symmetric positive semidefinite [..., m, m] fp64 matrix, on its
+    device: LAPACK's eigvalsh on a CPU (faster there than the squarings' matmuls),
+    `largest_eigenvalue` on a GPU."""
+    if a.is_cuda and EIG_BY_SQUARING:
+        return largest_eigenvalue(a)
+    return torch.linalg.eigvalsh(a)[..., -1].clamp_min(0)
+
+
 def gram_spectral_norm(x: torch.Tensor) -> torch.Tensor:
     """||X||₂ of each [..., n, d] matrix from the d×d Gram matrix XᵀX in fp64 (its largest
-    eigenvalue: LAPACK's eigvalsh on a CPU, `largest_eigenvalue` on a GPU). Returns [...] fp64 on
-    x's device."""
+    eigenvalue). Returns [...] fp64 on x's device."""
     xd = x.double()
-    gram = xd.transpose(-1, -2) @ xd
-    if gram.is_cuda and GRAM_BY_SQUARING:
-        return largest_eigenvalue(gram).sqrt()
-    return torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0).sqrt()
+    return top_eigenvalue(xd.transpose(-1, -2) @ xd).sqrt()
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

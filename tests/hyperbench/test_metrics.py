@@ -65,6 +65,26 @@ def test_attention_norm_matches_dense_svd(spec, causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("spec", DISTS[2:4], ids=lambda s: s["name"])
+def test_attention_norm_with_the_gpus_eigenvalues(monkeypatch, spec, causal):
+    """The Lanczos step's Ritz value as on a GPU (repeated squaring of T): the same norms, the
+    same passes, and the Krylov space exhausted (n = 40 < 8 × 6 columns) still exact."""
+    for n in (256, 40):
+        q, k, _ = inputs(spec, n, heads=3)
+        scale = 1 / math.sqrt(q.shape[-1])
+        _, lse = exact_reference(q, k, k, causal=causal, scale=scale)
+        want = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, tol=1e-6)
+        monkeypatch.setattr(metrics, "top_eigenvalue", metrics.largest_eigenvalue)
+        got = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, tol=1e-6)
+        monkeypatch.undo()
+        torch.testing.assert_close(got[0], want[0], rtol=1e-8, atol=0)
+        assert torch.equal(got[1], want[1]) and bool(got[2].all())
+        if n == 40:
+            torch.testing.assert_close(got[0], spec2(dense_p(q, k, causal=causal, scale=scale)),
+                                       rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n", [37, 301, 1024])
 def test_attention_norm_odd_and_large_n(n, causal):
     q, k, _ = inputs({"name": "gaussian"}, n, d=64, dtype=torch.float32)
