@@ -1,13 +1,15 @@
 """Time `hyper` (the triton backend) in two checkouts of this repository against each other, on one GPU.
 
     python3 scripts/gpu_ab.py --trees=OLD,NEW [--ns=8192,16384,131072] [--rounds=3] [--causals=false,true]
+                              [--sample-tiles=256,0]
 
 Each tree runs in its own process (both name their package `kernels`), in rounds A, B, A, B, ...,
 so drift of the machine through the call hits both. A call is timed by hyperbench's own timer
 (src/hyperbench/timing.py, this checkout's): L2 flushed, CUDA events around the call, each call
 waited for, so CPU launch overhead counts where the GPU waits for it. Rows are causal and not ×
-forward and forward+backward, B=1, H=32, d=64, bf16, the default HyperParams, in the order
---causals gives (true,false: causal first in each process). Prints each tree's median of its
+forward and forward+backward, B=1, H=32, d=64, bf16, the default HyperParams but for each
+--sample-tiles value (0: the published variant, one sample set per head), in the order --causals
+gives (true,false: causal first in each process). Prints each tree's median of its
 rounds' medians, NEW / OLD, and each tree's range over its rounds.
 For a tree at an old commit: `git worktree add .ab_old COMMIT`; a worktree is a nested git checkout,
 so the device tool carries its files only when named in `carry`. Diagnostics, not results for results/.
@@ -47,24 +49,27 @@ def worker(tree: str, ns: list[int]) -> dict:
         xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
         gout = torch.randn_like(xs[0])
         gen = torch.Generator(device="cuda")
-        for causal in CAUSALS:
+        for causal, tile in ((c, t) for t in SAMPLE_TILES for c in CAUSALS):
             def fwd():
                 gen.manual_seed(0)
-                return hyper_attention(*xs, HyperParams(), causal=causal, generator=gen, backend="triton")
+                return hyper_attention(*xs, HyperParams(sample_tile=tile), causal=causal, generator=gen,
+                                       backend="triton")
 
             def fwd_bwd():
                 out, _ = fwd()
                 torch.autograd.grad(out, xs, gout)
 
+            row = f"n={n} causal={causal}" + (f" sample_tile={tile}" if tile != 256 else "")
             with torch.no_grad():
-                found[f"n={n} causal={causal} fwd"] = synced_ms(fwd)
-            found[f"n={n} causal={causal} fwd+bwd"] = synced_ms(fwd_bwd)
+                found[f"{row} fwd"] = synced_ms(fwd)
+            found[f"{row} fwd+bwd"] = synced_ms(fwd_bwd)
         torch.cuda.empty_cache()
     return found
 
 
 # The order of the rows within a worker process (--causals=true,false: causal first).
 CAUSALS = [c == "true" for c in arg("causals", "false,true").split(",")]
+SAMPLE_TILES = [int(t) for t in arg("sample-tiles", "256").split(",")]
 
 
 def main():
@@ -80,7 +85,8 @@ def main():
     for _ in range(int(arg("rounds", 3))):
         for t in trees:
             done = subprocess.run([sys.executable, __file__, f"--worker={t}", f"--ns={arg('ns', '8192,16384,131072')}",
-                                   f"--causals={arg('causals', 'false,true')}"], capture_output=True, text=True)
+                                   f"--causals={arg('causals', 'false,true')}",
+                                   f"--sample-tiles={arg('sample-tiles', '256')}"], capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"error: the worker for {t} failed:\n{done.stderr[-3000:]}")
             runs[t].append(json.loads(done.stdout.strip().splitlines()[-1]))
