@@ -1,0 +1,127 @@
+"""How fast can Triton 3.6 run plain dense attention on this GPU?  A probe, not a kernel.
+
+    python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128]
+
+The non-causal forward goal (1.6 ms at n = 131072) needs the key-list forward to compute its
+2.15 G scores faster than SDPA cuDNN computes dense ones (kernels/NOTES.md, v18). This measures
+the ceiling that Triton itself sets: `_dense_forward` is the textbook online-softmax forward with
+no gathers, no biases and no lists, every Q, K and V tile loaded through a TMA descriptor, run
+over several tile shapes, pipeline depths and Triton's Hopper warp specialisation. It is timed
+beside SDPA cuDNN and flash at the same shape. Rates are in scores per second: n² × B × H over the
+median time (do_bench), so they compare directly with the key-list kernel's (its scores are
+n × 512 × B × H). Each config's output is checked against SDPA's first.
+Prints everything; writes probe_dense_triton.json to $OUT (or ./gpu_out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from triton.testing import do_bench
+
+OUT = os.environ.get("OUT") or "gpu_out"
+FOUND: dict = {}
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _dense_forward(Q, K, V, Out, n, qk_scale, rows_total, D: tl.constexpr, BM: tl.constexpr,
+                   BN: tl.constexpr, WS: tl.constexpr):
+    """One query tile of one head over every key of that head; q/k/v/out are [B·H·n, D]."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_o = tl.make_tensor_descriptor(Out, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    row0 = bh * n
+    q = desc_q.load([row0 + pid * BM, 0])
+    m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BM], dtype=tl.float32)
+    acc = tl.zeros([BM, D], dtype=tl.float32)
+    for j in tl.range(0, n, BN, warp_specialize=WS):
+        k = desc_k.load([row0 + j, 0])
+        v = desc_v.load([row0 + j, 0])
+        qk = tl.dot(q, k.T) * qk_scale
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    desc_o.store([row0 + pid * BM, 0], (acc / l_i[:, None]).to(Out.dtype.element_ty))
+
+
+def dense_forward(q, k, v, config):
+    """q, k, v [B, H, n, D] contiguous, n a multiple of the tile sizes."""
+    bm, bn, warps, stages, ws = config
+    B, H, n, D = q.shape
+    out = torch.empty_like(q)
+    _dense_forward[(n // bm, B * H)](q, k, v, out, n, LOG2E / math.sqrt(D), B * H * n, D=D, BM=bm,
+                                      BN=bn, WS=ws, num_warps=warps, num_stages=stages)
+    return out
+
+
+CONFIGS = ([(128, 64, 4, s, ws) for s in (3, 4, 5) for ws in (False, True)]
+           + [(128, 64, 8, s, ws) for s in (3, 4) for ws in (False, True)]
+           + [(128, 128, 8, s, ws) for s in (2, 3) for ws in (False, True)]
+           + [(256, 64, 8, 3, ws) for ws in (False, True)] + [(128, 128, 4, 3, ws) for ws in (False, True)])
+
+
+def arg(name, default):
+    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
+
+
+def note(key, value):
+    FOUND[key] = value
+    print(f"{key}: {value}", flush=True)
+
+
+def ms(fn):
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def main():
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device="cuda", dtype=torch.int8))
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    for d in (int(x) for x in arg("ds", "64,128").split(",")):
+        for n in (int(x) for x in arg("ns", "16384").split(",")):
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            q, k, v = (torch.randn(1, 32, n, d, device="cuda", generator=gen).bfloat16() for _ in range(3))
+            scores = n * n * 32
+            tag = f"d={d} n={n}"
+            want = F.scaled_dot_product_attention(q, k, v)
+            for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+                with sdpa_kernel(backend):
+                    t = ms(lambda: F.scaled_dot_product_attention(q, k, v))
+                note(f"{tag} SDPA {name}", f"{t:.3f} ms, {scores / t / 1e9:.3f} T scores/s")
+            best = None
+            for config in CONFIGS:
+                try:
+                    got = dense_forward(q, k, v, config)
+                    err = float((got.float() - want.float()).abs().max() / want.float().abs().max())
+                    if not err < 2e-2:
+                        note(f"{tag} triton {config}", f"wrong (relative error {err:.2e})")
+                        continue
+                    t = ms(lambda: dense_forward(q, k, v, config))
+                except Exception as exc:   # out of shared memory, or a compile failure
+                    note(f"{tag} triton {config}", f"failed: {type(exc).__name__}: {str(exc)[:120]}")
+                    continue
+                note(f"{tag} triton {config}", f"{t:.3f} ms, {scores / t / 1e9:.3f} T scores/s, error {err:.1e}")
+                best = min(best or (t, config), (t, config))
+            if best:
+                note(f"{tag} triton best", f"{best[0]:.3f} ms {best[1]}: {scores / best[0] / 1e9:.3f} T scores/s")
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "probe_dense_triton.json"), "w") as f:
+        json.dump(FOUND, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
