@@ -22,13 +22,15 @@ commands:
   plot NAME [...]            draw a paper figure from the store into results/figures/ (PDF and PNG)
   dashboard [...]            write the regression dashboard, results/dashboard/index.html
   compare --baseline REF     compare the latest results with a baseline commit; exit 1 on a regression
+  compact [--dry-run]        merge each run's job files into one Parquet file per run (same rows)
 
 `hyperbench run --help` shows Hydra's help with every config key and its default.
 """
 
 CONFIG_MODULE = "hyperbench.conf"
-# Commands that read the store: name -> module with main(argv) -> exit status.
-READERS = {"results": ".results_cli", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare"}
+# Commands on the store: name -> module with main(argv) -> exit status.
+READERS = {"results": ".results_cli", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare",
+           "compact": ".compact"}
 MAX_CHECKED_COMBINATIONS = 4096
 
 

@@ -4,7 +4,9 @@ Layout: ``<results_dir>/<YYYY-MM-DD>/<job_id>.parquet`` (UTC date of the write),
 ``read_parquet('results/**/*.parquet', union_by_name=true)`` sees the whole store. Each file is
 written to a hidden temporary file in the same folder (``.<job_id>.parquet.<pid>.<rand>.tmp``),
 fsynced and renamed into place, so a reader never sees half a file and a crash leaves only a
-temporary file that the ``*.parquet`` glob does not match.
+temporary file that the ``*.parquet`` glob does not match. `hyperbench compact` (compact.py) merges
+a run's job files into ``<YYYY-MM-DD>/<run_id>.run.parquet``; the readers here drop rows that are
+exact copies of another, so rows that a crashed compaction left in two files count once.
 """
 
 from __future__ import annotations
@@ -222,7 +224,8 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
 
 
 def job_files(results_dir: str | os.PathLike) -> list[str]:
-    """The finished job files of the store (temporary files left by a crash are not listed)."""
+    """The finished job and run files of the store (temporary files left by a crash are not
+    listed)."""
     root = Path(results_dir)
     if not root.is_dir():
         return []
@@ -242,16 +245,18 @@ def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection,
     """A DuckDB connection with the view ``results`` over the whole store.
 
     The view has every COLUMNS column (null where no file has it, or its FILLS value), then any
-    extra columns that newer files carry.
+    extra columns that newer files carry. Rows that are exact copies of another count once.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     files = job_files(results_dir)
     if files:
         listing = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-        con.execute(f"CREATE VIEW raw_results AS SELECT * FROM read_parquet({listing}, "
+        con.execute(f"CREATE VIEW files AS SELECT * FROM read_parquet({listing}, "
                     "union_by_name=true, hive_partitioning=false)")
-        present = [r[0] for r in con.execute("DESCRIBE raw_results").fetchall()]
+        present = [r[0] for r in con.execute("DESCRIBE files").fetchall()]
+        # DISTINCT: rows that a crashed `hyperbench compact` left in two files count once
+        con.execute("CREATE VIEW raw_results AS SELECT DISTINCT * FROM files")
     else:
         present = []
     def column(c: str, t: pa.DataType) -> str:

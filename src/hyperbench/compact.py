@@ -1,0 +1,167 @@
+"""`hyperbench compact`: merge each run's job files into one Parquet file per run.
+
+    hyperbench compact [--results-dir results] [--dry-run]
+
+A run writes one file per job (store.write_job), so that a crash loses at most the job in flight.
+A store that lives for months then holds thousands of small files, each carrying the whole schema
+(~15 KB for a few rows; this repository's store had 1789 files and 33 MB for 4642 rows), and every
+read opens them all. Compaction rewrites each date folder's job files of one run as
+``<date>/<run_id>.run.parquet`` with the same rows.
+
+Safe to run at any time:
+  * The merged file is written to a temporary file, fsynced and renamed into place, and read back
+    and counted; only then are the job files it holds removed. A crash in between leaves those rows
+    on disk twice: the store's readers count exact copies once, and the next compaction removes
+    the leftovers.
+  * Only the files listed when the compaction starts are merged and removed, so a run that is still
+    writing keeps its later jobs' files until the next compaction.
+  * A job file whose job_id the run's merged file already holds replaces those rows, as writing the
+    job again replaced its file before compaction. (Only a reused HYPERBENCH_RUN_ID does that;
+    until the next compaction the readers then see both versions.)
+  * One compaction at a time: a lock on ``<results_dir>/.compact.lock``.
+Files that are not a run's job files (other names, temporary files) are left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hyperbench.store import _fsync_dir
+
+PROG = "hyperbench compact"
+RUN_SUFFIX = ".run.parquet"
+_JOB_FILE = re.compile(r"^(?P<run>[^.].*)-\d{4,}\.parquet$")
+
+
+@dataclass
+class Group:
+    """One run's files in one date folder."""
+    folder: Path
+    run_id: str
+    merged: Path | None = None
+    jobs: list[Path] = field(default_factory=list)
+
+
+def find_groups(results_dir: str | os.PathLike) -> list[Group]:
+    """Every (date folder, run) with at least one job file, in name order."""
+    groups: dict[tuple[Path, str], Group] = {}
+    merged: dict[tuple[Path, str], Path] = {}
+    for path in sorted(Path(results_dir).glob("**/*.parquet")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.name.endswith(RUN_SUFFIX):
+            merged[(path.parent, path.name[:-len(RUN_SUFFIX)])] = path
+            continue
+        match = _JOB_FILE.match(path.name)
+        if match:
+            key = (path.parent, match["run"])
+            groups.setdefault(key, Group(path.parent, match["run"])).jobs.append(path)
+    for key, group in groups.items():
+        group.merged = merged.get(key)
+    return list(groups.values())
+
+
+def _merged_table(group: Group) -> pa.Table:
+    """The run's rows: the merged file's, less the jobs that a job file holds again, then the job
+    files' rows in name order."""
+    jobs = [pq.read_table(p) for p in group.jobs]
+    parts = []
+    if group.merged is not None:
+        old = pq.read_table(group.merged)
+        again = pa.concat_arrays([t["job_id"].combine_chunks() for t in jobs]).unique()
+        parts.append(old.filter(pc.invert(pc.is_in(old["job_id"], value_set=again))))
+    return pa.concat_tables(parts + jobs, promote_options="default")
+
+
+def _write_atomically(table: pa.Table, final: Path) -> None:
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if pq.read_metadata(tmp).num_rows != table.num_rows:
+            raise OSError(f"{tmp}: the rows read back differ from the rows written")
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(final.parent)
+
+
+def compact_group(group: Group) -> int:
+    """Merge one group; returns the rows of its merged file."""
+    table = _merged_table(group)
+    _write_atomically(table, group.folder / f"{group.run_id}{RUN_SUFFIX}")
+    for path in group.jobs:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    _fsync_dir(group.folder)
+    return table.num_rows
+
+
+def _store_size(results_dir: Path) -> tuple[int, int]:
+    files = [p for p in results_dir.glob("**/*.parquet") if p.is_file() and not p.name.startswith(".")]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def compact(results_dir: str | os.PathLike, *, dry_run: bool = False, say=print) -> int:
+    """Compact the store; returns the number of runs merged (or that would be, with dry_run)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        say(f"no results in {root}")
+        return 0
+    with open(root / ".compact.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another compaction of {root} is running ({lock.name} is locked)") from None
+        groups = find_groups(root)
+        files, size = _store_size(root)
+        if dry_run:
+            jobs = sum(len(g.jobs) for g in groups)
+            say(f"would merge {jobs} job file(s) of {len(groups)} run(s) in {root} "
+                f"({files} files, {size / 1e6:.1f} MB now)")
+            return len(groups)
+        rows = sum(compact_group(g) for g in groups)
+        after_files, after_size = _store_size(root)
+        say(f"merged {len(groups)} run(s) in {root} ({rows} rows): {files} files, {size / 1e6:.1f} MB "
+            f"-> {after_files} files, {after_size / 1e6:.1f} MB")
+        return len(groups)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compact"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog=PROG, description="Merge each run's job files into one "
+                                     "Parquet file per run (same rows; see the module docstring).")
+    parser.add_argument("--results-dir", default="results", help="store folder (default: results)")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be merged, change nothing")
+    args = parser.parse_args(argv)
+    try:
+        compact(args.results_dir, dry_run=args.dry_run)
+    except RuntimeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
