@@ -56,7 +56,7 @@ NORM_BASIS_BYTES = 8 << 30
 # probe can time both.
 EIG_BY_SQUARING = True
 SQUARINGS = 30
-COMPACT_BYTES = 256 << 20      # the Lanczos basis moves this much at a time when heads retire
+BASIS_MOVE_BYTES = 256 << 20   # the Lanczos basis moves this much at a time when heads retire
 
 SUMMARY_NAMES = ("spec_err", "rel_spec_err", "rel_fro_err", "max_row_err")
 
@@ -249,7 +249,7 @@ def _compact(basis, keep, m):
     chunk [j0, j1) are keep[j0:j1] >= j0, which no earlier chunk wrote, and each chunk is read
     whole before it is written."""
     live = basis[:, :, :m]
-    step = max(1, COMPACT_BYTES // max(1, live[0].numel() * live.element_size()))
+    step = max(1, BASIS_MOVE_BYTES // max(1, live[0].numel() * live.element_size()))
     for j0 in range(0, len(keep), step):
         src = keep[j0:j0 + step].to(basis.device)
         live[j0:j0 + len(src)] = live.index_select(0, src)
@@ -387,9 +387,9 @@ def largest_eigenvalue(a: torch.Tensor, squarings: int = SQUARINGS) -> torch.Ten
     Accuracy: with A = Σ λᵢ uᵢuᵢᵀ and N = 2^squarings, column j of P is ∝ Σ λᵢᴺ uᵢ[j] uᵢ, and the
     longest column has Σᵢ (λᵢ/λ₁)²ᴺ uᵢ[j]² ≥ 1/m, so λ₁ − ρ ≤ m·λ₁·maxₓ x²ᴺ(1 − x) < m·λ₁/(2eN):
     at 30 squarings at most 2.2e-8·λ₁ for m ≤ 128 (1.1e-8 on the norm), and ρ ≤ λ₁ always (a
-    Rayleigh quotient). Each
-    P is scaled to trace 1 before it is squared, so nothing overflows, and its largest eigenvalue
-    is then at least 1/m, so the squares keep it. NaN in A gives NaN, not an exception."""
+    Rayleigh quotient). Each P is scaled to trace 1 before it is squared, so nothing overflows,
+    and its largest eigenvalue is then at least 1/m, so the squares keep it. NaN in A gives NaN,
+    not an exception."""
     a = a.double()
     p = a
     for _ in range(squarings):

@@ -231,7 +231,7 @@ def test_compact_moves_live_heads_to_the_front(monkeypatch, chunk_heads):
     destinations included."""
     basis = torch.randn(9, 5, 4)
     keep = torch.tensor([1, 2, 3, 5, 8])
-    monkeypatch.setattr(metrics, "COMPACT_BYTES", chunk_heads * 5 * 3 * basis.element_size())
+    monkeypatch.setattr(metrics, "BASIS_MOVE_BYTES", chunk_heads * 5 * 3 * basis.element_size())
     want = basis[keep, :, :3].clone()
     metrics._compact(basis, keep, 3)
     torch.testing.assert_close(basis[:5, :, :3], want, rtol=0, atol=0)
