@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         compact(args.results_dir, dry_run=args.dry_run)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:   # locked, or a folder it cannot write: nothing half-done
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -117,3 +117,15 @@ def test_cli_dry_run_then_compact(results, capsys):
     assert cli.main(["compact", "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert "merged 2 run(s)" in out and "(10 rows): 5 files" in out and "-> 2 files" in out
+
+
+def test_cli_a_folder_it_cannot_write_is_one_line_and_exit_1(results, monkeypatch, capsys):
+    files = names(results)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(results / "x.tmp"))
+    monkeypatch.setattr(compact.pq, "write_table", refused)
+    assert cli.main(["compact", "--results-dir", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hyperbench compact: error: [Errno 13] Permission denied") and err.count("\n") == 1
+    assert names(results) == files
