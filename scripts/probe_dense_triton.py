@@ -27,6 +27,8 @@ import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
+from probe_tma_ws import online_softmax_step   # this script's folder is on sys.path
+
 OUT = os.environ.get("OUT") or "gpu_out"
 FOUND: dict = {}
 LOG2E = 1.4426950408889634
@@ -49,13 +51,7 @@ def _dense_forward(Q, K, V, Out, n, qk_scale, rows_total, D: tl.constexpr, BM: t
     for j in tl.range(0, n, BN, warp_specialize=WS):
         k = desc_k.load([row0 + j, 0])
         v = desc_v.load([row0 + j, 0])
-        qk = tl.dot(q, k.T) * qk_scale
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(tl.dot(q, k.T) * qk_scale, v, m_i, l_i, acc)
     desc_o.store([row0 + pid * BM, 0], (acc / l_i[:, None]).to(Out.dtype.element_ty))
 
 

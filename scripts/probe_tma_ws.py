@@ -25,6 +25,16 @@ import triton.language as tl
 
 
 @triton.jit
+def online_softmax_step(qk, v, m_i, l_i, acc):
+    """One key step of the online softmax in the exp2 domain: scores qk [BM, BN] (scaled by
+    log2 e), values v [BN, D]; returns the new row max, row sum and unnormalised output."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+
+
+@triton.jit
 def _window_forward(QS, Q, QO, KC, VC, KB, Out, Lse, n, L, NL, qk_scale, q_rows, kc_rows,
                     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, UNIT: tl.constexpr,
                     WS: tl.constexpr, Q_GATHER: tl.constexpr):
@@ -52,12 +62,7 @@ def _window_forward(QS, Q, QO, KC, VC, KB, Out, Lse, n, L, NL, qk_scale, q_rows,
         k = desc_k.load([first + j, 0])
         v = desc_v.load([first + j, 0])
         qk = tl.dot(q, k.T) * qk_scale + tl.load(KB + first + j + tl.arange(0, BN))[None, :]
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(qk, v, m_i, l_i, acc)
     q_idx = tl.load(QO + bh64 * n + rows)
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     tl.store(Out + bh64 * n * D + q_idx[:, None] * D + offs_d[None, :], (acc / l_safe[:, None]).to(Out.dtype.element_ty))
