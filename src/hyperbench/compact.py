@@ -28,7 +28,6 @@ import argparse
 import fcntl
 import os
 import re
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hyperbench.store import _fsync_dir
+from hyperbench.store import _fsync_dir, write_atomically
 
 PROG = "hyperbench compact"
 RUN_SUFFIX = ".run.parquet"
@@ -84,29 +83,10 @@ def _merged_table(group: Group) -> pa.Table:
     return pa.concat_tables(parts + jobs, promote_options="default")
 
 
-def _write_atomically(table: pa.Table, final: Path) -> None:
-    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if pq.read_metadata(tmp).num_rows != table.num_rows:
-            raise OSError(f"{tmp}: the rows read back differ from the rows written")
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(final.parent)
-
-
 def compact_group(group: Group) -> int:
     """Merge one group; returns the rows of its merged file."""
     table = _merged_table(group)
-    _write_atomically(table, group.folder / f"{group.run_id}{RUN_SUFFIX}")
+    write_atomically(table, group.folder / f"{group.run_id}{RUN_SUFFIX}")
     for path in group.jobs:
         try:
             path.unlink()

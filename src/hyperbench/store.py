@@ -202,12 +202,21 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
     folder = Path(results_dir) / dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{job_id}.parquet"
-    tmp = folder / f".{job_id}.parquet.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    write_atomically(table, final)
+    return final
+
+
+def write_atomically(table: pa.Table, final: Path) -> None:
+    """Write ``table`` as ``final`` through a hidden temporary file in the same folder, fsynced,
+    counted back and renamed into place; on any failure the temporary file is removed."""
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "wb") as fh:
             pq.write_table(table, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if pq.read_metadata(tmp).num_rows != table.num_rows:
+            raise OSError(f"{tmp}: the rows read back differ from the rows written")
         os.replace(tmp, final)
     except BaseException:
         try:
@@ -215,8 +224,7 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
-    return final
+    _fsync_dir(final.parent)
 
 
 # ---------------------------------------------------------------------------------------------

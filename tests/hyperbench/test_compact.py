@@ -84,7 +84,7 @@ def test_a_failed_write_changes_nothing(results, monkeypatch):
     def broken(table, where, **kw):
         where.write(b"half a file")
         raise OSError("disk full")
-    monkeypatch.setattr(compact.pq, "write_table", broken)
+    monkeypatch.setattr(store.pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         compact.compact(results, say=lambda s: None)
     monkeypatch.undo()
@@ -124,7 +124,7 @@ def test_cli_a_folder_it_cannot_write_is_one_line_and_exit_1(results, monkeypatc
 
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(results / "x.tmp"))
-    monkeypatch.setattr(compact.pq, "write_table", refused)
+    monkeypatch.setattr(store.pq, "write_table", refused)
     assert cli.main(["compact", "--results-dir", str(results)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("hyperbench compact: error: [Errno 13] Permission denied") and err.count("\n") == 1
