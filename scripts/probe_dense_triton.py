@@ -1,6 +1,6 @@
 """How fast can Triton 3.6 run plain dense attention on this GPU?  A probe, not a kernel.
 
-    python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128]
+    python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128] [--backward=1]
 
 The non-causal forward goal (1.6 ms at n = 131072) needs the key-list forward to compute its
 2.15 G scores faster than SDPA cuDNN computes dense ones (kernels/NOTES.md, v18). This measures
@@ -9,7 +9,10 @@ no gathers, no biases and no lists, every Q, K and V tile loaded through a TMA d
 over several tile shapes, pipeline depths and Triton's Hopper warp specialisation. It is timed
 beside SDPA cuDNN and flash at the same shape. Rates are in scores per second: n² × B × H over the
 median time (do_bench), so they compare directly with the key-list kernel's (its scores are
-n × 512 × B × H). Each config's output is checked against SDPA's first.
+n × 512 × B × H). Each config's output is checked against SDPA's first. Then the backward the
+same way: FlashAttention-2's two dense kernels (dK/dV by key tiles, dQ by query tiles, each
+recomputing P from the row's log-sum-exp) beside SDPA's backward (its forward+backward less its
+forward), gradients checked against SDPA's.
 Prints everything; writes probe_dense_triton.json to $OUT (or ./gpu_out).
 """
 
@@ -65,6 +68,99 @@ def dense_forward(q, k, v, config):
     return out
 
 
+@triton.jit
+def _dense_dkdv(Q, K, V, DO, Lse2, Delta, DK, DV, n, qk_scale, sm_scale, rows_total, D: tl.constexpr,
+                BM: tl.constexpr, BN: tl.constexpr):
+    """dK, dV of one key tile of one head over every query of that head (FlashAttention-2's
+    backward). Lse2: each query row's log-sum-exp of its scaled scores in the exp2 domain;
+    Delta: rowsum(dO ∘ O)."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_do = tl.make_tensor_descriptor(DO, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    row0 = bh * n
+    k = desc_k.load([row0 + pid * BN, 0])
+    v = desc_v.load([row0 + pid * BN, 0])
+    dk = tl.zeros([BN, D], dtype=tl.float32)
+    dv = tl.zeros([BN, D], dtype=tl.float32)
+    for i in tl.range(0, n, BM):
+        q = desc_q.load([row0 + i, 0])
+        do = desc_do.load([row0 + i, 0])
+        rows = row0 + i + tl.arange(0, BM)
+        p = tl.exp2(tl.dot(q, k.T) * qk_scale - tl.load(Lse2 + rows)[:, None])
+        dv += tl.dot(p.to(do.dtype).T, do)
+        ds = p * (tl.dot(do, v.T) - tl.load(Delta + rows)[:, None])
+        dk += tl.dot(ds.to(q.dtype).T, q)
+    tl.store(DK + (row0 + pid * BN + tl.arange(0, BN))[:, None] * D + tl.arange(0, D)[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty))
+    tl.store(DV + (row0 + pid * BN + tl.arange(0, BN))[:, None] * D + tl.arange(0, D)[None, :],
+             dv.to(DV.dtype.element_ty))
+
+
+@triton.jit
+def _dense_dq(Q, K, V, DO, Lse2, Delta, DQ, n, qk_scale, sm_scale, rows_total, D: tl.constexpr,
+              BM: tl.constexpr, BN: tl.constexpr):
+    """dQ of one query tile of one head over every key of that head."""
+    pid, bh = tl.program_id(0), tl.program_id(1)
+    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_do = tl.make_tensor_descriptor(DO, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    row0 = bh * n
+    rows = row0 + pid * BM + tl.arange(0, BM)
+    q = desc_q.load([row0 + pid * BM, 0])
+    do = desc_do.load([row0 + pid * BM, 0])
+    lse2 = tl.load(Lse2 + rows)
+    delta = tl.load(Delta + rows)
+    dq = tl.zeros([BM, D], dtype=tl.float32)
+    for j in tl.range(0, n, BN):
+        k = desc_k.load([row0 + j, 0])
+        v = desc_v.load([row0 + j, 0])
+        p = tl.exp2(tl.dot(q, k.T) * qk_scale - lse2[:, None])
+        ds = p * (tl.dot(do, v.T) - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k)
+    tl.store(DQ + rows[:, None] * D + tl.arange(0, D)[None, :], (dq * sm_scale).to(DQ.dtype.element_ty))
+
+
+def row_stats(q, k, out, dout):
+    """(Lse2, Delta) of the dense attention: each row's log-sum-exp of its scores in the exp2
+    domain (fp32, from fp32 scores a head at a time) and rowsum(dO ∘ O)."""
+    B, H, n, D = q.shape
+    lse2 = torch.empty(B, H, n, device=q.device, dtype=torch.float32)
+    for b in range(B):
+        for h in range(H):
+            scores = (q[b, h].float() @ k[b, h].float().T) * (LOG2E / math.sqrt(D))
+            lse2[b, h] = torch.logsumexp(scores / LOG2E, dim=-1) * LOG2E
+    return lse2, (dout.float() * out.float()).sum(-1)
+
+
+def dense_dkdv(q, k, v, dout, lse2, delta, config):
+    """(dk, dv) of dense attention; config (keys a program, queries a step, warps, stages)."""
+    B, H, n, D = q.shape
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    bn, bm, warps, stages = config
+    _dense_dkdv[(n // bn, B * H)](q, k, v, dout, lse2, delta, dk, dv, n, LOG2E / math.sqrt(D),
+                                   1 / math.sqrt(D), B * H * n, D=D, BM=bm, BN=bn, num_warps=warps,
+                                   num_stages=stages)
+    return dk, dv
+
+
+def dense_dq(q, k, v, dout, lse2, delta, config):
+    """dq of dense attention; config (queries a program, keys a step, warps, stages)."""
+    B, H, n, D = q.shape
+    dq = torch.empty_like(q)
+    bm, bn, warps, stages = config
+    _dense_dq[(n // bm, B * H)](q, k, v, dout, lse2, delta, dq, n, LOG2E / math.sqrt(D),
+                                 1 / math.sqrt(D), B * H * n, D=D, BM=bm, BN=bn, num_warps=warps,
+                                 num_stages=stages)
+    return dq
+
+
+# (keys, queries a step, warps, stages) for dK/dV; (queries, keys a step, warps, stages) for dQ
+BWD_CONFIGS = [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (128, 128, 8, 2)]
+
+
 CONFIGS = ([(128, 64, 4, s, ws) for s in (3, 4, 5) for ws in (False, True)]
            + [(128, 64, 8, s, ws) for s in (3, 4) for ws in (False, True)]
            + [(128, 128, 8, s, ws) for s in (2, 3) for ws in (False, True)]
@@ -82,6 +178,46 @@ def note(key, value):
 
 def ms(fn):
     return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def backward(q, k, v, out, tag, scores):
+    """SDPA's backward (its forward+backward less its forward, same call) against the two dense
+    Triton kernels, each at its best config; gradients checked against SDPA's first."""
+    dout = torch.randn_like(q)
+    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    want = None
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+        with sdpa_kernel(backend):
+            def fwd_bwd():
+                return torch.autograd.grad(F.scaled_dot_product_attention(*leaves), leaves, dout)
+            want = want or fwd_bwd()
+            total = ms(fwd_bwd)
+            with torch.no_grad():
+                fwd = ms(lambda: F.scaled_dot_product_attention(*leaves))
+        note(f"{tag} SDPA {name} backward (fwd+bwd {total:.3f} − fwd {fwd:.3f})",
+             f"{total - fwd:.3f} ms, {scores / (total - fwd) / 1e9:.3f} T scores/s")
+    lse2, delta = row_stats(q, k, out, dout)
+    best = {}
+    for kind, run, configs in (("dk,dv", dense_dkdv, BWD_CONFIGS), ("dq", dense_dq, BWD_CONFIGS)):
+        for config in configs:
+            try:
+                got = run(q, k, v, dout, lse2, delta, config)
+                got = got if isinstance(got, tuple) else (got,)
+                ref = want[1:] if kind == "dk,dv" else want[:1]
+                err = max(float((g.float() - r.float()).abs().max() / r.float().abs().max()) for g, r in zip(got, ref))
+                if not err < 3e-2:
+                    note(f"{tag} triton {kind} {config}", f"wrong (relative error {err:.2e})")
+                    continue
+                t = ms(lambda: run(q, k, v, dout, lse2, delta, config))
+            except Exception as exc:   # out of shared memory, or a compile failure
+                note(f"{tag} triton {kind} {config}", f"failed: {type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            note(f"{tag} triton {kind} {config}", f"{t:.3f} ms, error {err:.1e}")
+            best[kind] = min(best.get(kind, (t, config)), (t, config))
+    if len(best) == 2:
+        t = best["dk,dv"][0] + best["dq"][0]
+        note(f"{tag} triton backward best (dk,dv {best['dk,dv'][1]} + dq {best['dq'][1]})",
+             f"{t:.3f} ms, {scores / t / 1e9:.3f} T scores/s")
 
 
 def main():
@@ -114,6 +250,8 @@ def main():
                 best = min(best or (t, config), (t, config))
             if best:
                 note(f"{tag} triton best", f"{best[0]:.3f} ms {best[1]}: {scores / best[0] / 1e9:.3f} T scores/s")
+            if arg("backward", "1") == "1":
+                backward(q, k, v, want, tag, scores)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe_dense_triton.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
