@@ -78,8 +78,11 @@ def _merged_table(group: Group) -> pa.Table:
     parts = []
     if group.merged is not None:
         old = pq.read_table(group.merged)
-        again = pa.concat_arrays([t["job_id"].combine_chunks() for t in jobs]).unique()
-        parts.append(old.filter(pc.invert(pc.is_in(old["job_id"], value_set=again))))
+        ids = [t["job_id"].combine_chunks() for t in jobs if "job_id" in t.column_names]
+        if ids and "job_id" in old.column_names:
+            again = pa.concat_arrays(ids).unique()
+            old = old.filter(pc.invert(pc.is_in(old["job_id"], value_set=again)))
+        parts.append(old)
     return pa.concat_tables(parts + jobs, promote_options="default")
 
 
@@ -119,11 +122,17 @@ def compact(results_dir: str | os.PathLike, *, dry_run: bool = False, say=print)
             say(f"would merge {jobs} job file(s) of {len(groups)} run(s) in {root} "
                 f"({files} files, {size / 1e6:.1f} MB now)")
             return len(groups)
-        rows = sum(compact_group(g) for g in groups)
+        rows, merged = 0, 0
+        for group in groups:
+            try:
+                rows += compact_group(group)
+                merged += 1
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:   # files whose columns disagree
+                say(f"left run {group.run_id} in {group.folder} as it is: {' '.join(str(exc).split())}")
         after_files, after_size = _store_size(root)
-        say(f"merged {len(groups)} run(s) in {root} ({rows} rows): {files} files, {size / 1e6:.1f} MB "
+        say(f"merged {merged} run(s) in {root} ({rows} rows): {files} files, {size / 1e6:.1f} MB "
             f"-> {after_files} files, {after_size / 1e6:.1f} MB")
-        return len(groups)
+        return merged
 
 
 def main(argv: list[str] | None = None) -> int:

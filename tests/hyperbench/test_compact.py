@@ -3,6 +3,8 @@
 import fcntl
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hyperbench import cli, compact, store
@@ -129,3 +131,17 @@ def test_cli_a_folder_it_cannot_write_is_one_line_and_exit_1(results, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("hyperbench compact: error: [Errno 13] Permission denied") and err.count("\n") == 1
     assert names(results) == files
+
+
+def test_a_run_whose_files_disagree_is_left_as_it_is(results, capsys):
+    """Job files of one run whose columns cannot be merged (a type changed): that run keeps its
+    files, the others are merged."""
+    folder = next(results.iterdir())
+    odd = pa.table({"run_id": ["20250301T000200000000Z-bbbbbb"], "job_id": ["x"], "seq_len": ["long"]})
+    pq.write_table(odd, folder / "20250301T000200000000Z-bbbbbb-0000.parquet")
+    store.write_job([row(run_id="20250301T000200000000Z-bbbbbb")], results,
+                    job_id="20250301T000200000000Z-bbbbbb-0001")
+    assert cli.main(["compact", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "left run 20250301T000200000000Z-bbbbbb" in out and "merged 2 run(s)" in out
+    assert sum(n.startswith("20250301T000200000000Z-bbbbbb-") for n in names(results)) == 2
