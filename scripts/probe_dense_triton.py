@@ -1,6 +1,6 @@
 """How fast can Triton 3.6 run plain dense attention on this GPU?  A probe, not a kernel.
 
-    python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128] [--backward=1]
+    python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128] [--backward=1] [--more-dkdv=1]
 
 The non-causal forward goal (1.6 ms at n = 131072) needs the key-list forward to compute its
 2.15 G scores faster than SDPA cuDNN computes dense ones (kernels/NOTES.md, v18). This measures
@@ -159,6 +159,9 @@ def dense_dq(q, k, v, dout, lse2, delta, config):
 
 # (keys, queries a step, warps, stages) for dK/dV; (queries, keys a step, warps, stages) for dQ
 BWD_CONFIGS = [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (128, 128, 8, 2)]
+# More dK/dV tiles around the best of the first five (64, 64, 4, 3), asked for by --more-dkdv=1
+MORE_DKDV = [(64, 32, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), (64, 64, 8, 3), (32, 64, 4, 3),
+             (64, 128, 8, 2), (64, 128, 4, 2), (128, 32, 4, 3)]
 
 
 CONFIGS = ([(128, 64, 4, s, ws) for s in (3, 4, 5) for ws in (False, True)]
@@ -198,7 +201,8 @@ def backward(q, k, v, out, tag, scores):
              f"{total - fwd:.3f} ms, {scores / (total - fwd) / 1e9:.3f} T scores/s")
     lse2, delta = row_stats(q, k, out, dout)
     best = {}
-    for kind, run, configs in (("dk,dv", dense_dkdv, BWD_CONFIGS), ("dq", dense_dq, BWD_CONFIGS)):
+    dkdv_configs = BWD_CONFIGS + (MORE_DKDV if arg("more-dkdv", "0") == "1" else [])
+    for kind, run, configs in (("dk,dv", dense_dkdv, dkdv_configs), ("dq", dense_dq, BWD_CONFIGS)):
         for config in configs:
             try:
                 got = run(q, k, v, dout, lse2, delta, config)
