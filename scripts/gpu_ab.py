@@ -25,9 +25,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def arg(name, default):
-    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
+from probe_out import arg  # noqa: E402  (this script's folder is on sys.path)
 
 
 def synced_ms(fn, reps=30):

@@ -105,7 +105,6 @@ from unittest import mock
 
 import torch
 import triton
-from triton.testing import do_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -113,18 +112,11 @@ from kernels import lsh, reference, triton_attention, triton_lsh, triton_sort  #
 from kernels.hyper_attention import HyperParams, hyper_attention  # noqa: E402
 from kernels.triton_delta import delta as row_delta  # noqa: E402
 from gpu_ab import synced_ms  # noqa: E402  (this script's folder is on sys.path)
+from probe_out import arg, ms  # noqa: E402
 from gpu_kernel_check import SORTS, problem, rel  # noqa: E402
 
 OUT = os.environ.get("OUT") or os.path.join(REPO, "gpu_out")
 FOUND: dict = {}
-
-
-def arg(name, default):
-    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
-
-
-def ms(fn):
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def note(key, value):

@@ -8,37 +8,22 @@ one method's metrics given both, with the largest eigenvalues by repeated squari
 (metrics.EIG_BY_SQUARING) and, up to --old-up-to heads, by eigvalsh as before, the two ways'
 norms and errors compared; then the Gram norms alone both ways on the same matrices, and torch's
 eigvalsh on the CPU for scale.
-Prints everything; writes metric_probe.json to $OUT (or ./gpu_out).
+Prints everything; writes metric_probe.json to $OUT (or gpu_out/ in the repository).
 """
 
 from __future__ import annotations
 
 import cProfile
 import io
-import json
 import math
-import os
 import pstats
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from hyperbench import metrics
-
-OUT = os.environ.get("OUT") or "gpu_out"
-FOUND: dict = {}
-
-
-def arg(name, default):
-    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
-
-
-def note(key, value):
-    FOUND[key] = value
-    print(f"{key}: {value}", flush=True)
-
+from probe_out import arg, note, save   # this script's folder is on sys.path
 
 def timed(fn):
     torch.cuda.synchronize()
@@ -60,11 +45,11 @@ def profiled(label, fn, top=8):
     return result, seconds
 
 
-def gram_both_ways(label, x):
+def gram_both_ways(label, x, old_up_to):
     gram = (lambda xd: xd.transpose(-1, -2) @ xd)(x.double())
     new, t_new = timed(lambda: metrics.largest_eigenvalue(gram))
     note(f"{label} squaring s", round(t_new, 4))
-    if gram.shape[0] <= int(arg("old-up-to", 4096)):
+    if gram.shape[0] <= old_up_to:
         old, t_old = timed(lambda: torch.linalg.eigvalsh(gram)[..., -1])
         note(f"{label} eigvalsh (GPU) s", round(t_old, 4))
         note(f"{label} largest relative difference", float(((new - old).abs() / old).max()))
@@ -101,8 +86,8 @@ def probe_heads(heads, n, d, old_up_to):
                 note(f"{tag} {name}: largest relative difference of the two ways",
                      float(((new - old).abs() / old).max()))
         metrics.EIG_BY_SQUARING = True
-        gram_both_ways(f"{tag} Gram norms of E", out[0].float() - exact[0][0])
-    gram_both_ways(f"H={heads} n={n} d={d} Gram norms of V", v[0].float())
+        gram_both_ways(f"{tag} Gram norms of E", out[0].float() - exact[0][0], old_up_to)
+    gram_both_ways(f"H={heads} n={n} d={d} Gram norms of V", v[0].float(), old_up_to)
 
 
 def main():
@@ -111,9 +96,7 @@ def main():
     for heads in (int(h) for h in arg("heads", "32,4096,70000").split(",")):
         probe_heads(heads, n, d, int(arg("old-up-to", 4096)))
         torch.cuda.empty_cache()
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "metric_probe.json"), "w") as f:
-        json.dump(FOUND, f, indent=1, default=str)
+    save("metric_probe.json")
 
 
 if __name__ == "__main__":

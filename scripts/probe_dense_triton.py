@@ -13,27 +13,22 @@ n × 512 × B × H). Each config's output is checked against SDPA's first. Then 
 same way: FlashAttention-2's two dense kernels (dK/dV by key tiles, dQ by query tiles, each
 recomputing P from the row's log-sum-exp) beside SDPA's backward (its forward+backward less its
 forward), gradients checked against SDPA's.
-Prints everything; writes probe_dense_triton.json to $OUT (or ./gpu_out).
+Prints everything; writes probe_dense_triton.json to $OUT (or gpu_out/ in the repository).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from triton.testing import do_bench
 
-from probe_tma_ws import online_softmax_step   # this script's folder is on sys.path
+from probe_out import arg, ms, note, save   # this script's folder is on sys.path
+from probe_tma_ws import online_softmax_step, rows_descriptor
 
-OUT = os.environ.get("OUT") or "gpu_out"
-FOUND: dict = {}
 LOG2E = 1.4426950408889634
 
 
@@ -42,10 +37,10 @@ def _dense_forward(Q, K, V, Out, n, qk_scale, rows_total, D: tl.constexpr, BM: t
                    BN: tl.constexpr, WS: tl.constexpr):
     """One query tile of one head over every key of that head; q/k/v/out are [B·H·n, D]."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
-    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
-    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
-    desc_o = tl.make_tensor_descriptor(Out, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
+    desc_q = rows_descriptor(Q, rows_total, D, BM)
+    desc_k = rows_descriptor(K, rows_total, D, BN)
+    desc_v = rows_descriptor(V, rows_total, D, BN)
+    desc_o = rows_descriptor(Out, rows_total, D, BM)
     row0 = bh * n
     q = desc_q.load([row0 + pid * BM, 0])
     m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
@@ -75,10 +70,10 @@ def _dense_dkdv(Q, K, V, DO, Lse2, Delta, DK, DV, n, qk_scale, sm_scale, rows_to
     backward). Lse2: each query row's log-sum-exp of its scaled scores in the exp2 domain;
     Delta: rowsum(dO ∘ O)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
-    desc_do = tl.make_tensor_descriptor(DO, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
-    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
-    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_q = rows_descriptor(Q, rows_total, D, BM)
+    desc_do = rows_descriptor(DO, rows_total, D, BM)
+    desc_k = rows_descriptor(K, rows_total, D, BN)
+    desc_v = rows_descriptor(V, rows_total, D, BN)
     row0 = bh * n
     k = desc_k.load([row0 + pid * BN, 0])
     v = desc_v.load([row0 + pid * BN, 0])
@@ -103,10 +98,10 @@ def _dense_dq(Q, K, V, DO, Lse2, Delta, DQ, n, qk_scale, sm_scale, rows_total, D
               BM: tl.constexpr, BN: tl.constexpr):
     """dQ of one query tile of one head over every key of that head."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = tl.make_tensor_descriptor(Q, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
-    desc_do = tl.make_tensor_descriptor(DO, shape=[rows_total, D], strides=[D, 1], block_shape=[BM, D])
-    desc_k = tl.make_tensor_descriptor(K, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
-    desc_v = tl.make_tensor_descriptor(V, shape=[rows_total, D], strides=[D, 1], block_shape=[BN, D])
+    desc_q = rows_descriptor(Q, rows_total, D, BM)
+    desc_do = rows_descriptor(DO, rows_total, D, BM)
+    desc_k = rows_descriptor(K, rows_total, D, BN)
+    desc_v = rows_descriptor(V, rows_total, D, BN)
     row0 = bh * n
     rows = row0 + pid * BM + tl.arange(0, BM)
     q = desc_q.load([row0 + pid * BM, 0])
@@ -168,19 +163,6 @@ CONFIGS = ([(128, 64, 4, s, ws) for s in (3, 4, 5) for ws in (False, True)]
            + [(128, 64, 8, s, ws) for s in (3, 4) for ws in (False, True)]
            + [(128, 128, 8, s, ws) for s in (2, 3) for ws in (False, True)]
            + [(256, 64, 8, 3, ws) for ws in (False, True)] + [(128, 128, 4, 3, ws) for ws in (False, True)])
-
-
-def arg(name, default):
-    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
-
-
-def note(key, value):
-    FOUND[key] = value
-    print(f"{key}: {value}", flush=True)
-
-
-def ms(fn):
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def backward(q, k, v, out, tag, scores):
@@ -256,9 +238,7 @@ def main():
                 note(f"{tag} triton best", f"{best[0]:.3f} ms {best[1]}: {scores / best[0] / 1e9:.3f} T scores/s")
             if arg("backward", "1") == "1":
                 backward(q, k, v, want, tag, scores)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "probe_dense_triton.json"), "w") as f:
-        json.dump(FOUND, f, indent=1, default=str)
+    save("probe_dense_triton.json")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ import triton.language as tl
 
 
 @triton.jit
+def rows_descriptor(ptr, rows, D: tl.constexpr, BLOCK: tl.constexpr):
+    """A TMA descriptor over a row-major [rows, D] tensor, read BLOCK rows at a time."""
+    return tl.make_tensor_descriptor(ptr, shape=[rows, D], strides=[D, 1], block_shape=[BLOCK, D])
+
+
+@triton.jit
 def online_softmax_step(qk, v, m_i, l_i, acc):
     """One key step of the online softmax in the exp2 domain: scores qk [BM, BN] (scaled by
     log2 e), values v [BN, D]; returns the new row max, row sum and unnormalised output."""
@@ -50,10 +56,10 @@ def _window_forward(QS, Q, QO, KC, VC, KB, Out, Lse, n, L, NL, qk_scale, q_rows,
         q_idx = tl.load(QO + bh64 * n + rows)
         q = tl.load(Q + bh64 * n * D + q_idx[:, None] * D + offs_d[None, :])
     else:
-        desc_q = tl.make_tensor_descriptor(QS, shape=[q_rows, D], strides=[D, 1], block_shape=[BM, D])
+        desc_q = rows_descriptor(QS, q_rows, D, BM)
         q = desc_q.load([bh * n + pid * BM, 0])
-    desc_k = tl.make_tensor_descriptor(KC, shape=[kc_rows, D], strides=[D, 1], block_shape=[BN, D])
-    desc_v = tl.make_tensor_descriptor(VC, shape=[kc_rows, D], strides=[D, 1], block_shape=[BN, D])
+    desc_k = rows_descriptor(KC, kc_rows, D, BN)
+    desc_v = rows_descriptor(VC, kc_rows, D, BN)
     first = (bh * NL + (pid * BM) // UNIT) * L          # the unit's list, as a row of KC
     m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
