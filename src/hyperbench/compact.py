@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hyperbench.store import _fsync_dir, write_atomically
+from hyperbench.store import _fsync_dir, job_files, write_atomically
 
 PROG = "hyperbench compact"
 RUN_SUFFIX = ".run.parquet"
@@ -56,9 +56,7 @@ def find_groups(results_dir: str | os.PathLike) -> list[Group]:
     """Every (date folder, run) with at least one job file, in name order."""
     groups: dict[tuple[Path, str], Group] = {}
     merged: dict[tuple[Path, str], Path] = {}
-    for path in sorted(Path(results_dir).glob("**/*.parquet")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    for path in map(Path, job_files(results_dir)):
         if path.name.endswith(RUN_SUFFIX):
             merged[(path.parent, path.name[:-len(RUN_SUFFIX)])] = path
             continue
@@ -100,8 +98,8 @@ def compact_group(group: Group) -> int:
 
 
 def _store_size(results_dir: Path) -> tuple[int, int]:
-    files = [p for p in results_dir.glob("**/*.parquet") if p.is_file() and not p.name.startswith(".")]
-    return len(files), sum(p.stat().st_size for p in files)
+    files = job_files(results_dir)
+    return len(files), sum(os.path.getsize(p) for p in files)
 
 
 def compact(results_dir: str | os.PathLike, *, dry_run: bool = False, say=print) -> int:
