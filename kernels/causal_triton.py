@@ -21,6 +21,8 @@ Triton kernel, which takes Δ directly.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import hyper_attention as driver
@@ -32,6 +34,12 @@ from .triton_sort import recursion_levels, recursion_orders
 
 # A padded row's lse in the backward: its dO and Δ are zero, so any finite value will do.
 _PAD_LSE = 0.0
+
+# The recursion adds its gradients up in fp32 buffers, cast to the inputs' dtype at the end; with
+# at most this many HyperAttention levels (and each level's dK/dV adds in 16 bits, see
+# grads_dtype) it adds them straight into 16-bit ones: the SDPA leaves' own gradient tensors, with
+# no fp32 copy of them and no cast.  Every level is one more rounding of each row's gradient.
+CAUSAL_16BIT_LEVELS = int(os.environ.get("HYPERBENCH_CAUSAL_16BIT_LEVELS", 0))
 
 
 def _exact_forward(q, k, v, causal, scale):
@@ -140,8 +148,8 @@ def _forward(q, k, v, p, scale, generator, ranks=None, orders=None, leaves=None)
 
 
 def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate):
-    """One piece's fp32 dq, dk, dv, from its rows' final out, lse and Δ, written (accumulate:
-    added) into `grads`."""
+    """One piece's dq, dk, dv, from its rows' final out, lse and Δ, written (accumulate: added)
+    into `grads`."""
     if piece[0] == "sdpa":
         _, causal, state = piece
         if not has_dlse:
@@ -157,33 +165,66 @@ def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grad
                                            grads=grads, accumulate=accumulate)
 
 
-def _backward(tree, q, k, v, out, lse, dout, delta, grads, p, scale, has_dlse):
-    """The recursion's fp32 dq, dk, dv into `grads` (contiguous [B, H, n, d]): the leaves write
-    their rows first, then every level adds its lower-left piece in place. out, lse and Δ are the
-    final rows' values."""
+def _leaf_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, dtype):
+    """A leaf's dq, dk, dv in `dtype`, new tensors: the SDPA kernel's own where it gives them in
+    that dtype (no copy), else buffers the leaf's gradient is written into."""
+    if piece[0] == "sdpa" and not has_dlse:
+        parts = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=piece[1], scale=scale,
+                                                state=piece[2])
+        return tuple(x if x.dtype == dtype else copy_into(torch.empty(x.shape, device=x.device, dtype=dtype), x)
+                     for x in parts)
+    grads = tuple(torch.empty(q.shape, device=q.device, dtype=dtype) for _ in range(3))
+    _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate=False)
+    return grads
+
+
+def _levels(tree) -> list:
+    """The recursion's lower-left piece records, top level first."""
+    pieces = []
+    while len(tree) == 2:     # (sub, piece); a leaf's record is longer
+        tree, piece = tree
+        pieces.append(piece)
+    return pieces
+
+
+def grads_dtype(tree, q) -> torch.dtype:
+    """The dtype the recursion adds its gradients up in: q's 16-bit one where at most
+    CAUSAL_16BIT_LEVELS levels add into each row and every level's fused backward adds its dK/dV
+    in 16 bits itself (triton_attention.adds_in_16_bits), else fp32 (one cast at the end)."""
+    levels = _levels(tree)
+    if q.dtype == torch.float32 or len(levels) > CAUSAL_16BIT_LEVELS:
+        return torch.float32
+    for piece in levels:
+        if piece[0] == "triton":
+            _, q_order, _, samples, kw = piece
+            if not triton_attention.adds_in_16_bits((*q_order.shape, q.shape[-1]), q.dtype, samples, **kw):
+                return torch.float32
+    return q.dtype
+
+
+def _backward(tree, q, k, v, out, lse, dout, delta, p, scale, has_dlse, dtype):
+    """The recursion's dq, dk, dv ([B, H, n, d] in `dtype`): the leaves' gradients first, then every
+    level adds its lower-left piece into them in place. out, lse and Δ are the final rows' values."""
     B, H, n, d = q.shape
     if n <= p.min_seq_len:
-        _piece_backward(tree, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate=False)
-        return
+        return _leaf_backward(tree, q, k, v, out, lse, dout, delta, scale, has_dlse, dtype)
     sub, piece = tree
-    target = grads
     if n % 2:
         # The padded row: zero dO and Δ, so it adds nothing to any gradient.
         q, k, v, out, dout = (torch.nn.functional.pad(x, (0, 0, 0, 1)) for x in (q, k, v, out, dout))
         lse = torch.nn.functional.pad(lse, (0, 1), value=_PAD_LSE)
         delta = torch.nn.functional.pad(delta, (0, 1))
-        grads = tuple(torch.empty(B, H, n + 1, d, device=q.device, dtype=torch.float32) for _ in range(3))
     half = q.shape[2] // 2
     rows = [x.reshape(B, 2 * H, half, d) for x in (q, k, v, out)]
-    _backward(sub, *rows, lse.reshape(B, 2 * H, half), dout.reshape(B, 2 * H, half, d),
-              delta.reshape(B, 2 * H, half), tuple(g.view(B, 2 * H, half, d) for g in grads), p, scale, has_dlse)
+    grads = _backward(sub, *rows, lse.reshape(B, 2 * H, half), dout.reshape(B, 2 * H, half, d),
+                      delta.reshape(B, 2 * H, half), p, scale, has_dlse, dtype)
+    # a view where the level below returned whole rows; a copy where it cut a padded row off
+    grads = tuple(g.reshape(B, H, 2 * half, d) for g in grads)
     top, bottom = slice(None, half), slice(half, None)
     _piece_backward(piece, q[:, :, bottom], k[:, :, top], v[:, :, top], out[:, :, bottom], lse[:, :, bottom],
                     dout[:, :, bottom], delta[:, :, bottom], scale, has_dlse,
                     (grads[0][:, :, bottom], grads[1][:, :, top], grads[2][:, :, top]), accumulate=True)
-    if grads is not target:
-        for t, g in zip(target, grads):
-            t.copy_(g[:, :, :n])
+    return tuple(g[:, :, :n] for g in grads)
 
 
 class _CausalHyperAttention(torch.autograd.Function):
@@ -206,10 +247,10 @@ class _CausalHyperAttention(torch.autograd.Function):
                                                          state=ctx.tree[2])
             return dq, dk, dv, None, None, None
         delta = row_delta(dout, out, dlse)
-        grads = tuple(torch.empty(q.shape, device=q.device, dtype=torch.float32) for _ in range(3))
-        _backward(ctx.tree, q, k, v, out, lse, dout, delta, grads, ctx.p, ctx.scale, dlse is not None)
-        dq, dk, dv = grads
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+        grads = _backward(ctx.tree, q, k, v, out, lse, dout, delta, ctx.p, ctx.scale, dlse is not None,
+                          grads_dtype(ctx.tree, q))
+        dq, dk, dv = (g.to(x.dtype).contiguous() for g, x in zip(grads, (q, k, v)))
+        return dq, dk, dv, None, None, None
 
 
 def causal_hyper_attention(q, k, v, p, scale, generator):

@@ -222,7 +222,7 @@ def _put(ptr, x, mask, ACCUM: tl.constexpr):
     """Store x (ACCUM 0), or add it to what is there: load + store (1; each element has one
     writer in the launch) or a relaxed atomic add (2)."""
     if ACCUM == 2:
-        tl.atomic_add(ptr, x, mask=mask, sem="relaxed")
+        tl.atomic_add(ptr, x.to(ptr.dtype.element_ty), mask=mask, sem="relaxed")
     else:
         if ACCUM == 1:
             x += tl.load(ptr, mask=mask, other=0.0)
@@ -826,6 +826,15 @@ def _fused_backward_tiles(g: _Geometry, causal: bool):
     return _cheapest_tiles(BACKWARD_KINDS, g, causal) if FUSED_LIST_BACKWARD else None
 
 
+def adds_in_16_bits(shape, dtype: torch.dtype, samples, *, block_size: int, sample_tile: int,
+                    sample_weight: float, scale: float, causal: bool = False, **_) -> bool:
+    """Whether the fused backward of a [B, H, n, d] `shape` piece adds its dK/dV straight into
+    buffers of the 16-bit `dtype` (_dkdv_adds: few tiles add into each key, no fp32 sample slots)."""
+    g = _Geometry(torch.empty(shape, device="meta"), samples, block_size, sample_tile, sample_weight, scale)
+    tiles = _fused_backward_tiles(g, causal)
+    return dtype != torch.float32 and tiles is not None and _dkdv_adds(g, dtype, tiles) == (dtype, False)
+
+
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
                 causal: bool = False):
     """An uninitialised [2, B, H, n, d] buffer in q's dtype for the forward to clear and the
@@ -1020,8 +1029,8 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
                           grads=None, accumulate: bool = False, lists=None, zeroed=None):
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
     dtype; dk and dv in q's dtype where DKDV_16BIT_ADDS or the sample slots allow (_dkdv_adds), else
-    fp32), or written into `grads`, three fp32 [B, H, n, d] tensors that may be row slices of
-    larger ones (accumulate: added to what they hold).
+    fp32), or written into `grads`, three [B, H, n, d] tensors that may be row slices of larger
+    ones (accumulate: added to what they hold), in fp32, or in q's dtype where adds_in_16_bits.
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
     lists: the forward's key lists (prepared_lists), reused where they fit.  zeroed: the [2, B, H,
@@ -1032,8 +1041,9 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     dout, lse, delta = (x if _by_head_stride(x, g.H) else x.contiguous() for x in (dout, lse, delta))
     dq, dk, dv = grads if grads is not None else (torch.empty_like(q, memory_format=torch.contiguous_format),
                                                   None, None)
-    if dk is not None and (dk.stride() != dv.stride() or dk.dtype != torch.float32 or dv.dtype != torch.float32):
-        raise ValueError("dk and dv must be fp32 with the same strides")
+    if dk is not None and (dk.stride() != dv.stride() or dk.dtype != dv.dtype
+                           or dk.dtype not in (torch.float32, q.dtype)):
+        raise ValueError("dk and dv must be fp32, or q's dtype, with the same strides")
     tiles = _fused_backward_tiles(g, causal)
     if tiles:
         bm, bn, warps, stages = tiles

@@ -85,6 +85,11 @@ countsort the counting sort's pass 1 in the hashing launch (hyper_attention.COUN
          driver (non-causal fwd and fwd+bwd, causal fwd) by do_bench and by hyperbench's timer in
          interleaved rounds, and the waits of each way. (At e9f9a29 it also timed passes 1 and 2
          both in the hashing launch, its last program per row summing the row's counts.)
+causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL_16BIT_LEVELS)
+         against fp32 buffers: errors against the fp32 torch backend (n = 16384 and 131072, two
+         heads) and between the two ways (n = 131072 and 262144, 32 heads), the kernel profile of
+         both ways, then the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
+         n = 262144).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -559,6 +564,57 @@ def adds16(n):
                 with mock.patch.object(triton_attention, "DKDV_16BIT_ADDS", adds):
                     note(f"adds16 primitive fwd+bwd d={d} n={n} DKDV_16BIT_ADDS={adds}", ms(prim))
                     note(f"adds16 driver fwd+bwd d={d} n={n} DKDV_16BIT_ADDS={adds}", ms(drv))
+
+
+def _causal_grads(xs, gout, backend="triton", levels=0):
+    """q, k, v's gradients of the causal call (loss through out), the recursion adding them up in
+    bf16 where `levels` allows (causal_triton.CAUSAL_16BIT_LEVELS), else in fp32."""
+    from kernels import causal_triton
+    ins = [x.detach().clone().requires_grad_() for x in xs]
+    with mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", levels):
+        out, _ = hyper_attention(*ins, HyperParams(), causal=True, backend=backend,
+                                 generator=torch.Generator(device="cuda").manual_seed(3))
+        return torch.autograd.grad(out.float(), ins, gout)
+
+
+def causal16(n):
+    """The causal recursion's sums in bf16 against fp32: errors, profile, timings (see the top)."""
+    from torch.profiler import ProfilerActivity, profile
+    for n_chk, H, with_ref in ((16384, 2, True), (131072, 2, True), (131072, 32, False), (262144, 32, False)):
+        try:
+            xs = [torch.randn(1, H, n_chk, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+            gout = torch.randn(1, H, n_chk, 64, device="cuda")
+            wide, narrow = _causal_grads(xs, gout), _causal_grads(xs, gout, levels=64)
+            found = {f"{g} 16-bit vs fp32 sums": rel(a, b) for g, a, b in zip(("dq", "dk", "dv"), narrow, wide)}
+            if with_ref:
+                ref = _causal_grads(xs, gout, backend="torch")
+                for name, got in (("fp32 sums", wide), ("16-bit sums", narrow)):
+                    found.update({f"{g} {name} vs reference": rel(a, b) for g, a, b in zip(("dq", "dk", "dv"), got, ref)})
+                del ref
+            note(f"causal16 errors n={n_chk} H={H}", " ".join(f"{k}={v:.3e}" for k, v in found.items()))
+            del xs, wide, narrow
+        except torch.OutOfMemoryError as e:
+            note(f"causal16 errors n={n_chk} H={H}", f"out of memory: {str(e).splitlines()[0]}")
+        torch.cuda.empty_cache()
+    from kernels import causal_triton
+    call = _driver_call(n, 64, True, True)
+    for levels in (0, 64):
+        with mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", levels):
+            for _ in range(3):
+                call()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                call()
+                torch.cuda.synchronize()
+            print(f"== causal16 profile levels={levels} n={n}")
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16, max_name_column_width=70))
+    for n_t, d in ((n, 64), (n, 128), (2 * n, 64)):
+        c = _driver_call(n_t, d, True, True)
+        _interleaved(f"causal16 fwd+bwd n={n_t} d={d}",
+                     {f"levels={lv}": (c, lambda lv=lv: mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", lv))
+                      for lv in (0, 64)})
+        del c
+        torch.cuda.empty_cache()
 
 
 def fwdsplit(n):
@@ -1281,7 +1337,7 @@ def main():
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
-         "countsortn": countsortn}[part](n)
+         "countsortn": countsortn, "causal16": causal16}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -184,3 +184,42 @@ def test_leaves_run_first_in_one_call(monkeypatch):
     with torch.no_grad():
         run(150, grad=False)
     assert calls[0] == ("hash",)
+
+
+@pytest.mark.parametrize("n", [256, 250])   # 250: levels of 125 and 63 rows, padded
+def test_sixteen_bit_sums_match_fp32_sums(monkeypatch, n):
+    """CAUSAL_16BIT_LEVELS: the levels add their gradients straight into the fp16 leaves' own
+    gradient tensors (no fp32 copy of them, no fp32 buffer at all), and the result is the fp32
+    accumulators' one, cast, to fp16's rounding of the few adds per row."""
+    monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
+    params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=64)
+    xs = [torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(90 + i)).to(DEVICE, torch.float16)
+          for i in range(3)]
+    gout = torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(99)).to(DEVICE, torch.float16)
+    dtypes, fp32_buffers = [], []
+    real_dtype, real_empty = causal_triton.grads_dtype, torch.empty
+
+    def empty(*a, dtype=None, **kw):
+        x = real_empty(*a, dtype=dtype, **kw)
+        fp32_buffers.append(x.dim() == 4 and x.shape[-1] == 16 and dtype == torch.float32)   # a gradient's
+        return x
+    monkeypatch.setattr(causal_triton, "grads_dtype", lambda *a: dtypes.append(real_dtype(*a)) or dtypes[-1])
+    monkeypatch.setattr(causal_triton.torch, "empty", empty)
+
+    def grads(levels):
+        monkeypatch.setattr(causal_triton, "CAUSAL_16BIT_LEVELS", levels)
+        ins = [x.clone().requires_grad_(True) for x in xs]
+        out, _ = hyper_attention(*ins, params, causal=True, backend="triton",
+                                 generator=torch.Generator(device=DEVICE).manual_seed(3))
+        return torch.autograd.grad(out, ins, gout)
+
+    wide = grads(0)
+    assert dtypes == [torch.float32] and any(fp32_buffers)
+    fp32_buffers.clear()
+    narrow = grads(2)
+    assert dtypes[-1] == torch.float16 and not any(fp32_buffers)
+    assert all(g.dtype == torch.float16 for g in narrow)
+    errs = [_rel(a, b) for a, b in zip(narrow, wide)]
+    assert all(1e-6 < e < 2e-3 for e in errs), errs     # rounded, a few fp16 ulps at most
+    assert grads(1) and dtypes[-1] == torch.float32     # two levels, one allowed: fp32 sums
