@@ -826,13 +826,18 @@ def _fused_backward_tiles(g: _Geometry, causal: bool):
     return _cheapest_tiles(BACKWARD_KINDS, g, causal) if FUSED_LIST_BACKWARD else None
 
 
-def adds_in_16_bits(shape, dtype: torch.dtype, samples, *, block_size: int, sample_tile: int,
-                    sample_weight: float, scale: float, causal: bool = False, **_) -> bool:
-    """Whether the fused backward of a [B, H, n, d] `shape` piece adds its dK/dV straight into
-    buffers of the 16-bit `dtype` (_dkdv_adds: few tiles add into each key, no fp32 sample slots)."""
+def sixteen_bit_adds(shape, dtype: torch.dtype, samples, *, block_size: int, sample_tile: int,
+                     sample_weight: float, scale: float, causal: bool = False, **_):
+    """How many adds the fused backward of a [B, H, n, d] `shape` piece makes into a key row of
+    dK/dV straight in the 16-bit `dtype` (_dkdv_adds), on average: its block's query tiles, and the
+    tiles of each sample set that draws the key (T·m / n sets on average).  None where it adds in
+    fp32 (fp32 inputs, or a set shared by the head, which goes through fp32 slots)."""
     g = _Geometry(torch.empty(shape, device="meta"), samples, block_size, sample_tile, sample_weight, scale)
     tiles = _fused_backward_tiles(g, causal)
-    return dtype != torch.float32 and tiles is not None and _dkdv_adds(g, dtype, tiles) == (dtype, False)
+    if dtype == torch.float32 or tiles is None or _dkdv_adds(g, dtype, tiles) != (dtype, False):
+        return None
+    layout = _layout(g.n, g.block, g.tile, tiles[0])
+    return layout.by_block + (layout.by_set * g.T * g.m / g.n if g.has_samples else 0.0)
 
 
 def zeroed_dkdv(q, samples, *, block_size: int, sample_tile: int, sample_weight: float, scale: float,
@@ -1030,7 +1035,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
     """(dq, dk, dv) given dO, the rows' lse and Δ = rowsum(dO ∘ O) − dlse: new tensors (dq in q's
     dtype; dk and dv in q's dtype where DKDV_16BIT_ADDS or the sample slots allow (_dkdv_adds), else
     fp32), or written into `grads`, three [B, H, n, d] tensors that may be row slices of larger
-    ones (accumulate: added to what they hold), in fp32, or in q's dtype where adds_in_16_bits.
+    ones (accumulate: added to what they hold), in fp32, or in q's dtype where sixteen_bit_adds allows.
     lse and Δ may be those of a larger attention this one is a part of (the causal recursion
     passes the merged rows' values): then the gradients are this part's share of that one's.
     lists: the forward's key lists (prepared_lists), reused where they fit.  zeroed: the [2, B, H,

@@ -85,8 +85,8 @@ countsort the counting sort's pass 1 in the hashing launch (hyper_attention.COUN
          driver (non-causal fwd and fwd+bwd, causal fwd) by do_bench and by hyperbench's timer in
          interleaved rounds, and the waits of each way. (At e9f9a29 it also timed passes 1 and 2
          both in the hashing launch, its last program per row summing the row's counts.)
-causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL_16BIT_LEVELS)
-         against fp32 buffers: errors against the fp32 torch backend (n = 16384 and 131072, two
+causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL_16BIT_ADDS, here
+         without a bound; at 165d365 CAUSAL_16BIT_LEVELS) against fp32 buffers: errors against the fp32 torch backend (n = 16384 and 131072, two
          heads) and between the two ways (n = 131072 and 262144, 32 heads), the kernel profile of
          both ways, then the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
          n = 262144).
@@ -566,12 +566,17 @@ def adds16(n):
                     note(f"adds16 driver fwd+bwd d={d} n={n} DKDV_16BIT_ADDS={adds}", ms(drv))
 
 
-def _causal_grads(xs, gout, backend="triton", levels=0):
-    """q, k, v's gradients of the causal call (loss through out), the recursion adding them up in
-    bf16 where `levels` allows (causal_triton.CAUSAL_16BIT_LEVELS), else in fp32."""
+def _sums_in(bits):
+    """A context in which the causal recursion adds its gradients up in fp32 (bits 32) or, wherever
+    its levels can, in bf16 (16: no bound on the adds, causal_triton.CAUSAL_16BIT_ADDS)."""
     from kernels import causal_triton
+    return mock.patch.object(causal_triton, "CAUSAL_16BIT_ADDS", 0 if bits == 32 else float("inf"))
+
+
+def _causal_grads(xs, gout, backend="triton", bits=32):
+    """q, k, v's gradients of the causal call (loss through out), summed as _sums_in(bits)."""
     ins = [x.detach().clone().requires_grad_() for x in xs]
-    with mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", levels):
+    with _sums_in(bits):
         out, _ = hyper_attention(*ins, HyperParams(), causal=True, backend=backend,
                                  generator=torch.Generator(device="cuda").manual_seed(3))
         return torch.autograd.grad(out.float(), ins, gout)
@@ -584,7 +589,7 @@ def causal16(n):
         try:
             xs = [torch.randn(1, H, n_chk, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
             gout = torch.randn(1, H, n_chk, 64, device="cuda")
-            wide, narrow = _causal_grads(xs, gout), _causal_grads(xs, gout, levels=64)
+            wide, narrow = _causal_grads(xs, gout), _causal_grads(xs, gout, bits=16)
             found = {f"{g} 16-bit vs fp32 sums": rel(a, b) for g, a, b in zip(("dq", "dk", "dv"), narrow, wide)}
             if with_ref:
                 ref = _causal_grads(xs, gout, backend="torch")
@@ -596,25 +601,22 @@ def causal16(n):
         except torch.OutOfMemoryError as e:
             note(f"causal16 errors n={n_chk} H={H}", f"out of memory: {str(e).splitlines()[0]}")
         torch.cuda.empty_cache()
-    from kernels import causal_triton
     call = _driver_call(n, 64, True, True)
-    for levels in (0, 64):
-        with mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", levels):
+    for bits in (32, 16):
+        with _sums_in(bits):
             for _ in range(3):
                 call()
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 call()
                 torch.cuda.synchronize()
-            print(f"== causal16 profile levels={levels} n={n}")
+            print(f"== causal16 profile sums in {bits} bits n={n}")
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=16, max_name_column_width=70))
     for n_t, d in ((n, 64), (n, 128), (2 * n, 64)):
         c = _driver_call(n_t, d, True, True)
         _interleaved(f"causal16 fwd+bwd n={n_t} d={d}",
-                     {f"levels={lv}": (c, lambda lv=lv: mock.patch.object(causal_triton, "CAUSAL_16BIT_LEVELS", lv))
-                      for lv in (0, 64)})
+                     {f"sums in {bits} bits": (c, lambda bits=bits: _sums_in(bits)) for bits in (32, 16)})
         del c
-        torch.cuda.empty_cache()
 
 
 def fwdsplit(n):

@@ -392,22 +392,19 @@ def test_fused_backward_adds_dkdv_in_16_bits_only_where_few_programs_add_into_a_
     _check(91, 1, 2, n, 32, block=64, tile=tile, m=m, dtype=torch.float16)
 
 
-@pytest.mark.parametrize("tile,dtype,fits", [(64, torch.float16, True), (0, torch.float16, False),
-                                             (64, torch.float32, False)],
-                         ids=["set-per-block", "set-per-head", "fp32"])
-def test_adds_in_16_bits_says_what_the_fused_backward_does(tile, dtype, fits):
-    """adds_in_16_bits (the causal recursion asks it before it allocates): a piece whose fused
-    backward adds dK/dV straight into 16-bit buffers; not a set shared by the head (its keys go
-    through fp32 slots) and not fp32 inputs."""
+@pytest.mark.parametrize("tile,dtype,adds", [(64, torch.float16, 1 + 1 * 4 * 32 / 256), (32, torch.float16, 2 + 1 * 8 * 32 / 256),
+                                             (0, torch.float16, None), (64, torch.float32, None)],
+                         ids=["set-per-block", "sets-per-32-rows", "set-per-head", "fp32"])
+def test_sixteen_bit_adds_counts_what_the_fused_backward_adds(tile, dtype, adds):
+    """sixteen_bit_adds (the causal recursion asks it before it allocates): the 64-row tiles of a
+    key's block add into its row (two where 32-row sets cut each block in two), and those of each
+    set that draws it, T·m / n sets on average;
+    None where dK/dV add up in fp32: a set shared by the head (fp32 slots), fp32 inputs."""
     from hyperbench_kernels import triton_attention
     n, m = 256, 32
     (q, k, v, qo, ko, smp), _ = _inputs(93, 1, 2, n, 32, dtype, T=1 if tile == 0 else n // tile, m=m)
     kw = dict(block_size=64, sample_tile=tile, sample_weight=n / m, scale=32 ** -0.5)
-    assert triton_attention.adds_in_16_bits(q.shape, dtype, smp, **kw) == fits
-    if dtype != torch.float32:
-        g = triton_attention._Geometry(q, smp, **kw)
-        acc, by_slot = triton_attention._dkdv_adds(g, dtype, triton_attention._fused_backward_tiles(g, False))
-        assert (acc == dtype and not by_slot) == fits
+    assert triton_attention.sixteen_bit_adds(q.shape, dtype, smp, **kw) == adds
 
 
 @pytest.mark.parametrize("n,block,tile,m", [(200, 128, 0, 24), (300, 64, 0, 40), (512, 64, 256, 16)],
