@@ -86,9 +86,10 @@ countsort the counting sort's pass 1 in the hashing launch (hyper_attention.COUN
          interleaved rounds, and the waits of each way. (At e9f9a29 it also timed passes 1 and 2
          both in the hashing launch, its last program per row summing the row's counts.)
 causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL_16BIT_ADDS, here
-         without a bound; at 165d365 CAUSAL_16BIT_LEVELS) against fp32 buffers: errors against the fp32 torch backend (n = 16384 and 131072, two
-         heads) and between the two ways (n = 131072 and 262144, 32 heads), the kernel profile of
-         both ways, then the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
+         without a bound; at 165d365 CAUSAL_16BIT_LEVELS) against fp32 buffers: errors against the
+         fp32 torch backend (n = 16384 and 131072, two heads) and between the two ways (n = 131072
+         and 262144, 32 heads) at head_dims --ds (64), then (unless --timed=0) the kernel profile
+         of both ways and the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
          n = 262144).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
@@ -585,10 +586,12 @@ def _causal_grads(xs, gout, backend="triton", bits=32):
 def causal16(n):
     """The causal recursion's sums in bf16 against fp32: errors, profile, timings (see the top)."""
     from torch.profiler import ProfilerActivity, profile
-    for n_chk, H, with_ref in ((16384, 2, True), (131072, 2, True), (131072, 32, False), (262144, 32, False)):
+    for d, (n_chk, H, with_ref) in ((d, c) for d in map(int, arg("ds", "64").split(","))
+                                    for c in ((16384, 2, True), (131072, 2, True), (131072, 32, False),
+                                              (262144, 32, False))):
         try:
-            xs = [torch.randn(1, H, n_chk, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
-            gout = torch.randn(1, H, n_chk, 64, device="cuda")
+            xs = [torch.randn(1, H, n_chk, d, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+            gout = torch.randn(1, H, n_chk, d, device="cuda")
             wide, narrow = _causal_grads(xs, gout), _causal_grads(xs, gout, bits=16)
             found = {f"{g} 16-bit vs fp32 sums": rel(a, b) for g, a, b in zip(("dq", "dk", "dv"), narrow, wide)}
             if with_ref:
@@ -596,11 +599,13 @@ def causal16(n):
                 for name, got in (("fp32 sums", wide), ("16-bit sums", narrow)):
                     found.update({f"{g} {name} vs reference": rel(a, b) for g, a, b in zip(("dq", "dk", "dv"), got, ref)})
                 del ref
-            note(f"causal16 errors n={n_chk} H={H}", " ".join(f"{k}={v:.3e}" for k, v in found.items()))
+            note(f"causal16 errors n={n_chk} H={H} d={d}", " ".join(f"{k}={v:.3e}" for k, v in found.items()))
             del xs, wide, narrow
         except torch.OutOfMemoryError as e:
-            note(f"causal16 errors n={n_chk} H={H}", f"out of memory: {str(e).splitlines()[0]}")
+            note(f"causal16 errors n={n_chk} H={H} d={d}", f"out of memory: {str(e).splitlines()[0]}")
         torch.cuda.empty_cache()
+    if arg("timed", "1") == "0":
+        return
     call = _driver_call(n, 64, True, True)
     for bits in (32, 16):
         with _sums_in(bits):
