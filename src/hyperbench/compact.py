@@ -11,13 +11,13 @@ read opens them all. Compaction rewrites each date folder's job files of one run
 Safe to run at any time:
   * The merged file is written to a temporary file, fsynced and renamed into place, and read back
     and counted; only then are the job files it holds removed. A crash in between leaves those rows
-    on disk twice: the store's readers count exact copies once, and the next compaction removes
+    on disk twice: the store's readers take the job files' rows, and the next compaction removes
     the leftovers.
   * Only the files listed when the compaction starts are merged and removed, so a run that is still
     writing keeps its later jobs' files until the next compaction.
   * A job file whose job_id the run's merged file already holds replaces those rows, as writing the
     job again replaced its file before compaction. (Only a reused HYPERBENCH_RUN_ID does that;
-    until the next compaction the readers then see both versions.)
+    until the next compaction the readers already see the new rows alone.)
   * One compaction at a time: a lock on ``<results_dir>/.compact.lock``.
 Files that are not a run's job files (other names, temporary files) are left alone.
 """
@@ -36,10 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hyperbench.store import _fsync_dir, job_files, write_atomically
+from hyperbench.store import RUN_SUFFIX, _fsync_dir, job_files, write_atomically
 
 PROG = "hyperbench compact"
-RUN_SUFFIX = ".run.parquet"
 _JOB_FILE = re.compile(r"^(?P<run>[^.].*)-\d{4,}\.parquet$")
 
 

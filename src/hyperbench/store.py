@@ -5,8 +5,9 @@ Layout: ``<results_dir>/<YYYY-MM-DD>/<job_id>.parquet`` (UTC date of the write),
 written to a hidden temporary file in the same folder (``.<job_id>.parquet.<pid>.<rand>.tmp``),
 fsynced and renamed into place, so a reader never sees half a file and a crash leaves only a
 temporary file that the ``*.parquet`` glob does not match. `hyperbench compact` (compact.py) merges
-a run's job files into ``<YYYY-MM-DD>/<run_id>.run.parquet``; the readers here drop rows that are
-exact copies of another, so rows that a crashed compaction left in two files count once.
+a run's job files into ``<YYYY-MM-DD>/<run_id>.run.parquet``. Where a job's own file and a run's
+merged file both hold that job (a crashed compaction, or a job written again under a reused run
+id), the readers take the job's own file, as the next compaction will.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ HASH_EXCLUDE = ("results_dir", "timing", "budget", "resume", "hydra", "warmup", 
 
 _DUCK_TYPES = {_INT: "BIGINT", _FLOAT: "DOUBLE", _BOOL: "BOOLEAN", _STR: "VARCHAR",
                _TS: "TIMESTAMPTZ"}
+# A run's merged file (`hyperbench compact`): <date>/<run_id>.run.parquet
+RUN_SUFFIX = ".run.parquet"
+# The readers' column naming each row's file (not stored)
+_FILE = "__file"
 _TRUE = {"true", "1", "yes", "y", "on", "t"}
 _FALSE = {"false", "0", "no", "n", "off", "f"}
 
@@ -261,10 +266,16 @@ def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection,
     if files:
         listing = "[" + ", ".join(_sql_str(f) for f in files) + "]"
         con.execute(f"CREATE VIEW files AS SELECT * FROM read_parquet({listing}, "
-                    "union_by_name=true, hive_partitioning=false)")
-        present = [r[0] for r in con.execute("DESCRIBE files").fetchall()]
-        # DISTINCT: rows that a crashed `hyperbench compact` left in two files count once
-        con.execute("CREATE VIEW raw_results AS SELECT DISTINCT * FROM files")
+                    f"union_by_name=true, hive_partitioning=false, filename={_sql_str(_FILE)})")
+        present = [r[0] for r in con.execute("DESCRIBE files").fetchall() if r[0] != _FILE]
+        # A job's own file wins over a run's merged file holding the same job, as in `hyperbench
+        # compact`: the job was written again under a reused run id, or a crashed compaction left
+        # it in both (DISTINCT then also counts exact copies once).
+        merged = f"{_ident(_FILE)} LIKE '%{RUN_SUFFIX}'"
+        replaced = (f"{merged} AND COALESCE(job_id IN (SELECT job_id FROM files WHERE NOT {merged}), false)"
+                    if "job_id" in present and any(f.endswith(RUN_SUFFIX) for f in files) else "false")
+        con.execute(f"CREATE VIEW raw_results AS SELECT DISTINCT * EXCLUDE ({_ident(_FILE)}) FROM files "
+                    f"WHERE NOT ({replaced})")
     else:
         present = []
     def column(c: str, t: pa.DataType) -> str:

@@ -54,13 +54,16 @@ def test_a_run_still_writing_keeps_its_new_jobs(results):
 
 
 def test_a_job_written_again_replaces_its_rows(results):
+    """A job written again under its run's id after compaction (HYPERBENCH_RUN_ID reused): the
+    readers see its new rows alone, before the next compaction as after it."""
     compact.compact(results, say=lambda s: None)
     store.write_job([row(run_id="20250301T000000000000Z-aaaaaa", method="exact", time_ms=99.0)],
                     results, job_id="20250301T000000000000Z-aaaaaa-0001")
-    compact.compact(results, say=lambda s: None)
-    df = store.read(results, where={"job_id": "20250301T000000000000Z-aaaaaa-0001"})
-    assert df["time_ms"].tolist() == [99.0]
-    assert len(snapshot(results)) == 3 * 2 - 1 + 2 * 2
+    for _ in range(2):
+        df = store.read(results, where={"job_id": "20250301T000000000000Z-aaaaaa-0001"})
+        assert df["time_ms"].tolist() == [99.0]
+        assert len(snapshot(results)) == 3 * 2 - 1 + 2 * 2
+        compact.compact(results, say=lambda s: None)
 
 
 def test_a_crash_after_the_merge_leaves_rows_that_count_once(results, monkeypatch):
