@@ -187,13 +187,14 @@ def test_leaves_run_first_in_one_call(monkeypatch):
 
 
 # 250: a level of 125 rows (1.77 adds), then one of 63, padded, below min_seq_len: exact (1 add)
-@pytest.mark.parametrize("n", [256, 250])
-def test_sixteen_bit_sums_match_fp32_sums(monkeypatch, n):
+@pytest.mark.parametrize("n,with_lse", [(256, False), (250, False), (256, True)])
+def test_sixteen_bit_sums_match_fp32_sums(monkeypatch, n, with_lse):
     """Where the levels add into a key row at most CAUSAL_16BIT_ADDS times (here 1 block tile and
     2 set tiles, each set drawing m / 32 = 0.375 of the keys: 1.75 a level, 3.5 in all), they add
     their gradients straight into the fp16 leaves' own gradient tensors (no fp32 copy of them,
     no fp32 buffer at all), and the result is the fp32 sums' one, cast, to fp16's rounding of the
-    few adds per row; above the bound, fp32 sums."""
+    few adds per row; above the bound, fp32 sums.  With a loss through lse the leaves run on the
+    Triton kernel, which writes into the 16-bit buffers itself."""
     monkeypatch.setattr(sdpa_leaves, "supported", lambda q: True)
     monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "reference")
     params = HyperParams(block_size=16, sample_size=12, sample_tile=32, min_seq_len=64)
@@ -213,9 +214,9 @@ def test_sixteen_bit_sums_match_fp32_sums(monkeypatch, n):
     def grads(adds):
         monkeypatch.setattr(causal_triton, "CAUSAL_16BIT_ADDS", adds)
         ins = [x.clone().requires_grad_(True) for x in xs]
-        out, _ = hyper_attention(*ins, params, causal=True, backend="triton",
-                                 generator=torch.Generator(device=DEVICE).manual_seed(3))
-        return torch.autograd.grad(out, ins, gout)
+        out, lse = hyper_attention(*ins, params, causal=True, backend="triton",
+                                   generator=torch.Generator(device=DEVICE).manual_seed(3))
+        return torch.autograd.grad((out, lse) if with_lse else out, ins, (gout, gout[..., 0]) if with_lse else gout)
 
     wide = grads(0)
     assert dtypes == [torch.float32] and any(fp32_buffers)
