@@ -32,7 +32,8 @@ _PAD = 8
 # and short inputs in training (whose backward, `backward_from_state`, is the same kernel's); the
 # widened backward for a lse gradient is always flash's. HYPERBENCH_LEAF_FORWARD lets the GPU check
 # pick.
-LEAF_FORWARD = os.environ.get("HYPERBENCH_LEAF_FORWARD", "cudnn")
+LEAF_FORWARD_DEFAULT = "cudnn"
+LEAF_FORWARD = os.environ.get("HYPERBENCH_LEAF_FORWARD", LEAF_FORWARD_DEFAULT)
 # Heads (and batches) one call of these kernels takes: cuDNN's fails beyond (PyTorch stopped routing
 # such inputs to it in its PR 180718; these calls reach the kernel directly) and FlashAttention puts
 # heads on a grid axis of this size. The causal recursion's leaves are H·2^levels heads, 131072 for

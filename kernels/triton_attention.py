@@ -158,7 +158,8 @@ _DIAGNOSTIC_DKDV_STORES = (False, False)
 # 9.35 -> 7.91 ms at d = 64, 18.36 -> 14.19 at d = 128; relative error of dK/dV against fp32
 # 2.9e-3 -> 3.6e-3 (d = 64, two programs per key row) and 4.0e-3 (d = 128, four).
 # HYPERBENCH_DKDV_16BIT_ADDS=0 keeps fp32 everywhere (e.g. to compare gradient errors).
-DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", 4))
+DKDV_16BIT_ADDS_DEFAULT = 4
+DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", DKDV_16BIT_ADDS_DEFAULT))
 # Where only the sample sets have more adders than that (one set shared by a head), the fused
 # backward adds the sets' keys in fp32 by their slot in the set ([B·H, sets, m, d], small) and the
 # block keys in 16 bits, instead of fp32 buffers for every key row (_dkdv_adds).  False: fp32 rows.

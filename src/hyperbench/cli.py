@@ -126,6 +126,8 @@ def _run_task(cfg) -> None:
     if job.timing.back_to_back:  # other timings of one shape are other rows (per-call rows hash as before)
         measured["timing_mode"] = job.timing.mode
     prov = provenance.collect(job.device)
+    if prov["switches"]:  # a kernel switched off its default computes another configuration
+        measured["switches"] = prov["switches"]
     chash = store.config_hash(measured)
     point = f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}"
     if job.timing.back_to_back:

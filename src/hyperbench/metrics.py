@@ -44,6 +44,7 @@ import torch
 SCORE_BUDGET_BYTES = 1 << 30   # at most this many bytes of scores at once (one buffer, in place)
 NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration (torch path)
 # Triton path (see the module docstring); module-level so a GPU check can compare both paths.
+TRITON_METRICS_DEFAULT = True
 TRITON_METRICS = os.environ.get("HYPERBENCH_TRITON_METRICS", "1") != "0"
 TRITON_NORM_BLOCK = 16         # tl.dot needs >= 16 columns; a wider block also needs fewer passes
 # Triton path: the Krylov basis of one group of heads is at most this big (at n = 131072 with the

@@ -1,4 +1,5 @@
-"""Where a result came from: host, GPU, driver, library versions, git commit, time.
+"""Where a result came from: host, GPU, driver, library versions, git commit, the kernel switches
+set off their defaults, time.
 
 ``collect`` never raises for a missing git, nvidia-smi, CUDA, Triton or flash-attn: the field is
 None instead. torch is imported lazily so that reading results does not pay for it.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
+import json
 import os
 import secrets
 import shutil
@@ -116,5 +119,32 @@ def collect(device: str) -> dict:
         "flash_attn": _dist_version("flash-attn", "flash_attn"),
         "git_sha": sha,
         "git_dirty": dirty,
+        "switches": json.dumps(changed, sort_keys=True) if (changed := switches()) else None,
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
+
+
+# Module switches that change what a method computes or how fast, each set from an environment
+# variable when its module is imported (the README's methods table): variable -> (module,
+# attribute); the attribute's default is the module's ``<attribute>_DEFAULT``.
+SWITCHES = {
+    "HYPERBENCH_LEAF_FORWARD": ("hyperbench_kernels.sdpa_leaves", "LEAF_FORWARD"),
+    "HYPERBENCH_DKDV_16BIT_ADDS": ("hyperbench_kernels.triton_attention", "DKDV_16BIT_ADDS"),
+    "HYPERBENCH_CAUSAL_16BIT_ADDS": ("hyperbench_kernels.causal_triton", "CAUSAL_16BIT_ADDS"),
+    "HYPERBENCH_TRITON_METRICS": ("hyperbench.metrics", "TRITON_METRICS"),
+}
+
+
+def switches() -> dict:
+    """{variable: value} of the SWITCHES whose live value differs from its default (empty when
+    every one is at its default); a module that cannot be imported here switches nothing."""
+    changed = {}
+    for variable, (module, attribute) in SWITCHES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        value = getattr(mod, attribute)
+        if value != getattr(mod, f"{attribute}_DEFAULT"):
+            changed[variable] = value
+    return changed

@@ -57,7 +57,7 @@ COLUMNS: dict[str, pa.DataType] = {
     # provenance
     "device": _STR, "gpu_name": _STR, "driver": _STR, "cuda": _STR, "torch": _STR, "triton": _STR,
     "flash_attn": _STR, "host": _STR, "git_sha": _STR, "git_dirty": _BOOL, "overrides": _STR,
-    "config_hash": _STR, "created_at": _TS,
+    "config_hash": _STR, "switches": _STR, "created_at": _TS,
 }
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ in COLUMNS.items()])
 # What a column reads as in rows written before it existed: every row timed before

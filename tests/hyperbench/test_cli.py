@@ -14,8 +14,8 @@ SMALL = ["seq_len=192", "num_heads=2", "head_dim=16", "block_size=32", "sample_s
          "min_seq_len=64", "timing.warmup=1", "timing.min_reps=2", "timing.max_reps=2"]
 
 
-def hyperbench(*args, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def hyperbench(*args, cwd=ROOT, env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "hyperbench.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -90,6 +90,21 @@ def test_rerun_measures_only_what_is_missing_and_force_reruns(tmp_path):
     forced = hyperbench("run", *common, "methods=[exact]", "force=true")
     assert forced.returncode == 0
     assert sorted(store.read(tmp_path)["method"]) == ["exact", "exact", "sdpa_math"]
+
+
+def test_a_kernel_switch_off_its_default_is_another_configuration(tmp_path):
+    """A run with HYPERBENCH_CAUSAL_16BIT_ADDS=0 (fp32 sums) is measured although the store holds
+    the shape at the defaults for this commit, and its row says which switch it ran with."""
+    common = [*SMALL, "errors=false", "methods=[exact]", f"results_dir={tmp_path}"]
+    assert hyperbench("run", *common).returncode == 0
+    switched = hyperbench("run", *common, env={"HYPERBENCH_CAUSAL_16BIT_ADDS": "0"})
+    assert switched.returncode == 0 and "already in" not in switched.stdout
+    df = store.read(tmp_path).sort_values("created_at")
+    assert df["switches"].isna().tolist() == [True, False]
+    assert df["switches"].iloc[1] == '{"HYPERBENCH_CAUSAL_16BIT_ADDS": 0.0}'
+    assert df["config_hash"].nunique() == 2
+    again = hyperbench("run", *common, env={"HYPERBENCH_CAUSAL_16BIT_ADDS": "0"})
+    assert "already in" in again.stdout
 
 
 def test_back_to_back_rows_say_so_and_are_measured_apart_from_per_call_rows(tmp_path):

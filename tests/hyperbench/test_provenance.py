@@ -10,7 +10,7 @@ import hyperbench
 from hyperbench import provenance, store
 
 FIELDS = {"host", "device", "gpu_name", "driver", "cuda", "torch", "triton", "flash_attn",
-          "git_sha", "git_dirty", "created_at"}
+          "git_sha", "git_dirty", "switches", "created_at"}
 PKG = Path(hyperbench.__file__).resolve().parent
 
 
@@ -120,3 +120,22 @@ def test_run_ids_sort_by_time_and_are_unique():
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert ids[0][:8] == dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+
+
+def test_switches_name_the_kernel_settings_off_their_defaults(monkeypatch):
+    """A row records each kernel switch set off its default (as JSON), and none at the defaults;
+    every switch's default is the value its module takes with the variable unset."""
+    import importlib
+    import json
+    import os
+    for variable, (module, attribute) in provenance.SWITCHES.items():
+        mod = importlib.import_module(module)
+        if variable not in os.environ:
+            assert getattr(mod, attribute) == getattr(mod, f"{attribute}_DEFAULT"), variable
+    assert provenance.switches() == {} and provenance.collect("cpu")["switches"] is None
+    from hyperbench_kernels import causal_triton, sdpa_leaves
+    monkeypatch.setattr(causal_triton, "CAUSAL_16BIT_ADDS", 0.0)
+    monkeypatch.setattr(sdpa_leaves, "LEAF_FORWARD", "flash")
+    want = {"HYPERBENCH_CAUSAL_16BIT_ADDS": 0.0, "HYPERBENCH_LEAF_FORWARD": "flash"}
+    assert provenance.switches() == want
+    assert json.loads(provenance.collect("cpu")["switches"]) == want
