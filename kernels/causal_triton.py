@@ -171,13 +171,11 @@ def _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grad
 
 
 def _leaf_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, dtype):
-    """A leaf's dq, dk, dv in `dtype`, new tensors: the SDPA kernel's own where it gives them in
-    that dtype (no copy), else buffers the leaf's gradient is written into."""
-    if piece[0] == "sdpa" and not has_dlse:
-        parts = sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=piece[1], scale=scale,
-                                                state=piece[2])
-        return tuple(x if x.dtype == dtype else copy_into(torch.empty(x.shape, device=x.device, dtype=dtype), x)
-                     for x in parts)
+    """A leaf's dq, dk, dv in `dtype`, new tensors: the SDPA kernel's own where the sums are in
+    q's dtype, which it gives them in (no copy), else buffers the leaf's gradient is written into."""
+    if piece[0] == "sdpa" and not has_dlse and dtype == q.dtype:
+        return sdpa_leaves.backward_from_state(dout, q, k, v, out, lse, causal=piece[1], scale=scale,
+                                               state=piece[2])
     grads = tuple(torch.empty(q.shape, device=q.device, dtype=dtype) for _ in range(3))
     _piece_backward(piece, q, k, v, out, lse, dout, delta, scale, has_dlse, grads, accumulate=False)
     return grads
