@@ -33,14 +33,19 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _head_descriptors(Q, X, K, V, rows_total, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """TMA descriptors over [B·H·n, D] rows: Q and X (the output, or dO) BM rows at a time, K and V
+    BN rows."""
+    return (rows_descriptor(Q, rows_total, D, BM), rows_descriptor(X, rows_total, D, BM),
+            rows_descriptor(K, rows_total, D, BN), rows_descriptor(V, rows_total, D, BN))
+
+
+@triton.jit
 def _dense_forward(Q, K, V, Out, n, qk_scale, rows_total, D: tl.constexpr, BM: tl.constexpr,
                    BN: tl.constexpr, WS: tl.constexpr):
     """One query tile of one head over every key of that head; q/k/v/out are [B·H·n, D]."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = rows_descriptor(Q, rows_total, D, BM)
-    desc_k = rows_descriptor(K, rows_total, D, BN)
-    desc_v = rows_descriptor(V, rows_total, D, BN)
-    desc_o = rows_descriptor(Out, rows_total, D, BM)
+    desc_q, desc_o, desc_k, desc_v = _head_descriptors(Q, Out, K, V, rows_total, D, BM, BN)
     row0 = bh * n
     q = desc_q.load([row0 + pid * BM, 0])
     m_i = tl.full([BM], -1.0e30, dtype=tl.float32)
@@ -70,10 +75,7 @@ def _dense_dkdv(Q, K, V, DO, Lse2, Delta, DK, DV, n, qk_scale, sm_scale, rows_to
     backward). Lse2: each query row's log-sum-exp of its scaled scores in the exp2 domain;
     Delta: rowsum(dO ∘ O)."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = rows_descriptor(Q, rows_total, D, BM)
-    desc_do = rows_descriptor(DO, rows_total, D, BM)
-    desc_k = rows_descriptor(K, rows_total, D, BN)
-    desc_v = rows_descriptor(V, rows_total, D, BN)
+    desc_q, desc_do, desc_k, desc_v = _head_descriptors(Q, DO, K, V, rows_total, D, BM, BN)
     row0 = bh * n
     k = desc_k.load([row0 + pid * BN, 0])
     v = desc_v.load([row0 + pid * BN, 0])
@@ -98,10 +100,7 @@ def _dense_dq(Q, K, V, DO, Lse2, Delta, DQ, n, qk_scale, sm_scale, rows_total, D
               BM: tl.constexpr, BN: tl.constexpr):
     """dQ of one query tile of one head over every key of that head."""
     pid, bh = tl.program_id(0), tl.program_id(1)
-    desc_q = rows_descriptor(Q, rows_total, D, BM)
-    desc_do = rows_descriptor(DO, rows_total, D, BM)
-    desc_k = rows_descriptor(K, rows_total, D, BN)
-    desc_v = rows_descriptor(V, rows_total, D, BN)
+    desc_q, desc_do, desc_k, desc_v = _head_descriptors(Q, DO, K, V, rows_total, D, BM, BN)
     row0 = bh * n
     rows = row0 + pid * BM + tl.arange(0, BM)
     q = desc_q.load([row0 + pid * BM, 0])
