@@ -91,6 +91,9 @@ causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL
          and 262144, 32 heads) at head_dims --ds (64), then (unless --timed=0) the kernel profile
          of both ways and the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
          n = 262144).
+causaltiles the fused backward's tiles (CAUSAL_BWD_TILES) in the causal recursion with its bf16
+         sums (v28), d = 64 and 128: gradients against the default's, then the causal and the
+         non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -896,6 +899,43 @@ def bwdtiles(n):
         _driver_configs(n, d, (False, True), [{}, {"bwd": best}])
 
 
+CAUSAL_BWD_TILES = {   # head_dim: the fused backward's tiles to time in the recursion, CONFIGS' entry first
+    64: [(256, 64, 8, 5), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 4, 4), (256, 64, 8, 4), (128, 64, 4, 6)],
+    128: [(128, 64, 8, 5), (128, 64, 4, 5), (128, 32, 4, 5), (64, 64, 4, 5), (128, 64, 8, 4)],
+}
+
+
+def causaltiles(n):
+    """The fused backward's tiles in the causal recursion now that it adds up in bf16 (v28): the
+    tiles were last chosen with fp32 sums there (v8, v11), when each dK/dV atomic moved twice the
+    bytes and 128-row tiles, which add every key of a block twice, paid for it.  Each config's
+    gradients against the default's (bf16 atomics land in any order: ~2e-3 apart run to run), then
+    the causal and the non-causal fwd+bwd (which share the tiles) in interleaved rounds."""
+    for d, configs in CAUSAL_BWD_TILES.items():
+        calls = {causal: _driver_call(n, d, causal, True) for causal in (True, False)}
+        want = calls[True]()
+        ways = {}
+        for cfg in configs:
+            try:
+                with mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg}):
+                    got = calls[True]()
+                    torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001  (e.g. too much shared memory)
+                note(f"causaltiles d={d} {cfg} FAILED", repr(e)[:300])
+                continue
+            diff = max(rel(a, b) for a, b in zip(got, want))
+            ok = diff < 2e-2 and all(bool(torch.isfinite(g).all()) for g in got)
+            note(f"causaltiles d={d} {cfg} gradients against the default's", f"{diff:.2e}{'' if ok else ' REJECTED'}")
+            if ok:
+                ways[cfg] = lambda cfg=cfg: mock.patch.dict(triton_attention.CONFIGS["bwd"], {d: cfg})
+        del want
+        for causal, call in calls.items():
+            _interleaved(f"causaltiles d={d} n={n} causal={causal} fwd+bwd",
+                         {str(cfg): (call, ctx) for cfg, ctx in ways.items()}, timers=("do_bench",), rounds=5)
+        del calls
+        torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1344,7 +1384,8 @@ def main():
          "tmaws": tmaws, "persistent": persistent, "sharedset": sharedset,
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
-         "countsortn": countsortn, "causal16": causal16}[part](n)
+         "countsortn": countsortn, "causal16": causal16,
+         "causaltiles": causaltiles}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
