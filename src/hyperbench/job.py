@@ -124,6 +124,22 @@ class Reference:
 # narrow dots each), 3–7 iterations.
 METRIC_PASSES = 4
 METRIC_PASSES_TRITON = 12
+# ... plus a cost per (batch, head) that no FLOP count sees: every method's three Gram norms (a d × d
+# top eigenvalue each), the reference's and the norm's loops over heads.  Measured at n = 64, d = 64,
+# where the FLOPs are nothing: 6–8 µs a head and method on the H200 (v27, scripts/metric_probe.py);
+# ~450 µs on a 2-core CPU (LAPACK; the reference and norm ~190 µs), and 3.6× that at d = 128, so it
+# scales as d².  Without it a job of 70000 heads of 64 rows was estimated at milliseconds and took
+# minutes (v26).
+METRIC_MS_PER_HEAD = {"cuda": 0.008, "cpu": 0.45}
+
+
+def metric_estimate_ms(job: JobConfig, passes: float, dtype: torch.dtype) -> float:
+    """Estimated milliseconds of the job's error metrics: the shared reference and norm (`passes`
+    exact passes in `dtype`) and each method's, by FLOPs and by heads."""
+    exact = methods.get("exact")
+    flops_ms = cost.compute_ms(passes * exact.flops(job), job.device, dtype, exact.efficiency)
+    per_head = METRIC_MS_PER_HEAD.get(job.device, METRIC_MS_PER_HEAD["cpu"]) * (job.head_dim / 64) ** 2
+    return flops_ms + per_head * job.batch * job.num_heads * (1 + len(job.methods))
 
 
 def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | None]:
@@ -131,10 +147,9 @@ def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | No
     when over budget (None, None when errors are off)."""
     if not job.errors:
         return None, None
-    exact = methods.get("exact")
     passes, dtype = ((METRIC_PASSES_TRITON, q.dtype) if metrics.uses_triton(q, k, v)
                      else (METRIC_PASSES, torch.float32))
-    est = cost.compute_ms(passes * exact.flops(job), job.device, dtype, exact.efficiency)
+    est = metric_estimate_ms(job, passes, dtype)
     if est > job.budget_s * 1e3:
         return None, f"error metrics skipped: estimated {est / 1e3:.1f} s > budget_s={job.budget_s:g}"
     say("exact fp32 reference and ||D⁻¹A||₂")
