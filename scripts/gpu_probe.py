@@ -91,9 +91,9 @@ causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL
          and 262144, 32 heads) at head_dims --ds (64), then (unless --timed=0) the kernel profile
          of both ways and the causal fwd+bwd both ways in interleaved rounds (d = 64 and 128, and
          n = 262144).
-causaltiles the fused backward's tiles (CAUSAL_BWD_TILES) in the causal recursion with its bf16
-         sums (v28), d = 64 and 128: gradients against the default's, then the causal and the
-         non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
+causaltiles the fused backward's tiles (CAUSAL_BWD_TILES, or --tiles) in the causal recursion with
+         its bf16 sums (v28), d = 64 and 128: gradients against the default's, then the causal and
+         the non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -910,8 +910,14 @@ def causaltiles(n):
     tiles were last chosen with fp32 sums there (v8, v11), when each dK/dV atomic moved twice the
     bytes and 128-row tiles, which add every key of a block twice, paid for it.  Each config's
     gradients against the default's (bf16 atomics land in any order: ~2e-3 apart run to run), then
-    the causal and the non-causal fwd+bwd (which share the tiles) in interleaved rounds."""
-    for d, configs in CAUSAL_BWD_TILES.items():
+    the causal and the non-causal fwd+bwd (which share the tiles) in interleaved rounds.
+    --tiles=64:256-64-16-5,256-64-16-4;128:128-64-16-5 times those instead (after CONFIGS' entry)."""
+    tiles = CAUSAL_BWD_TILES
+    if arg("tiles", ""):
+        tiles = {int(d): [triton_attention.CONFIGS["bwd"][int(d)]]
+                 + [tuple(int(x) for x in cfg.split("-")) for cfg in cfgs.split(",")]
+                 for d, cfgs in (part.split(":") for part in arg("tiles", "").split(";"))}
+    for d, configs in tiles.items():
         calls = {causal: _driver_call(n, d, causal, True) for causal in (True, False)}
         want = calls[True]()
         ways = {}
