@@ -128,9 +128,9 @@ METRIC_PASSES_TRITON = 12
 # top eigenvalue each), the reference's and the norm's loops over heads.  Measured at n = 64, d = 64,
 # where the FLOPs are nothing: 6–8 µs a head and method on the H200 (v27, scripts/metric_probe.py);
 # ~450 µs on a 2-core CPU (LAPACK; the reference and norm ~190 µs), and 3.6× that at d = 128, so it
-# scales as d².  Without it a job of 70000 heads of 64 rows was estimated at milliseconds and took
-# minutes (v26).
-METRIC_MS_PER_HEAD = {"cuda": 0.008, "cpu": 0.45}
+# scales as d².  Without it a job of 70000 heads of 64 rows was estimated at milliseconds; its
+# metric took minutes in v26 and ~0.5 s a method since v27.
+METRIC_MS_PER_HEAD = {"cuda": 0.008, "cpu": 0.45}   # by JobConfig.device (cuda | cpu)
 
 
 def metric_estimate_ms(job: JobConfig, passes: float, dtype: torch.dtype) -> float:
@@ -138,7 +138,7 @@ def metric_estimate_ms(job: JobConfig, passes: float, dtype: torch.dtype) -> flo
     exact passes in `dtype`) and each method's, by FLOPs and by heads."""
     exact = methods.get("exact")
     flops_ms = cost.compute_ms(passes * exact.flops(job), job.device, dtype, exact.efficiency)
-    per_head = METRIC_MS_PER_HEAD.get(job.device, METRIC_MS_PER_HEAD["cpu"]) * (job.head_dim / 64) ** 2
+    per_head = METRIC_MS_PER_HEAD[job.device] * (job.head_dim / 64) ** 2
     return flops_ms + per_head * job.batch * job.num_heads * (1 + len(job.methods))
 
 
