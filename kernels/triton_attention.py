@@ -166,23 +166,6 @@ DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", DKDV_16BIT_AD
 SAMPLE_SLOTS = True
 
 
-# The key-list kernels ask for the key and value rows of their list's first this-many entries in
-# L2 (prefetch.global.L2) before they gather their queries.  Without it a program's first key step
-# waits on five loads in a row: its tile's row in the table, the rows' indices, the queries (which
-# the kernel stores into shared memory before its key loop starts), the list's key indices, then
-# the key and value rows (SASS for sm_90a).  With it the key rows start with the queries.  0: off
-# (always under the interpreter, which has no inline PTX).
-PREFETCH_KEYS_DEFAULT = 0
-PREFETCH_KEYS = int(os.environ.get("HYPERBENCH_PREFETCH_KEYS", PREFETCH_KEYS_DEFAULT))
-
-
-def _prefetch_entries(list_len: int) -> int:
-    """How many list entries a launch prefetches: PREFETCH_KEYS, at most the list's length, a power
-    of two (tl.arange); 0 under the interpreter."""
-    want = 0 if _INTERPRET else min(PREFETCH_KEYS, list_len)
-    return 1 << (want.bit_length() - 1) if want > 0 else 0
-
-
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
@@ -391,19 +374,15 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr,
-                       K, V, KR, skn, svn, PREFETCH: tl.constexpr):
+def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr):
     """Query tile pid of head bh by its row of the tile table TT (first sorted row, end, unit:
     see _Layout; a unit's last tile may be part empty): where its unit's key list starts (NL
     a head), its sorted rows and their validity, the column offsets, the rows' original indices
-    and their gathered queries.  PREFETCH > 0: that many list entries' key and value rows are
-    asked for in L2 (_prefetch_keys) before the queries are gathered."""
+    and their gathered queries."""
     rows, row_ok = _tile_rows(TT, pid, BM)
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
     lists = (bh.to(tl.int64) * NL + tl.load(TT + pid * 3 + 2)) * L
-    if PREFETCH > 0:
-        _prefetch_keys(K, V, KR, lists, skn, svn, PREFETCH, D)
     return lists, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
 
 
@@ -426,30 +405,12 @@ def _list_keys(K, V, KR, KB, js, skn, svn, offs_d):
 
 
 @triton.jit
-def _prefetch_l2(ptrs):
-    """Ask for the 128-byte lines at ptrs in L2: a hint, with no result and no fault."""
-    return tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs],
-                                     dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _prefetch_keys(K, V, KR, lists, skn, svn, N: tl.constexpr, D: tl.constexpr):
-    """The key and value rows of a list's first N entries toward L2, issued before the program
-    waits for its queries: the key loop's first copies then find them there."""
-    k_idx = tl.load(KR + lists + tl.arange(0, N)).to(tl.int64)
-    step: tl.constexpr = 1024 // K.dtype.element_ty.primitive_bitwidth     # elements per 128 bytes
-    for c in tl.static_range(0, D, step):
-        _prefetch_l2(K + k_idx * skn + c)
-        _prefetch_l2(V + k_idx * svn + c)
-
-
-@triton.jit
 def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv, first,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, PREFETCH: tl.constexpr = 0):
+                 ZERO_DKDV: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -465,8 +426,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D,
-                                                         K, V, KR, skn, svn, PREFETCH)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
@@ -555,8 +515,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m, first,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr,
-                     PREFETCH: tl.constexpr = 0):
+                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
@@ -572,8 +531,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     pid, bh = tl.program_id(0), tl.program_id(1) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D,
-                                                         K, V, KR, skn, svn, PREFETCH)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
@@ -1000,7 +958,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        PREFETCH=_prefetch_entries(rows.shape[-1]), num_warps=warps, num_stages=stages, **cap)
+        num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -1118,7 +1076,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), SLOTS=slots is not None,
-            PREFETCH=_prefetch_entries(rows.shape[-1]), num_warps=warps, num_stages=stages)
+            num_warps=warps, num_stages=stages)
         if slots is not None:
             _add_sample_slots(dk, dv, slots, k_order, samples)
         return dq, dk, dv

@@ -94,9 +94,6 @@ causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL
 causaltiles the fused backward's tiles (CAUSAL_BWD_TILES, or --tiles) in the causal recursion with
          its bf16 sums (v28), d = 64 and 128: gradients against the default's, then the causal and
          the non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
-prefetch the key-list kernels with their lists' first key and value rows prefetched into L2 before
-         the queries are gathered (PREFETCH_KEYS = each of --counts, 0,128,256): outputs compared
-         exactly, then the primitive's forward (d = 64, 128) and the driver's goal rows, interleaved.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -945,37 +942,6 @@ def causaltiles(n):
         torch.cuda.empty_cache()
 
 
-def prefetch(n):
-    """The key-list kernels with their first list entries' key and value rows prefetched into L2
-    before the queries are gathered (triton_attention.PREFETCH_KEYS, --counts) against without:
-    the outputs compared exactly (a prefetch changes no value), then the primitive's forward at
-    d = 64 and 128 and the driver's four goal rows (d = 64), in interleaved rounds (do_bench)."""
-    counts = [int(c) for c in arg("counts", "0,128,256").split(",")]
-    ways = lambda: {str(c): (None, lambda c=c: mock.patch.object(triton_attention, "PREFETCH_KEYS", c))  # noqa: E731
-                    for c in counts}
-    for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fwd = lambda: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        outs = {}
-        for c in counts:
-            with mock.patch.object(triton_attention, "PREFETCH_KEYS", c):
-                outs[c] = fwd()
-        same = all(torch.equal(outs[c][0], outs[counts[0]][0]) and torch.equal(outs[c][1], outs[counts[0]][1])
-                   for c in counts)
-        note(f"prefetch d={d} outputs identical across {counts}", str(same))
-        del outs
-        _interleaved(f"prefetch primitive forward d={d} n={n}", {k: (fwd, ctx) for k, (_, ctx) in ways().items()},
-                     timers=("do_bench",), rounds=5)
-    for causal in (False, True):
-        for grad in (False, True):
-            call = _driver_call(n, 64, causal, grad)
-            with torch.enable_grad() if grad else torch.no_grad():
-                _interleaved(f"prefetch driver causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}",
-                             {k: (call, ctx) for k, (_, ctx) in ways().items()}, timers=("do_bench",), rounds=5)
-            del call
-            torch.cuda.empty_cache()
-
-
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1425,7 +1391,7 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles, "prefetch": prefetch}[part](n)
+         "causaltiles": causaltiles}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

@@ -37,12 +37,7 @@ PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bi
 def compile_for_h200(kernel, constexprs: dict, warps: int, stages: int):
     """kernel compiled for sm_90a with no GPU present (its parameters typed by POINTER_TYPES),
     integer and pointer arguments taken as multiples of 16."""
-    params = inspect.signature(kernel.fn).parameters
-    names = list(params)
-    # constexpr parameters with defaults (e.g. PREFETCH) take them where the caller gives none
-    constexprs = {**{n: p.default for n, p in params.items()
-                     if p.default is not inspect.Parameter.empty and "constexpr" in str(p.annotation)},
-                  **constexprs}
+    names = list(inspect.signature(kernel.fn).parameters)
     sig = {n: "constexpr" if n in constexprs else POINTER_TYPES.get(n, "fp32" if n == "qk_scale" else "i32")
            for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n][0] == "*" or sig[n] == "i32"}
