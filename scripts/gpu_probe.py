@@ -94,6 +94,8 @@ causal16 the causal recursion's gradients added up in bf16 (causal_triton.CAUSAL
 causaltiles the fused backward's tiles (CAUSAL_BWD_TILES, or --tiles) in the causal recursion with
          its bf16 sums (v28), d = 64 and 128: gradients against the default's, then the causal and
          the non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
+listlen  the primitive's forward and fused backward against their lists' length (block 256, --ms
+         sampled keys a set), with a least-squares line: per-key cost and per-program intercept.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -942,6 +944,37 @@ def causaltiles(n):
         torch.cuda.empty_cache()
 
 
+def listlen(n):
+    """The primitive's forward and fused backward against their key lists' length (block 256, then
+    --ms sampled keys per 256-row set: 0,128,256,512,768), in interleaved rounds, with a least-squares
+    line through the medians: its slope is the cost of 256 more keys a tile, its intercept the cost
+    a program pays whatever its list (v8 put 0.47 of the forward's 2.39 ms there from two points)."""
+    ms_ = [int(m) for m in arg("ms", "0,128,256,512,768").split(",")]
+    for d in (64, 128):
+        calls = {}
+        for m in ms_:
+            args, kw = problem(1, 32, n, d, torch.bfloat16, 0, m=m)
+            calls[m] = (lambda args=args, kw=kw: triton_attention.block_sample_forward(*args, **kw),
+                        backward_call(args, kw))
+        found = {(m, part): [] for m in ms_ for part in (0, 1)}
+        for _ in range(3):
+            for m in ms_:
+                for part in (0, 1):
+                    found[m, part].append(ms(calls[m][part]))
+        for part, name in ((0, "forward"), (1, "backward")):
+            xs = [256 + m for m in ms_]
+            ys = [statistics.median(found[m, part]) for m in ms_]
+            for x, y, m in zip(xs, ys, ms_):
+                note(f"listlen {name} d={d} n={n} list {x} keys (rounds {[round(v, 3) for v in found[m, part]]})", y)
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            note(f"listlen {name} d={d} ms per 256 keys a tile", slope * 256)
+            note(f"listlen {name} d={d} intercept (0 keys)", my - slope * mx)
+            note(f"listlen {name} d={d} largest residual", max(abs(y - (my + slope * (x - mx))) for x, y in zip(xs, ys)))
+        del calls
+        torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1391,7 +1424,7 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles}[part](n)
+         "causaltiles": causaltiles, "listlen": listlen}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
