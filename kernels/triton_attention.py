@@ -166,6 +166,13 @@ DKDV_16BIT_ADDS = int(os.environ.get("HYPERBENCH_DKDV_16BIT_ADDS", DKDV_16BIT_AD
 SAMPLE_SLOTS = True
 
 
+# Where every unit of rows sharing a key list is the same whole number of query tiles (the
+# config's shapes), the key-list kernels find a tile's rows and unit by arithmetic, not by a load
+# from the tile table (_Layout.unit_tiles).  True: always the table (for scripts to time both; the
+# layouts are cached, so set it before the first call).
+TILE_TABLE_ALWAYS = False
+
+
 # How the backward adds into the caller's gradient buffers (block_sample_backward(accumulate=True)):
 # "load" (read, add, write) or "atomic" (relaxed fp32 atomic adds, nothing held in registers).
 # Module-level so scripts/gpu_kernel_check.py can time both.
@@ -374,24 +381,39 @@ def _row_tile_kernel(Q, K, V, QO, KO, S, Out, Lse, DO, Delta,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr):
+def _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM: tl.constexpr, D: tl.constexpr,
+                       UNIT_TILES: tl.constexpr):
     """Query tile pid of head bh by its row of the tile table TT (first sorted row, end, unit:
-    see _Layout; a unit's last tile may be part empty): where its unit's key list starts (NL
-    a head), its sorted rows and their validity, the column offsets, the rows' original indices
-    and their gathered queries."""
-    rows, row_ok = _tile_rows(TT, pid, BM)
+    see _Layout; a unit's last tile may be part empty), or by arithmetic where every unit is
+    UNIT_TILES whole tiles: where its unit's key list starts (NL a head), its sorted rows and their
+    validity, the column offsets, the rows' original indices and their gathered queries."""
+    rows, row_ok = _tile_rows(TT, pid, BM, UNIT_TILES)
     offs_d = tl.arange(0, D)
     q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
-    lists = (bh.to(tl.int64) * NL + tl.load(TT + pid * 3 + 2)) * L
+    lists = (bh.to(tl.int64) * NL + _tile_unit(TT, pid, UNIT_TILES)) * L
     return lists, row_ok, offs_d, q_idx, _gather_rows(Q, q_idx, sqn, offs_d, row_ok)
 
 
 @triton.jit
-def _tile_rows(TT, pid, BM: tl.constexpr):
-    """Sorted rows of query tile pid (tile table TT: first row, end, unit) and their validity.
-    Tiles start on multiples of 16 rows (_lists_apply), which lets the rows' loads be vectorised."""
+def _tile_rows(TT, pid, BM: tl.constexpr, UNIT_TILES: tl.constexpr):
+    """Sorted rows of query tile pid and their validity: from the tile table TT (first row, end,
+    unit), or, UNIT_TILES > 0 (every unit that many whole tiles), pid · BM on, all valid, with no
+    load: the table's row was the first of the dependent loads every program waits on before its
+    key loop (v29).  Tiles start on multiples of 16 rows (_lists_apply), which lets the rows'
+    loads be vectorised."""
+    if UNIT_TILES > 0:
+        rows = pid * BM + tl.arange(0, BM)
+        return rows, tl.full([BM], 1, tl.int1)
     rows = tl.multiple_of(tl.load(TT + pid * 3), 16) + tl.arange(0, BM)
     return rows, rows < tl.load(TT + pid * 3 + 1)
+
+
+@triton.jit
+def _tile_unit(TT, pid, UNIT_TILES: tl.constexpr):
+    """The unit (key list) of query tile pid: its row of TT, or pid // UNIT_TILES."""
+    if UNIT_TILES > 0:
+        return pid // UNIT_TILES
+    return tl.load(TT + pid * 3 + 2)
 
 
 @triton.jit
@@ -410,7 +432,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv, first,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr):
+                 ZERO_DKDV: tl.constexpr, UNIT_TILES: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -426,7 +448,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D, UNIT_TILES)
     if GRAD:
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
@@ -451,7 +473,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
         # the rows again from the table, not kept from before the loop: holding them took the
         # kernel to 137 registers, one program per SM instead of two (fa5e392's profile: this
         # forward 3.24 ms against 2.01 without the clearing)
-        rows, row_ok = _tile_rows(TT, pid, BM)
+        rows, row_ok = _tile_rows(TT, pid, BM, UNIT_TILES)
         k_rows = tl.load(KO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
         dst = DKV + bh.to(tl.int64) * sz_h + k_rows[:, None] * D + offs_d[None, :]
         zero = tl.zeros([BM, D], dtype=DKV.dtype.element_ty)
@@ -515,7 +537,8 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
                      H, n, L, NL, nblock, qk_scale, so_h, sk_h, sdo_h, sl_h, sdl_h, ss_h, ss_kv, set_rows, m, first,
                      D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      PREC: tl.constexpr, ACCUM: tl.constexpr, STORE_BLOCK: tl.constexpr,
-                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr):
+                     STORE_SAMPLES: tl.constexpr, REREAD_ROWS: tl.constexpr, SLOTS: tl.constexpr,
+                     UNIT_TILES: tl.constexpr):
     """dQ, dK, dV of query tile pid over its key list (see _list_kernel) in one pass: P and dS of
     each score tile are computed once and serve all three gradients.  dQ stays in registers and
     is stored (ACCUM: added) once; the tile's share of dK/dV is added atomically into the keys'
@@ -531,7 +554,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     pid, bh = tl.program_id(0), tl.program_id(1) + first
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
-    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
+    lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Q, QO, TT, pid, bh, n, L, NL, sqn, BM, D, UNIT_TILES)
     do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
     dq = tl.zeros([BM, D], dtype=tl.float32)
     k_scale = qk_scale * 0.6931471805599453          # scores were in the exp2 domain
@@ -540,7 +563,8 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     if SLOTS:
         # the block keys into their rows, then the set's keys into its slots (this tile's set: its
         # first row's); nblock % BN == 0, so no step holds both
-        SS += bh.to(tl.int64) * ss_h + (tl.load(TT + pid * 3) // set_rows).to(tl.int64) * m * D
+        first_row = pid * BM if UNIT_TILES > 0 else tl.load(TT + pid * 3)
+        SS += bh.to(tl.int64) * ss_h + (first_row // set_rows).to(tl.int64) * m * D
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, nblock, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
                             nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, nblock, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
@@ -549,7 +573,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
                             nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
     if REREAD_ROWS:
-        rows, row_ok = _tile_rows(TT, pid, BM)
+        rows, row_ok = _tile_rows(TT, pid, BM, UNIT_TILES)
         q_idx = tl.load(QO + bh.to(tl.int64) * n + rows, mask=row_ok, other=0)
     _store_dq(DQ, out_base, q_idx, offs_d, row_ok, dq, qk_scale, D, ACCUM)
 
@@ -880,6 +904,11 @@ class _Layout:
         r0 = starts[unit] + (torch.arange(len(unit)) - first[unit]) * bm
         self.tiles = torch.stack([r0, torch.minimum(r0 + bm, ends[unit]), unit], 1).to(torch.int32)
         self.n_tiles = len(unit)
+        # every unit the same whole number of tiles: the kernels find a tile's rows and unit by
+        # arithmetic rather than by a load from the table (_tile_rows); else 0
+        lengths = ends - starts
+        uniform = bool((lengths == lengths[0]).all()) and int(lengths[0]) % bm == 0
+        self.unit_tiles = int(lengths[0]) // bm if uniform and not TILE_TABLE_ALWAYS else 0
         self.by_block = int(torch.bincount(r0 // block).max())
         self.by_set = int(torch.bincount(r0 // tile).max())
         self._on = {}
@@ -958,7 +987,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        num_warps=warps, num_stages=stages, **cap)
+        UNIT_TILES=layout.unit_tiles, num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -1076,7 +1105,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), SLOTS=slots is not None,
-            num_warps=warps, num_stages=stages)
+            UNIT_TILES=layout.unit_tiles, num_warps=warps, num_stages=stages)
         if slots is not None:
             _add_sample_slots(dk, dv, slots, k_order, samples)
         return dq, dk, dv

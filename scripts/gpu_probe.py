@@ -96,6 +96,8 @@ causaltiles the fused backward's tiles (CAUSAL_BWD_TILES, or --tiles) in the cau
          the non-causal driver's fwd+bwd in five interleaved rounds (do_bench).
 listlen  the primitive's forward and fused backward against their lists' length (block 256, --ms
          sampled keys a set), with a least-squares line: per-key cost and per-program intercept.
+tiletable the key-list kernels finding a tile's rows by arithmetic where units are uniform (UNIT_TILES,
+         the default) against by the tile table: outputs compared, primitive and driver timed.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -977,6 +979,46 @@ def listlen(n):
         torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def _tile_table(always: bool):
+    """The key-list kernels finding their tiles by the table (always) or, where units are uniform,
+    by arithmetic (the default); the layouts are cached, so the cache is emptied on both sides."""
+    triton_attention._layout.cache_clear()
+    with mock.patch.object(triton_attention, "TILE_TABLE_ALWAYS", always):
+        yield
+    triton_attention._layout.cache_clear()
+
+
+def tiletable(n):
+    """Tiles found by arithmetic (UNIT_TILES) against by the tile table: the forward's outputs
+    compared exactly, then the primitive's forward and backward (d = 64, 128) and the driver's four
+    goal rows (d = 64), in interleaved rounds (do_bench)."""
+    ways = {"table": lambda: _tile_table(True), "arithmetic": lambda: _tile_table(False)}
+    for d in (64, 128):
+        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
+        fwd = lambda args=args, kw=kw: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
+        outs = []
+        for name, ctx in ways.items():
+            with ctx():
+                outs.append(fwd())
+        note(f"tiletable d={d} outputs identical", str(torch.equal(outs[0][0], outs[1][0])
+                                                        and torch.equal(outs[0][1], outs[1][1])))
+        del outs
+        bwd = backward_call(args, kw)
+        for label, call in (("forward", fwd), ("backward", bwd)):
+            _interleaved(f"tiletable primitive {label} d={d} n={n}", {k: (call, c) for k, c in ways.items()},
+                         timers=("do_bench",), rounds=5)
+        del bwd
+    for causal in (False, True):
+        for grad in (False, True):
+            call = _driver_call(n, 64, causal, grad)
+            with torch.enable_grad() if grad else torch.no_grad():
+                _interleaved(f"tiletable driver causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}",
+                             {k: (call, c) for k, c in ways.items()}, timers=("do_bench",), rounds=5)
+            del call
+            torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1426,7 +1468,7 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles, "listlen": listlen}[part](n)
+         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)

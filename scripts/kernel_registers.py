@@ -74,18 +74,20 @@ def usage(kernel, constexprs: dict, warps: int, stages: int) -> dict:
 
 
 def list_kernels(d: int) -> dict:
-    """Each key-list kernel's use on its tiles at head_dim d (bf16)."""
+    """Each key-list kernel's use on its tiles at head_dim d (bf16), at the benchmark's layout
+    (units of 256 rows: whole tiles, found by arithmetic, UNIT_TILES)."""
     found = {}
     for name, kind, zero in (("forward", "fwd", False), ("training forward", "fwd", True),
                              ("merging forward", "fwd_merge", False)):
         bm, bn, warps, stages = ta.CONFIGS[kind][d][:4]
         found[name] = usage(ta._list_kernel, dict(D=d, BM=bm, BN=bn, GRAD=False, PREC="tf32", ACCUM=0,
-                                                  MERGE=kind == "fwd_merge", ZERO_DKDV=zero), warps, stages)
+                                                  MERGE=kind == "fwd_merge", ZERO_DKDV=zero,
+                                                  UNIT_TILES=256 // bm), warps, stages)
     bm, bn, warps, stages = ta.CONFIGS["bwd"][d][:4]
     for name, slots in (("fused backward", False), ("fused backward, sample slots", True)):
         found[name] = usage(ta._list_bwd_kernel, dict(D=d, BM=bm, BN=bn, PREC="tf32", ACCUM=0, STORE_BLOCK=False,
                                                      STORE_SAMPLES=False, REREAD_ROWS=ta._reread_rows(bm),
-                                                     SLOTS=slots), warps, stages)
+                                                     SLOTS=slots, UNIT_TILES=256 // bm), warps, stages)
     return found
 
 

@@ -36,7 +36,7 @@ def _persistent_list_bwd(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV,
     for w in tl.range(tl.program_id(0), n_tiles * BH, tl.num_programs(0), flatten=FLATTEN):
         pid, bh = w % n_tiles, w // n_tiles
         Qh, Kh, Vh = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
-        lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Qh, QO, TT, pid, bh, n, L, NL, sqn, BM, D)
+        lists, row_ok, offs_d, q_idx, q = _list_tile_queries(Qh, QO, TT, pid, bh, n, L, NL, sqn, BM, D, 0)
         do, lse2, delta = _grad_rows(DO, Lse, Delta, bh, sdo_h, sl_h, sdl_h, q_idx, offs_d, row_ok, D)
         dq = tl.zeros([BM, D], dtype=tl.float32)
         keys = (Kh, Vh, KR, KB, lists, skn, svn, offs_d)

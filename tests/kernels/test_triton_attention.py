@@ -212,6 +212,33 @@ def test_forward_and_backward_share_one_build_of_the_key_lists(monkeypatch):
     assert builds == [(2, 2)]      # one list per 128-row block, for each of the two heads
 
 
+def test_uniform_units_find_their_tiles_by_arithmetic_and_others_by_the_table(monkeypatch):
+    """Where every unit of rows is the same whole number of tiles (128-row blocks and sets, the
+    interpreter's 64-row tiles: 2), the kernels get UNIT_TILES and no load from the tile table
+    decides their rows; the forward's out and lse are then exactly those of the table's way.  48-row
+    blocks in 64-row sets make uneven units, which take the table (UNIT_TILES 0)."""
+    from hyperbench_kernels import triton_attention
+    seen = []
+    for name in ("_list_kernel", "_list_bwd_kernel"):
+        monkeypatch.setattr(triton_attention, name, _Spy(getattr(triton_attention, name), seen,
+                                                         lambda grid, kw: kw["UNIT_TILES"]))
+    _check(86, 1, 2, 256, 32, block=128, tile=128, m=16)
+    assert seen == [2, 2]
+    seen.clear()
+    _check(87, 1, 2, 200, 32, block=48, tile=64, m=16)
+    assert seen and set(seen) == {0}
+    (q, k, v, qo, ko, smp), _ = _inputs(88, 1, 2, 256, 32, torch.float32, T=2, m=16)
+    kw = dict(block_size=128, sample_tile=128, sample_weight=16.0, scale=32 ** -0.5)
+    ways = []
+    for always in (False, True):
+        triton_attention._layout.cache_clear()
+        monkeypatch.setattr(triton_attention, "TILE_TABLE_ALWAYS", always)
+        ways.append(triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw))
+    triton_attention._layout.cache_clear()
+    assert seen[-1] == 0 and seen[-2] == 2
+    assert torch.equal(ways[0][0], ways[1][0]) and torch.equal(ways[0][1], ways[1][1])
+
+
 class _Spy:
     """Stands in for a Triton kernel: `spy[grid](...)` records the launch, then runs it; what it
     records is record(grid, keyword arguments), by default the grid."""
