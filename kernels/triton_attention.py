@@ -399,7 +399,7 @@ def _tile_rows(TT, pid, BM: tl.constexpr, UNIT_TILES: tl.constexpr):
     """Sorted rows of query tile pid and their validity: from the tile table TT (first row, end,
     unit), or, UNIT_TILES > 0 (every unit that many whole tiles), pid · BM on, all valid, with no
     load: the table's row was the first of the dependent loads every program waits on before its
-    key loop (v29).  Tiles start on multiples of 16 rows (_lists_apply), which lets the rows'
+    key loop (v30).  Tiles start on multiples of 16 rows (_lists_apply), which lets the rows'
     loads be vectorised."""
     if UNIT_TILES > 0:
         rows = pid * BM + tl.arange(0, BM)
