@@ -42,7 +42,8 @@ _PAD_LSE = 0.0
 # d = 64 (10 adds) fwd+bwd 42.45 -> 38.15 ms, dK/dV error against the fp32 reference 4.1e-3 ->
 # 4.9e-3, dQ 3.8e-3 -> 3.7e-3; d = 128 (20 adds) 76.2 -> 66.5 ms, dK/dV 4.1e-3 -> 5.8e-3.  The
 # largest error seen in 16 bits, 6.5e-3 (blocks of 32, 18 adds), is within 1e-2; n = 262144
-# (6 levels, 12 and 24 adds) gave the same as 131072, and d = 16 at 20 adds 5.8e-3 (v29).  HYPERBENCH_CAUSAL_16BIT_ADDS=0 keeps fp32.
+# (6 levels, 12 and 24 adds) gave the same as 131072, and d = 16 at 20 adds 5.8e-3 (v29).
+# HYPERBENCH_CAUSAL_16BIT_ADDS=0 keeps fp32.
 CAUSAL_16BIT_ADDS_DEFAULT = 24.0
 CAUSAL_16BIT_ADDS = float(os.environ.get("HYPERBENCH_CAUSAL_16BIT_ADDS", CAUSAL_16BIT_ADDS_DEFAULT))
 

@@ -168,8 +168,7 @@ SAMPLE_SLOTS = True
 
 # Where every unit of rows sharing a key list is the same whole number of query tiles (the
 # config's shapes), the key-list kernels find a tile's rows and unit by arithmetic, not by a load
-# from the tile table (_Layout.unit_tiles).  True: always the table (for scripts to time both; the
-# layouts are cached, so set it before the first call).
+# from the tile table (_Layout.unit_tiles).  True: always the table (for scripts to time both).
 TILE_TABLE_ALWAYS = False
 
 
@@ -401,11 +400,18 @@ def _tile_rows(TT, pid, BM: tl.constexpr, UNIT_TILES: tl.constexpr):
     load: the table's row was the first of the dependent loads every program waits on before its
     key loop (v30).  Tiles start on multiples of 16 rows (_lists_apply), which lets the rows'
     loads be vectorised."""
+    rows = tl.multiple_of(_tile_first_row(TT, pid, BM, UNIT_TILES), 16) + tl.arange(0, BM)
     if UNIT_TILES > 0:
-        rows = pid * BM + tl.arange(0, BM)
         return rows, tl.full([BM], 1, tl.int1)
-    rows = tl.multiple_of(tl.load(TT + pid * 3), 16) + tl.arange(0, BM)
     return rows, rows < tl.load(TT + pid * 3 + 1)
+
+
+@triton.jit
+def _tile_first_row(TT, pid, BM: tl.constexpr, UNIT_TILES: tl.constexpr):
+    """The first sorted row of query tile pid: its row of TT, or pid · BM."""
+    if UNIT_TILES > 0:
+        return pid * BM
+    return tl.load(TT + pid * 3)
 
 
 @triton.jit
@@ -563,8 +569,7 @@ def _list_bwd_kernel(Q, K, V, QO, TT, KR, KB, Lse, DO, Delta, DQ, DK, DV, SS,
     if SLOTS:
         # the block keys into their rows, then the set's keys into its slots (this tile's set: its
         # first row's); nblock % BN == 0, so no step holds both
-        first_row = pid * BM if UNIT_TILES > 0 else tl.load(TT + pid * 3)
-        SS += bh.to(tl.int64) * ss_h + (first_row // set_rows).to(tl.int64) * m * D
+        SS += bh.to(tl.int64) * ss_h + (_tile_first_row(TT, pid, BM, UNIT_TILES) // set_rows).to(tl.int64) * m * D
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, 0, nblock, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
                             nblock, D, BN, PREC, False, STORE_BLOCK, STORE_SAMPLES)
         dq = _list_bwd_keys(dq, q, do, lse2, delta, keys, nblock, L, qk_scale, k_scale, DK, DV, dk_rows, SS, ss_kv,
@@ -904,11 +909,11 @@ class _Layout:
         r0 = starts[unit] + (torch.arange(len(unit)) - first[unit]) * bm
         self.tiles = torch.stack([r0, torch.minimum(r0 + bm, ends[unit]), unit], 1).to(torch.int32)
         self.n_tiles = len(unit)
-        # every unit the same whole number of tiles: the kernels find a tile's rows and unit by
-        # arithmetic rather than by a load from the table (_tile_rows); else 0
+        # every unit the same whole number of tiles: the kernels may find a tile's rows and unit by
+        # arithmetic rather than by a load from the table (_tile_rows, _unit_tiles); else 0
         lengths = ends - starts
         uniform = bool((lengths == lengths[0]).all()) and int(lengths[0]) % bm == 0
-        self.unit_tiles = int(lengths[0]) // bm if uniform and not TILE_TABLE_ALWAYS else 0
+        self.unit_tiles = int(lengths[0]) // bm if uniform else 0
         self.by_block = int(torch.bincount(r0 // block).max())
         self.by_set = int(torch.bincount(r0 // tile).max())
         self._on = {}
@@ -928,6 +933,12 @@ class _Layout:
         if key not in self._on:
             self._on[key] = getattr(self, name).to(device)
         return self._on[key]
+
+
+def _unit_tiles(layout: _Layout) -> int:
+    """The kernels' UNIT_TILES for this layout: its unit_tiles, or 0 (the table) under
+    TILE_TABLE_ALWAYS."""
+    return 0 if TILE_TABLE_ALWAYS else layout.unit_tiles
 
 
 @functools.lru_cache(maxsize=256)
@@ -987,7 +998,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        UNIT_TILES=layout.unit_tiles, num_warps=warps, num_stages=stages, **cap)
+        UNIT_TILES=_unit_tiles(layout), num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):
@@ -1105,7 +1116,7 @@ def block_sample_backward(q, k, v, q_order, k_order, samples, dout, lse, delta, 
             g.T * g.m * g.d, 0 if slots is None else slots[0].numel(), g.tile, g.m, D=g.d, BM=bm, BN=bn,
             PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), STORE_BLOCK=_DIAGNOSTIC_DKDV_STORES[0],
             STORE_SAMPLES=_DIAGNOSTIC_DKDV_STORES[1], REREAD_ROWS=_reread_rows(bm), SLOTS=slots is not None,
-            UNIT_TILES=layout.unit_tiles, num_warps=warps, num_stages=stages)
+            UNIT_TILES=_unit_tiles(layout), num_warps=warps, num_stages=stages)
         if slots is not None:
             _add_sample_slots(dk, dv, slots, k_order, samples)
         return dq, dk, dv

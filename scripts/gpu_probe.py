@@ -979,21 +979,12 @@ def listlen(n):
         torch.cuda.empty_cache()
 
 
-@contextlib.contextmanager
-def _tile_table(always: bool):
-    """The key-list kernels finding their tiles by the table (always) or, where units are uniform,
-    by arithmetic (the default); the layouts are cached, so the cache is emptied on both sides."""
-    triton_attention._layout.cache_clear()
-    with mock.patch.object(triton_attention, "TILE_TABLE_ALWAYS", always):
-        yield
-    triton_attention._layout.cache_clear()
-
-
 def tiletable(n):
     """Tiles found by arithmetic (UNIT_TILES) against by the tile table: the forward's outputs
     compared exactly, then the primitive's forward and backward (d = 64, 128) and the driver's four
     goal rows (d = 64), in interleaved rounds (do_bench)."""
-    ways = {"table": lambda: _tile_table(True), "arithmetic": lambda: _tile_table(False)}
+    ways = {name: lambda always=always: mock.patch.object(triton_attention, "TILE_TABLE_ALWAYS", always)
+            for name, always in (("table", True), ("arithmetic", False))}
     for d in (64, 128):
         args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
         fwd = lambda args=args, kw=kw: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731

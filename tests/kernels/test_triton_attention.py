@@ -231,10 +231,8 @@ def test_uniform_units_find_their_tiles_by_arithmetic_and_others_by_the_table(mo
     kw = dict(block_size=128, sample_tile=128, sample_weight=16.0, scale=32 ** -0.5)
     ways = []
     for always in (False, True):
-        triton_attention._layout.cache_clear()
         monkeypatch.setattr(triton_attention, "TILE_TABLE_ALWAYS", always)
         ways.append(triton_attention.block_sample_forward(q, k, v, qo, ko, smp, **kw))
-    triton_attention._layout.cache_clear()
     assert seen[-1] == 0 and seen[-2] == 2
     assert torch.equal(ways[0][0], ways[1][0]) and torch.equal(ways[0][1], ways[1][1])
 
