@@ -98,6 +98,10 @@ listlen  the primitive's forward and fused backward against their lists' length 
          sampled keys a set), with a least-squares line: per-key cost and per-program intercept.
 tiletable the key-list kernels finding a tile's rows by arithmetic where units are uniform (UNIT_TILES,
          the default) against by the tile table: outputs compared, primitive and driver timed.
+mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8 warps, which since
+         v30 compiles to 124 registers (two programs per SM) without a cap, against its 4-warp
+         default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
+         interleaved rounds (do_bench).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1010,6 +1014,33 @@ def tiletable(n):
             torch.cuda.empty_cache()
 
 
+MERGE_WARPS = [(128, 64, 8, 5), (128, 64, 8, 6), (128, 64, 8, 4)]
+
+
+def mergewarps(n):
+    """The merging forward on 8 warps (MERGE_WARPS) against CONFIGS' 4-warp entry, in the causal
+    driver at d = 64: v15 and v19 found 8 warps no faster when it took a register cap or an
+    epilogue merge to fit two programs per SM; since v30 the start-state merge fits uncapped."""
+    ways = {"default": contextlib.nullcontext}
+    for cfg in MERGE_WARPS:
+        ways[str(cfg)] = lambda cfg=cfg: mock.patch.dict(triton_attention.CONFIGS["fwd_merge"], {64: cfg})
+    for grad in (False, True):
+        call = _driver_call(n, 64, True, grad)
+        with torch.enable_grad() if grad else torch.no_grad():
+            want = call()
+            for name, ctx in list(ways.items())[1:]:
+                with ctx():
+                    got = call()
+                got, ref = (got, want) if grad else ((got,), (want,))
+                diff = max(rel(a, b) for a, b in zip(got, ref))
+                note(f"mergewarps {name} {'gradients' if grad else 'out'} against the default's", f"{diff:.2e}")
+            del want
+            _interleaved(f"mergewarps driver causal=True {'fwd+bwd' if grad else 'fwd'} n={n}",
+                         {k: (call, c) for k, c in ways.items()}, timers=("do_bench",), rounds=5)
+        del call
+        torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1459,7 +1490,8 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable}[part](n)
+         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
+         "mergewarps": mergewarps}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
