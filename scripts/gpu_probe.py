@@ -102,6 +102,7 @@ mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8
          v30 compiles to 124 registers (two programs per SM) without a cap, against its 4-warp
          default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
          interleaved rounds (do_bench).
+profile  the driver's four goal calls (d = 64), kernel by kernel under torch.profiler.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1041,6 +1042,18 @@ def mergewarps(n):
         torch.cuda.empty_cache()
 
 
+def profile(n):
+    """Where each goal call's GPU time goes, kernel by kernel (gpu_kernel_check.profile)."""
+    from gpu_kernel_check import profile as kernel_table
+    for causal in (False, True):
+        for grad in (False, True):
+            call = _driver_call(n, 64, causal, grad)
+            with torch.enable_grad() if grad else torch.no_grad():
+                kernel_table(f"driver d=64 n={n} causal={causal} {'fwd+bwd' if grad else 'fwd'}", call, rows=24)
+            del call
+            torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1491,7 +1504,7 @@ def main():
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
          "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
-         "mergewarps": mergewarps}[part](n)
+         "mergewarps": mergewarps, "profile": profile}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
