@@ -103,6 +103,9 @@ mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8
          default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
          interleaved rounds (do_bench).
 profile  the driver's four goal calls (d = 64), kernel by kernel under torch.profiler.
+clocks   the GPU's SM clock, power and temperature (nvidia-smi every 25 ms) beside rounds of the
+         causal and the non-causal fwd+bwd (do_bench, 0.5 s a round) after an idle start: whether
+         the spread of rounds and of calls follows the clock.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1054,6 +1057,70 @@ def profile(n):
             torch.cuda.empty_cache()
 
 
+SMI_FIELDS = "clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active"
+
+
+def _smi_sampler(period_ms=25):
+    """nvidia-smi polling every period_ms in the background: (samples [(time, [fields])], stop())."""
+    import subprocess
+    import threading
+    import time
+    proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits",
+                             f"-lms={period_ms}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = []
+
+    def read():
+        for line in proc.stdout:
+            samples.append((time.time(), [f.strip() for f in line.split(",")]))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def stop():
+        proc.terminate()
+        reader.join(timeout=5)
+    return samples, stop
+
+
+def _window(samples, t0, t1):
+    """Median SM clock (MHz), power (W), temperature (C) and the event reasons seen in [t0, t1]."""
+    rows = [f for t, f in samples if t0 <= t <= t1 and len(f) == 4 and f[0].isdigit()]
+    if not rows:
+        return "no samples"
+    med = lambda i: statistics.median(float(r[i]) for r in rows)  # noqa: E731
+    return (f"sm {med(0):.0f} MHz (min {min(float(r[0]) for r in rows):.0f}), {med(1):.0f} W, {med(2):.0f} C, "
+            f"reasons {sorted({r[3] for r in rows})}, {len(rows)} samples")
+
+
+def clocks(n):
+    """Rounds of the goal's fwd+bwd calls with the GPU's clock sampled beside them."""
+    import time
+    from triton.testing import do_bench
+    samples, stop = _smi_sampler()
+    try:
+        t = time.time()
+        time.sleep(3)
+        note("clocks idle", _window(samples, t, time.time()))
+        for causal in (True, False):
+            call = _driver_call(n, 64, causal, True)
+            with torch.enable_grad():
+                for r in range(8):
+                    t = time.time()
+                    got = do_bench(call, warmup=25, rep=500, return_mode="median")
+                    note(f"clocks causal={causal} fwd+bwd round {r}: {got:.3f} ms", _window(samples, t, time.time()))
+                t = time.time()
+                time.sleep(3)
+                note(f"clocks causal={causal} idle 3 s after", _window(samples, t, time.time()))
+                t = time.time()
+                got = do_bench(call, warmup=25, rep=500, return_mode="median")
+                note(f"clocks causal={causal} fwd+bwd after the idle: {got:.3f} ms", _window(samples, t, time.time()))
+            del call
+            torch.cuda.empty_cache()
+    finally:
+        stop()
+    if samples:
+        note("clocks first sample", samples[0][1])
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1504,7 +1571,7 @@ def main():
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
          "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
-         "mergewarps": mergewarps, "profile": profile}[part](n)
+         "mergewarps": mergewarps, "profile": profile, "clocks": clocks}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
