@@ -97,7 +97,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
     row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,
                time_samples_ms=json.dumps([round(x, 6) for x in t.samples_ms]), host_ms=t.host_ms,
                tflops=flops / (t.median_ms * 1e-3) / 1e12,
-               gbps=_io_bytes(job) * cost.MODE_FACTOR[job.mode] / (t.median_ms * 1e-3) / 1e9)
+               gbps=_io_bytes(job) * cost.MODE_FACTOR[job.mode] / (t.median_ms * 1e-3) / 1e9, **(t.gpu or {}))
     if reference is not None:
         say(f"{method.name}: error metrics")
         with torch.no_grad():

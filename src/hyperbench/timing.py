@@ -5,6 +5,9 @@ time to issue the call (host_ms). By default each call is waited for before the 
 the host's time to start a call counts wherever the GPU waits for it; `back_to_back` queues every
 repetition (flush, events, call) and waits once at the end, as triton.testing.do_bench does, so
 that it counts only where the host falls behind the GPU. CPU: a monotonic clock.
+Over the timed repetitions the GPU's clock and power state is read too (gpu_clock: the median SM
+clock, mean board power, the share of time held down by the power limit or by heat), since the
+clock a row ran at is what moves it most between runs on one machine.
 `make_call` turns a method's forward into the thing to time for the job's mode: fwd (inference, no
 autograd), bwd (the backward pass alone, over a graph built outside the timed region) or fwd+bwd.
 """
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from . import gpu_clock
 
 L2_FLUSH_BYTES = 256 << 20  # larger than any current GPU's L2 (H200: 60 MB)
 
@@ -32,15 +37,18 @@ class Timed:
     # returned, before the wait for the GPU). Near median_ms or above it, the GPU waited for the
     # host's launches, and the row measures the host's CPU as much as the kernels.
     host_ms: float | None = None
+    # GPU only, where NVML answers: gpu_clock.window's fields (sm_clock_mhz, power_w, power_capped,
+    # thermal_capped) over the repetitions.
+    gpu: dict | None = None
 
 
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def summarize(samples_ms: list[float], host_ms: list[float] | None = None) -> Timed:
+def summarize(samples_ms: list[float], host_ms: list[float] | None = None, gpu: dict | None = None) -> Timed:
     return Timed(statistics.median(samples_ms), _percentile(samples_ms, 20), _percentile(samples_ms, 80),
-                 len(samples_ms), tuple(samples_ms), statistics.median(host_ms) if host_ms else None)
+                 len(samples_ms), tuple(samples_ms), statistics.median(host_ms) if host_ms else None, gpu)
 
 
 def make_call(forward: Callable, q, k, v, causal: bool, mode: str, keep: dict | None = None):
@@ -101,7 +109,9 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
-    samples, host, queued = [], [], []
+    samples, host, queued, clocks = [], [], [], []
+    state = gpu_clock.reader(device) if device == "cuda" else None
+    before = state(True) if state else None
     for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
         setup()
         if device == "cuda":
@@ -118,6 +128,8 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
             else:
                 end.synchronize()
                 samples.append(start.elapsed_time(end))
+                if state:   # after the wait, outside the events: costs the timed call nothing
+                    clocks.append(state()["sm_mhz"])
         else:
             t0 = time.perf_counter()
             timed()
@@ -125,7 +137,11 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
     if queued:
         sync(device)
         samples = [start.elapsed_time(end) for start, end in queued]
-    return summarize(samples, host)
+    gpu = None
+    if state:
+        after = state(True)
+        gpu = gpu_clock.window(before, after, clocks or [after["sm_mhz"]])
+    return summarize(samples, host, gpu)
 
 
 def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:

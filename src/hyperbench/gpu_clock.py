@@ -1,0 +1,86 @@
+"""The GPU's clock and power state over a measurement, read through NVML (nvidia-ml-py).
+
+A GPU row's time depends on the SM clock it ran at, and the clock drops below its maximum when the
+board reaches its power limit or gets hot: on the H200 the causal forward+backward at n = 131072
+holds the 700 W limit and runs at 1860–1920 MHz instead of 1980, 2–4% slower than from an idle
+start (kernels/NOTES.md, v31). So each GPU row records, over its timed repetitions:
+
+- ``sm_clock_mhz``: the median of the SM clock read after each repetition (back to back: once, at
+  the end);
+- ``power_w``: the board's mean power, from its energy counter;
+- ``power_capped`` and ``thermal_capped``: the share of the time NVML counted the clock held down by
+  the power limit, and by temperature (its cumulative violation counters).
+
+Everything here is optional: without nvidia-ml-py, without NVML, on a CPU, or where the driver
+does not keep a counter, the reader is None or the field is None, and the measurement goes on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+# NVML's policy ids for nvmlDeviceGetViolationStatus (nvml.h: NVML_PERF_POLICY_POWER, _THERMAL) and
+# its clock id for the SM clock (NVML_CLOCK_SM), so that the arithmetic below needs no pynvml.
+_POWER, _THERMAL, _SM_CLOCK = 0, 1, 1
+
+
+def _nvml_handle(nvml, device_index: int):
+    """The NVML handle of CUDA device device_index (matched by UUID, since NVML numbers devices
+    without CUDA_VISIBLE_DEVICES), or of NVML's only device."""
+    import torch
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(device_index).uuid}")
+    except Exception:  # noqa: BLE001  (an older torch without .uuid, or NVML spells it otherwise)
+        if nvml.nvmlDeviceGetCount() == 1:
+            return nvml.nvmlDeviceGetHandleByIndex(0)
+        raise
+
+
+def reader(device: str) -> Callable[[bool], dict] | None:
+    """For a CUDA device, a function read(full) giving {"t_ns", "sm_mhz"} and, when full, the
+    cumulative counters {"energy_mj", "power_ns", "thermal_ns"} (each None where NVML keeps none);
+    None where NVML cannot be reached (a CPU, no nvidia-ml-py, no driver)."""
+    kind, _, index = str(device).partition(":")
+    if kind != "cuda":
+        return None
+    try:
+        import pynvml as nvml
+        import torch
+        nvml.nvmlInit()
+        handle = _nvml_handle(nvml, int(index) if index else torch.cuda.current_device())
+    except Exception:  # noqa: BLE001  (ImportError, NVMLError, no CUDA: the fields stay empty)
+        return None
+
+    def counter(fn, *args):
+        try:
+            return fn(handle, *args)
+        except Exception:  # noqa: BLE001  (NVML_ERROR_NOT_SUPPORTED on some boards)
+            return None
+
+    def read(full: bool = False) -> dict:
+        got = {"t_ns": time.monotonic_ns(), "sm_mhz": counter(nvml.nvmlDeviceGetClockInfo, _SM_CLOCK)}
+        if full:
+            power, thermal = (counter(nvml.nvmlDeviceGetViolationStatus, p) for p in (_POWER, _THERMAL))
+            got.update(energy_mj=counter(nvml.nvmlDeviceGetTotalEnergyConsumption),
+                       power_ns=power.violationTime if power is not None else None,
+                       thermal_ns=thermal.violationTime if thermal is not None else None)
+        return got
+    return read
+
+
+def window(before: dict, after: dict, clocks_mhz: list) -> dict:
+    """The row's fields for the span between two full reads, with the SM clocks read inside it."""
+    span_ns = after["t_ns"] - before["t_ns"]
+
+    def share(key: str, scale: float = 1.0):
+        a, b = before.get(key), after.get(key)
+        if a is None or b is None or span_ns <= 0 or b < a:
+            return None
+        return (b - a) * scale / span_ns
+    clocks = [c for c in clocks_mhz if c is not None]
+    capped = {key: None if (s := share(key)) is None else min(1.0, s) for key in ("power_ns", "thermal_ns")}
+    return {"sm_clock_mhz": float(statistics.median(clocks)) if clocks else None,
+            "power_w": share("energy_mj", 1e6),     # mJ per ns × 1e6 = W
+            "power_capped": capped["power_ns"], "thermal_capped": capped["thermal_ns"]}

@@ -1,0 +1,117 @@
+"""The GPU's clock and power state over a measurement (src/hyperbench/gpu_clock.py), through a fake
+NVML: the window's arithmetic, the reader's fallbacks, and the fields a timed GPU row carries."""
+
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from hyperbench import gpu_clock, store, table, timing
+
+
+def test_the_window_turns_counters_into_clock_power_and_capped_shares():
+    before = {"t_ns": 0, "sm_mhz": 1980, "energy_mj": 1_000, "power_ns": 10, "thermal_ns": 5}
+    after = {"t_ns": 2_000_000_000, "sm_mhz": 1890, "energy_mj": 1_001_000, "power_ns": 1_000_000_010,
+             "thermal_ns": 5}
+    got = gpu_clock.window(before, after, [1980, 1860, 1890, None])
+    assert got == {"sm_clock_mhz": 1890.0, "power_w": pytest.approx(500.0), "power_capped": pytest.approx(0.5),
+                   "thermal_capped": 0.0}
+    assert set(got) <= set(store.COLUMNS)
+
+
+def test_counters_the_driver_does_not_keep_or_that_restarted_give_no_value():
+    before = {"t_ns": 0, "energy_mj": None, "power_ns": 900, "thermal_ns": 0}
+    after = {"t_ns": 1_000, "energy_mj": None, "power_ns": 100, "thermal_ns": 5_000}
+    got = gpu_clock.window(before, after, [])
+    assert got["sm_clock_mhz"] is None and got["power_w"] is None
+    assert got["power_capped"] is None            # went backwards: NVML was reloaded in between
+    assert got["thermal_capped"] == 1.0           # a counter's rounding never gives more than the span
+    assert gpu_clock.window({"t_ns": 5}, {"t_ns": 5}, [1980])["power_w"] is None
+
+
+def _fake_nvml(energy_supported=True):
+    state = {"energy": 0, "power": 0, "clock_reads": 0}
+
+    class NVMLError(Exception):
+        pass
+
+    def energy(handle):
+        if not energy_supported:
+            raise NVMLError("Not Supported")
+        state["energy"] += 700_000          # 700 J a read
+        return state["energy"]
+
+    def violation(handle, policy):
+        if policy == 0:
+            state["power"] += 250_000_000
+        return types.SimpleNamespace(referenceTime=0, violationTime=state["power"] if policy == 0 else 0)
+
+    def clock(handle, kind):
+        assert kind == 1                      # NVML_CLOCK_SM
+        state["clock_reads"] += 1
+        return 1900 + state["clock_reads"]
+    nvml = types.SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1,
+                                 nvmlDeviceGetHandleByUUID=lambda uuid: ("uuid", uuid),
+                                 nvmlDeviceGetHandleByIndex=lambda i: ("index", i),
+                                 nvmlDeviceGetClockInfo=clock, nvmlDeviceGetViolationStatus=violation,
+                                 nvmlDeviceGetTotalEnergyConsumption=energy)
+    return nvml, state
+
+
+def test_the_reader_reads_nvml_for_the_cuda_device_and_survives_what_it_lacks(monkeypatch):
+    nvml, state = _fake_nvml(energy_supported=False)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=f"u{i}"))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    read = gpu_clock.reader("cuda:1")
+    full = read(True)
+    assert full["sm_mhz"] == 1901 and full["energy_mj"] is None and full["power_ns"] == 250_000_000
+    assert full["thermal_ns"] == 0 and isinstance(full["t_ns"], int)
+    assert set(read()) == {"t_ns", "sm_mhz"}                       # between repetitions: the clock only
+    assert gpu_clock.reader("cpu") is None
+    monkeypatch.setitem(sys.modules, "pynvml", None)               # nvidia-ml-py not installed
+    assert gpu_clock.reader("cuda") is None
+
+
+class _Event:
+    def __init__(self, enable_timing):
+        pass
+
+    def record(self):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return 4.0
+
+
+@pytest.mark.parametrize("back_to_back", [False, True])
+def test_a_timed_gpu_row_carries_the_clock_and_power_of_its_repetitions(monkeypatch, back_to_back):
+    nvml, state = _fake_nvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="u"))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "Event", _Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    t = timing.measure(lambda: None, lambda: time.sleep(0.002), device="cuda", warmup=1, target_ms=1,
+                       min_reps=4, max_reps=4, flush_l2=False, back_to_back=back_to_back)
+    # two full reads around the repetitions, and the clock after each one (back to back: at the end)
+    assert state["clock_reads"] == (2 if back_to_back else 6)
+    assert t.gpu["sm_clock_mhz"] == (1902.0 if back_to_back else 1903.5)
+    assert t.gpu["power_w"] > 0 and 0 < t.gpu["power_capped"] <= 1.0 and t.gpu["thermal_capped"] == 0.0
+    cpu = timing.measure(lambda: None, lambda: None, device="cpu", warmup=1, target_ms=1, min_reps=3,
+                         max_reps=3, flush_l2=False)
+    assert cpu.gpu is None
+
+
+def test_the_table_marks_a_row_whose_clock_was_held_down():
+    row = {"method": "hyper", "status": "ok", "time_ms": 37.6, "host_ms": 1.0, "message": "",
+           "power_capped": 0.57, "sm_clock_mhz": 1890.0, "thermal_capped": 0.0}
+    assert table.note(row) == "clock held down by the power limit 57% of the timing (SM 1890 MHz)"
+    assert table.note({**row, "power_capped": 0.05}) == ""
+    assert table.note({**row, "power_capped": None, "thermal_capped": 0.2, "sm_clock_mhz": None}) == \
+        "clock held down by heat 20% of the timing"
