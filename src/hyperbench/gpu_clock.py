@@ -5,8 +5,9 @@ board reaches its power limit or gets hot: on the H200 the causal forward+backwa
 holds the 700 W limit and runs at 1860–1920 MHz instead of 1980, 2–4% slower than from an idle
 start (kernels/NOTES.md, v31). So each GPU row records, over its timed repetitions:
 
-- ``sm_clock_mhz``: the median of the SM clock read after each repetition (back to back: once, at
-  the end);
+- ``sm_clock_mhz``: the median SM clock, sampled every SAMPLE_PERIOD_S by a thread while the
+  repetitions run (read after each one instead, it reads high: an idle GPU's clock comes straight
+  back up); ``sm_clock_max_mhz``, the most it can run at;
 - ``power_w``: the board's mean power, from its energy counter;
 - ``power_capped`` and ``thermal_capped``: the share of the time NVML counted the clock held down by
   the power limit, and by temperature (its cumulative violation counters).
@@ -18,12 +19,16 @@ does not keep a counter, the reader is None or the field is None, and the measur
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
 # NVML's policy ids for nvmlDeviceGetViolationStatus (nvml.h: NVML_PERF_POLICY_POWER, _THERMAL) and
 # its clock id for the SM clock (NVML_CLOCK_SM), so that the arithmetic below needs no pynvml.
 _POWER, _THERMAL, _SM_CLOCK = 0, 1, 1
+# How often the SM clock is sampled during a measurement: each sample is one NVML call (~20 µs of a
+# thread that holds the GIL only around it), so this costs the timed calls nothing measurable.
+SAMPLE_PERIOD_S = 0.02
 
 
 def _nvml_handle(nvml, device_index: int):
@@ -39,8 +44,9 @@ def _nvml_handle(nvml, device_index: int):
 
 
 def reader(device: str) -> Callable[[bool], dict] | None:
-    """For a CUDA device, a function read(full) giving {"t_ns", "sm_mhz"} and, when full, the
-    cumulative counters {"energy_mj", "power_ns", "thermal_ns"} (each None where NVML keeps none);
+    """For a CUDA device, a function read(full) giving {"t_ns", "sm_mhz"} and, when full, the SM
+    clock's maximum and the cumulative counters {"sm_max_mhz", "energy_mj", "power_ns",
+    "thermal_ns"} (each None where NVML keeps none);
     None where NVML cannot be reached (a CPU, no nvidia-ml-py, no driver)."""
     kind, _, index = str(device).partition(":")
     if kind != "cuda":
@@ -64,14 +70,33 @@ def reader(device: str) -> Callable[[bool], dict] | None:
         if full:
             power, thermal = (counter(nvml.nvmlDeviceGetViolationStatus, p) for p in (_POWER, _THERMAL))
             got.update(energy_mj=counter(nvml.nvmlDeviceGetTotalEnergyConsumption),
+                       sm_max_mhz=counter(nvml.nvmlDeviceGetMaxClockInfo, _SM_CLOCK),
                        power_ns=power.violationTime if power is not None else None,
                        thermal_ns=thermal.violationTime if thermal is not None else None)
         return got
     return read
 
 
+def sample_clocks(read: Callable[[bool], dict]) -> Callable[[], list]:
+    """Start sampling the SM clock every SAMPLE_PERIOD_S; returns stop(), which ends the sampling
+    and gives the clocks read (none for a span shorter than the period)."""
+    clocks, done = [], threading.Event()
+
+    def loop():
+        while not done.wait(SAMPLE_PERIOD_S):
+            clocks.append(read(False)["sm_mhz"])
+    thread = threading.Thread(target=loop, name="hyperbench-gpu-clock", daemon=True)
+    thread.start()
+
+    def stop() -> list:
+        done.set()
+        thread.join()
+        return clocks
+    return stop
+
+
 def window(before: dict, after: dict, clocks_mhz: list) -> dict:
-    """The row's fields for the span between two full reads, with the SM clocks read inside it."""
+    """The row's fields for the span between two full reads, with the SM clocks sampled inside it."""
     span_ns = after["t_ns"] - before["t_ns"]
 
     def share(key: str, scale: float = 1.0):
@@ -81,6 +106,8 @@ def window(before: dict, after: dict, clocks_mhz: list) -> dict:
         return (b - a) * scale / span_ns
     clocks = [c for c in clocks_mhz if c is not None]
     capped = {key: None if (s := share(key)) is None else min(1.0, s) for key in ("power_ns", "thermal_ns")}
+    top = after.get("sm_max_mhz")
     return {"sm_clock_mhz": float(statistics.median(clocks)) if clocks else None,
+            "sm_clock_max_mhz": None if top is None else float(top),
             "power_w": share("energy_mj", 1e6),     # mJ per ns × 1e6 = W
             "power_capped": capped["power_ns"], "thermal_capped": capped["thermal_ns"]}

@@ -48,9 +48,11 @@ COLUMNS: dict[str, pa.DataType] = {
     "time_samples_ms": _STR,   # every repetition, a JSON list: what noise-aware comparisons need
     "host_ms": _FLOAT,         # GPU: the host's CPU time to issue one call (timing.Timed.host_ms)
     "timing_mode": _STR,       # "per_call" (each call waited for) or "back_to_back" (timing.back_to_back)
-    # GPU, where NVML answers (gpu_clock): the SM clock (median over the repetitions), the board's
-    # mean power, and the share of the time the clock was held down by the power limit, by heat
-    "sm_clock_mhz": _FLOAT, "power_w": _FLOAT, "power_capped": _FLOAT, "thermal_capped": _FLOAT,
+    # GPU, where NVML answers (gpu_clock): the SM clock (median over the repetitions) and its maximum,
+    # the board's mean power, and the share of the time the clock was held down by the power limit,
+    # by heat
+    "sm_clock_mhz": _FLOAT, "sm_clock_max_mhz": _FLOAT, "power_w": _FLOAT, "power_capped": _FLOAT,
+    "thermal_capped": _FLOAT,
     # accuracy
     "spec_err": _FLOAT, "spec_err_max": _FLOAT, "rel_spec_err": _FLOAT, "rel_spec_err_max": _FLOAT,
     "rel_fro_err": _FLOAT, "rel_fro_err_max": _FLOAT, "max_row_err": _FLOAT, "lse_err": _FLOAT,

@@ -40,23 +40,24 @@ def fastest_exact_ms(rows: list[dict]) -> tuple[float | None, str | None]:
 # A GPU row whose host took this share of its time or more to issue the call is marked: the GPU
 # waited for the launches, so the time is the host's CPU as much as the kernels'.
 HOST_BOUND_SHARE = 0.8
-# A GPU row whose clock NVML counted as held down (by the power limit or by heat) for this share
-# of its timing or more is marked, with the clock it ran at: its time is the board's as well.
-CAPPED_SHARE = 0.1
+# A GPU row whose median SM clock was below this share of its maximum is marked, with what NVML
+# counted as holding it down: its time is the board's power or cooling as well as the code's (on
+# the H200 most long rows run at the 700 W limit, and cuDNN's at 1770-1890 MHz of 1980).
+SLOW_CLOCK_SHARE = 0.97
 
 
 def note(r: dict) -> str:
     """The row's message; for a GPU row bound by its host, how long the host took a call; for one
-    whose clock was held down while it was timed, by what, how long and at what clock."""
+    whose clock ran slow while it was timed, the clock and what held it down."""
     parts = [r.get("message") or ""]
     host, t = r.get("host_ms"), r.get("time_ms")
     if r.get("status") == "ok" and _num(host) and _num(t) and host >= HOST_BOUND_SHARE * t:
         parts.append(f"host-bound: the CPU took {host:.3f} ms to issue a call")
-    for key, cause in (("power_capped", "the power limit"), ("thermal_capped", "heat")):
-        share = r.get(key)
-        if r.get("status") == "ok" and _num(share) and share >= CAPPED_SHARE:
-            clock = f" (SM {r['sm_clock_mhz']:.0f} MHz)" if _num(r.get("sm_clock_mhz")) else ""
-            parts.append(f"clock held down by {cause} {share:.0%} of the timing{clock}")
+    clock, top = r.get("sm_clock_mhz"), r.get("sm_clock_max_mhz")
+    if r.get("status") == "ok" and _num(clock) and _num(top) and clock < SLOW_CLOCK_SHARE * top:
+        why = [f"{cause} {r[key]:.0%} of the time" for key, cause in
+               (("power_capped", "power limit"), ("thermal_capped", "heat")) if _num(r.get(key)) and r[key] > 0]
+        parts.append(f"SM clock {clock:.0f} MHz ({clock / top:.0%} of max)" + (f": {', '.join(why)}" if why else ""))
     return "; ".join(p for p in parts if p)
 
 

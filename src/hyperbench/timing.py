@@ -109,10 +109,29 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
-    samples, host, queued, clocks = [], [], [], []
+    samples, host, queued = [], [], []
     state = gpu_clock.reader(device) if device == "cuda" else None
-    before = state(True) if state else None
-    for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
+    if state:
+        before, stop_sampling = state(True), gpu_clock.sample_clocks(state)
+    try:
+        _repeat(setup, timed, device, reps_for(pilot_ms, target_ms, min_reps, max_reps), flush, back_to_back,
+                samples, host, queued)
+        if queued:
+            sync(device)     # inside the sampled span: the queued calls run until here
+    finally:
+        clocks = stop_sampling() if state else []
+    if queued:
+        samples = [start.elapsed_time(end) for start, end in queued]
+    gpu = None
+    if state:
+        after = state(True)
+        gpu = gpu_clock.window(before, after, clocks or [after["sm_mhz"]])
+    return summarize(samples, host, gpu)
+
+
+def _repeat(setup, timed, device, reps, flush, back_to_back, samples, host, queued) -> None:
+    """measure's timed repetitions: CPU times, or CUDA events (waited for, or queued back to back)."""
+    for _ in range(reps):
         setup()
         if device == "cuda":
             if flush is not None:
@@ -128,20 +147,10 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
             else:
                 end.synchronize()
                 samples.append(start.elapsed_time(end))
-                if state:   # after the wait, outside the events: costs the timed call nothing
-                    clocks.append(state()["sm_mhz"])
         else:
             t0 = time.perf_counter()
             timed()
             samples.append((time.perf_counter() - t0) * 1e3)
-    if queued:
-        sync(device)
-        samples = [start.elapsed_time(end) for start, end in queued]
-    gpu = None
-    if state:
-        after = state(True)
-        gpu = gpu_clock.window(before, after, clocks or [after["sm_mhz"]])
-    return summarize(samples, host, gpu)
 
 
 def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:
