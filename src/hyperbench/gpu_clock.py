@@ -1,13 +1,15 @@
 """The GPU's clock and power state over a measurement, read through NVML (nvidia-ml-py).
 
 A GPU row's time depends on the SM clock it ran at, and the clock drops below its maximum when the
-board reaches its power limit or gets hot: on the H200 the causal forward+backward at n = 131072
-holds the 700 W limit and runs at 1860–1920 MHz instead of 1980, 2–4% slower than from an idle
-start (kernels/NOTES.md, v31). So each GPU row records, over its timed repetitions:
+board reaches its power limit or gets hot. On the H200 the SDPA cuDNN rows at n = 131072 run at the
+700 W limit all of their timing, at 1815–1890 MHz of 1980; `hyper`'s causal forward+backward rounds
+took 1–3% longer under the limit (1860–1920 MHz) than one from an idle start (kernels/NOTES.md, v31).
+So each GPU row records, over its timed repetitions:
 
 - ``sm_clock_mhz``: the median SM clock, sampled every SAMPLE_PERIOD_S by a thread while the
-  repetitions run (read after each one instead, it reads high: an idle GPU's clock comes straight
-  back up); ``sm_clock_max_mhz``, the most it can run at;
+  repetitions run, so that it is read while the GPU works, back to back as well as per call (the
+  rows of 15a6c53 read it after each repetition, with the GPU idle; the two ways were not compared
+  on one machine); ``sm_clock_max_mhz``, the most it can run at;
 - ``power_w``: the board's mean power, from its energy counter;
 - ``power_capped`` and ``thermal_capped``: the share of the time NVML counted the clock held down by
   the power limit, and by temperature (its cumulative violation counters).
