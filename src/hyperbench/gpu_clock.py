@@ -10,7 +10,8 @@ So each GPU row records, over its timed repetitions:
   repetitions run, so that it is read while the GPU works, back to back as well as per call (the
   rows of 15a6c53 read it after each repetition, with the GPU idle; the two ways were not compared
   on one machine); ``sm_clock_max_mhz``, the most it can run at;
-- ``power_w``: the board's mean power, from its energy counter;
+- ``power_w``: the board's mean power, from its energy counter (over the repetitions with their L2
+  flushes and, per call, the waits between them);
 - ``power_capped`` and ``thermal_capped``: the share of the time NVML counted the clock held down by
   the power limit, and by temperature (its cumulative violation counters).
 

@@ -37,8 +37,8 @@ class Timed:
     # returned, before the wait for the GPU). Near median_ms or above it, the GPU waited for the
     # host's launches, and the row measures the host's CPU as much as the kernels.
     host_ms: float | None = None
-    # GPU only, where NVML answers: gpu_clock.window's fields (sm_clock_mhz, power_w, power_capped,
-    # thermal_capped) over the repetitions.
+    # GPU only, where NVML answers: gpu_clock.window's fields (sm_clock_mhz, sm_clock_max_mhz,
+    # power_w, power_capped, thermal_capped) over the repetitions.
     gpu: dict | None = None
 
 
