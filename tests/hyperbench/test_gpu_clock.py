@@ -11,6 +11,8 @@ import torch
 
 from hyperbench import gpu_clock, store, table, timing
 
+from .fake_cuda import fixed_events
+
 
 def test_the_window_turns_counters_into_clock_power_and_capped_shares():
     before = {"t_ns": 0, "sm_mhz": 1980, "sm_max_mhz": 1980, "energy_mj": 1_000, "power_ns": 10, "thermal_ns": 5}
@@ -77,33 +79,26 @@ def test_the_reader_reads_nvml_for_the_cuda_device_and_survives_what_it_lacks(mo
     assert gpu_clock.reader("cuda") is None
 
 
-class _Event:
-    def __init__(self, enable_timing):
-        pass
-
-    def record(self):
-        pass
-
-    def synchronize(self):
-        pass
-
-    def elapsed_time(self, end):
-        return 4.0
-
-
-@pytest.mark.parametrize("back_to_back", [False, True])
-def test_a_timed_gpu_row_carries_the_clock_and_power_of_its_repetitions(monkeypatch, back_to_back):
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device that is not there: NVML faked, events of 4 ms, waits that return at once.
+    Returns the fake NVML's counters."""
     nvml, state = _fake_nvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="u"))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "Event", _Event)
+    monkeypatch.setattr(torch.cuda, "Event", fixed_events(4.0))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    return state
+
+
+@pytest.mark.parametrize("back_to_back", [False, True])
+def test_a_timed_gpu_row_carries_the_clock_and_power_of_its_repetitions(monkeypatch, fake_gpu, back_to_back):
     monkeypatch.setattr(gpu_clock, "SAMPLE_PERIOD_S", 0.001)
     t = timing.measure(lambda: None, lambda: time.sleep(0.005), device="cuda", warmup=1, target_ms=1,
                        min_reps=4, max_reps=4, flush_l2=False, back_to_back=back_to_back)
     # two full reads around the repetitions, and the clock sampled while they ran
-    reads = state["clock_reads"]
+    reads = fake_gpu["clock_reads"]
     assert reads >= 4 and t.gpu["sm_clock_mhz"] > 1901 and t.gpu["sm_clock_mhz"] < 1900 + reads
     assert t.gpu["power_w"] > 0 and 0 < t.gpu["power_capped"] <= 1.0 and t.gpu["thermal_capped"] == 0.0
     assert not [th for th in threading.enumerate() if th.name == "hyperbench-gpu-clock"]   # stopped
@@ -112,15 +107,9 @@ def test_a_timed_gpu_row_carries_the_clock_and_power_of_its_repetitions(monkeypa
     assert cpu.gpu is None
 
 
-def test_the_sampling_stops_when_a_repetition_fails(monkeypatch):
+def test_the_sampling_stops_when_a_repetition_fails(fake_gpu):
     """An out-of-memory or crash in a timed call is recorded for its job by the caller; the clock's
     sampling thread must not outlive it."""
-    nvml, _ = _fake_nvml()
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="u"))
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "Event", _Event)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     calls = []
 
     def timed():

@@ -5,6 +5,8 @@ import torch
 
 from hyperbench import timing
 
+from .fake_cuda import fixed_events
+
 
 def test_summary_is_median_and_percentiles():
     t = timing.summarize([5.0, 1.0, 4.0, 2.0, 3.0])
@@ -59,19 +61,7 @@ def test_calls_for_each_mode_run_the_right_passes(mode):
 def test_on_a_gpu_the_host_time_to_issue_a_call_is_kept(monkeypatch):
     """CUDA events time the GPU; the host's own time to issue each call (before it waits for the
     GPU) is its median host_ms. Fake events here: every call is 7 ms on the 'GPU', 5 ms on the host."""
-    class Event:
-        def __init__(self, enable_timing):
-            pass
-
-        def record(self):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def elapsed_time(self, end):
-            return 7.0
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "Event", fixed_events(7.0))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     t = timing.measure(lambda: None, lambda: time.sleep(0.005), device="cuda", warmup=1, target_ms=30,
                        min_reps=3, max_reps=5, flush_l2=False)
