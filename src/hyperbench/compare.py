@@ -149,7 +149,21 @@ def compare_rows(base: Any, cand: Any, threshold: float) -> Comparison:
     return Comparison(config=label, base=b_time, cand=c_time,
                       time=regress.compare_times(b_time, c_time, threshold),
                       err=regress.compare_errors(b_err, c_err, threshold),
-                      base_err=b_err, cand_err=c_err, **common)
+                      base_err=b_err, cand_err=c_err, note=clock_note(base, cand), **common)
+
+
+# Two GPU rows whose SM clocks (gpu_clock) differ by this share or more get a note beside their
+# verdict: at the power limit the H200's clock moved 1785–1980 MHz between runs of one row (v31),
+# which alone moves a compute-bound row's time by as much.
+CLOCK_NOTE_CHANGE = 0.02
+
+
+def clock_note(base: Any, cand: Any) -> str:
+    """"SM clock b → c MHz" where both rows carry a clock and it moved by CLOCK_NOTE_CHANGE or more."""
+    b, c = _number(base.get("sm_clock_mhz")), _number(cand.get("sm_clock_mhz"))
+    if b and c and abs(c / b - 1) >= CLOCK_NOTE_CHANGE:
+        return f"SM clock {b:.0f} → {c:.0f} MHz"
+    return ""
 
 
 def compare_store(df: pd.DataFrame, baseline: str, candidate: str, threshold: float) -> list[Comparison]:

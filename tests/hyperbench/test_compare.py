@@ -109,6 +109,18 @@ def test_filters_and_a_method_that_stopped_running(tmp_path, capsys):
     assert code == 1 and "4 regressions" in out and "ok → oom" in out
 
 
+def test_a_moved_clock_is_noted_beside_the_verdict():
+    """Rows that carry their SM clock (since v31) say when it moved between the two runs, since the
+    power limit alone moves a row's time; the verdict itself stays the times'."""
+    from hyperbench import compare
+    base = pd.Series({**with_samples(clean_rows(NEW)[0]), "sm_clock_mhz": 1890.0})
+    slower = pd.Series({**base, "sm_clock_mhz": 1815.0})
+    got = compare.compare_rows(base, slower, 0.05)
+    assert got.note == "SM clock 1890 → 1815 MHz" and got.verdict == "same"
+    assert compare.compare_rows(base, pd.Series({**base, "sm_clock_mhz": 1875.0}), 0.05).note == ""
+    assert compare.compare_rows(base, pd.Series({**base, "sm_clock_mhz": None}), 0.05).note == ""
+
+
 @pytest.mark.parametrize("factor, code, counts", [(1.10, 1, "12 regressions"), (1.01, 0, "12 same")])
 def test_planted_change_with_samples(tmp_path, capsys, factor, code, counts):
     results = tmp_path / "results"
