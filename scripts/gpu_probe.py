@@ -103,9 +103,9 @@ mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8
          default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
          interleaved rounds (do_bench).
 profile  the driver's four goal calls (d = 64), kernel by kernel under torch.profiler.
-clocks   the GPU's SM clock, power and temperature (nvidia-smi every 25 ms) beside rounds of the
-         causal and the non-causal fwd+bwd (do_bench, 0.5 s a round) after an idle start: whether
-         the spread of rounds and of calls follows the clock.
+clocks   the GPU's SM clock, power and power-capped share (src/hyperbench/gpu_clock.py; at 9d7f6ca
+         nvidia-smi every 25 ms) beside rounds of the causal and the non-causal fwd+bwd (do_bench,
+         0.5 s a round) after an idle start: whether the spread of rounds follows the clock.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1057,68 +1057,37 @@ def profile(n):
             torch.cuda.empty_cache()
 
 
-SMI_FIELDS = "clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active"
-
-
-def _smi_sampler(period_ms=25):
-    """nvidia-smi polling every period_ms in the background: (samples [(time, [fields])], stop())."""
-    import subprocess
-    import threading
-    import time
-    proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits",
-                             f"-lms={period_ms}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    samples = []
-
-    def read():
-        for line in proc.stdout:
-            samples.append((time.time(), [f.strip() for f in line.split(",")]))
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-
-    def stop():
-        proc.terminate()
-        reader.join(timeout=5)
-    return samples, stop
-
-
-def _window(samples, t0, t1):
-    """Median SM clock (MHz), power (W), temperature (C) and the event reasons seen in [t0, t1]."""
-    rows = [f for t, f in samples if t0 <= t <= t1 and len(f) == 4 and f[0].isdigit()]
-    if not rows:
-        return "no samples"
-    med = lambda i: statistics.median(float(r[i]) for r in rows)  # noqa: E731
-    return (f"sm {med(0):.0f} MHz (min {min(float(r[0]) for r in rows):.0f}), {med(1):.0f} W, {med(2):.0f} C, "
-            f"reasons {sorted({r[3] for r in rows})}, {len(rows)} samples")
+def _clock_window(read, run):
+    """run() with the GPU's clock observed as every GPU row's since v31 (gpu_clock.observe):
+    (run's result, the fields as text)."""
+    from hyperbench import gpu_clock
+    got, w = gpu_clock.observe(read, run)
+    return got, ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} —" for k, v in w.items())
 
 
 def clocks(n):
-    """Rounds of the goal's fwd+bwd calls with the GPU's clock sampled beside them."""
+    """Rounds of the goal's fwd+bwd calls with the GPU's clock sampled beside them.  (At 9d7f6ca it
+    polled nvidia-smi every 25 ms instead, with the temperature; v31's log is from that version.)"""
     import time
     from triton.testing import do_bench
-    samples, stop = _smi_sampler()
-    try:
-        t = time.time()
-        time.sleep(3)
-        note("clocks idle", _window(samples, t, time.time()))
-        for causal in (True, False):
-            call = _driver_call(n, 64, causal, True)
-            with torch.enable_grad():
-                for r in range(8):
-                    t = time.time()
-                    got = do_bench(call, warmup=25, rep=500, return_mode="median")
-                    note(f"clocks causal={causal} fwd+bwd round {r}: {got:.3f} ms", _window(samples, t, time.time()))
-                t = time.time()
-                time.sleep(3)
-                note(f"clocks causal={causal} idle 3 s after", _window(samples, t, time.time()))
-                t = time.time()
-                got = do_bench(call, warmup=25, rep=500, return_mode="median")
-                note(f"clocks causal={causal} fwd+bwd after the idle: {got:.3f} ms", _window(samples, t, time.time()))
-            del call
-            torch.cuda.empty_cache()
-    finally:
-        stop()
-    if samples:
-        note("clocks first sample", samples[0][1])
+    from hyperbench import gpu_clock
+    read = gpu_clock.reader("cuda")
+    if read is None:
+        note("clocks", "NVML cannot be reached here")
+        return
+    note("clocks idle", _clock_window(read, lambda: time.sleep(3))[1])
+    for causal in (True, False):
+        call = _driver_call(n, 64, causal, True)
+        bench = lambda: do_bench(call, warmup=25, rep=500, return_mode="median")  # noqa: E731
+        with torch.enable_grad():
+            for r in range(8):
+                got, state = _clock_window(read, bench)
+                note(f"clocks causal={causal} fwd+bwd round {r}: {got:.3f} ms", state)
+            note(f"clocks causal={causal} idle 3 s after", _clock_window(read, lambda: time.sleep(3))[1])
+            got, state = _clock_window(read, bench)
+            note(f"clocks causal={causal} fwd+bwd after the idle: {got:.3f} ms", state)
+        del call
+        torch.cuda.empty_cache()
 
 
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)

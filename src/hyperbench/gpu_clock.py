@@ -114,3 +114,17 @@ def window(before: dict, after: dict, clocks_mhz: list) -> dict:
             "sm_clock_max_mhz": None if top is None else float(top),
             "power_w": share("energy_mj", 1e6),     # mJ per ns × 1e6 = W
             "power_capped": capped["power_ns"], "thermal_capped": capped["thermal_ns"]}
+
+
+def observe(read: Callable[[bool], dict] | None, run: Callable):
+    """run() with the GPU's state read around it and its SM clock sampled while it runs:
+    (run's result, window's fields), or (run's result, None) where read is None (no NVML)."""
+    if read is None:
+        return run(), None
+    before, stop = read(True), sample_clocks(read)
+    try:
+        got = run()
+    finally:
+        clocks = stop()
+    after = read(True)
+    return got, window(before, after, clocks or [after["sm_mhz"]])

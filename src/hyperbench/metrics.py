@@ -45,7 +45,7 @@ SCORE_BUDGET_BYTES = 1 << 30   # at most this many bytes of scores at once (one 
 NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration (torch path)
 # Triton path (see the module docstring); module-level so a GPU check can compare both paths.
 TRITON_METRICS_DEFAULT = True
-TRITON_METRICS = os.environ.get("HYPERBENCH_TRITON_METRICS", "1") != "0"
+TRITON_METRICS = os.environ.get("HYPERBENCH_TRITON_METRICS", str(int(TRITON_METRICS_DEFAULT))) != "0"
 TRITON_NORM_BLOCK = 16         # tl.dot needs >= 16 columns; a wider block also needs fewer passes
 # Triton path: the Krylov basis of one group of heads is at most this big (at n = 131072 with the
 # default max_iters, 839 MB per head: 8 heads per group).  Fewer, larger groups save a little of

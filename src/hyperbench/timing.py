@@ -110,47 +110,34 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         if device == "cpu" and pilot_ms > target_ms:
             break
     samples, host, queued = [], [], []
-    state = gpu_clock.reader(device) if device == "cuda" else None
-    if state:
-        before, stop_sampling = state(True), gpu_clock.sample_clocks(state)
-    try:
-        _repeat(setup, timed, device, reps_for(pilot_ms, target_ms, min_reps, max_reps), flush, back_to_back,
-                samples, host, queued)
+
+    def repetitions():
+        for _ in range(reps_for(pilot_ms, target_ms, min_reps, max_reps)):
+            setup()
+            if device == "cuda":
+                if flush is not None:
+                    flush.zero_()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                t0 = time.perf_counter()
+                timed()
+                host.append((time.perf_counter() - t0) * 1e3)
+                end.record()
+                if back_to_back:
+                    queued.append((start, end))
+                else:
+                    end.synchronize()
+                    samples.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                timed()
+                samples.append((time.perf_counter() - t0) * 1e3)
         if queued:
-            sync(device)     # inside the sampled span: the queued calls run until here
-    finally:
-        clocks = stop_sampling() if state else []
+            sync(device)     # inside the observed span: the queued calls run until here
+    _, gpu = gpu_clock.observe(gpu_clock.reader(device), repetitions)
     if queued:
         samples = [start.elapsed_time(end) for start, end in queued]
-    gpu = None
-    if state:
-        after = state(True)
-        gpu = gpu_clock.window(before, after, clocks or [after["sm_mhz"]])
     return summarize(samples, host, gpu)
-
-
-def _repeat(setup, timed, device, reps, flush, back_to_back, samples, host, queued) -> None:
-    """measure's timed repetitions: CPU times, or CUDA events (waited for, or queued back to back)."""
-    for _ in range(reps):
-        setup()
-        if device == "cuda":
-            if flush is not None:
-                flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            t0 = time.perf_counter()
-            timed()
-            host.append((time.perf_counter() - t0) * 1e3)
-            end.record()
-            if back_to_back:
-                queued.append((start, end))
-            else:
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            timed()
-            samples.append((time.perf_counter() - t0) * 1e3)
 
 
 def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:
