@@ -1062,7 +1062,7 @@ def _clock_window(read, run):
     (run's result, the fields as text)."""
     from hyperbench import gpu_clock
     got, w = gpu_clock.observe(read, run)
-    return got, ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} —" for k, v in w.items())
+    return got, ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} —" for k, v in w.items())
 
 
 def clocks(n):
