@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI regression checks: (1) the committed H200 results, f317cca against 26aba89; (2) the CPU
-# benchmark of the reference, run now, against its saved baseline; (3) the dashboard.
+# benchmark of the reference, run now, against its saved baseline; (3) the committed rows' code
+# against the commits they name (hyperbench verify); (4) the dashboard.
 # Every step runs; the script exits with the worst status: 1 = a regression, 2 = bad input.
 # PYTHON: the interpreter that has hyperbench installed (default .venv/bin/python).
 # HYPERBENCH_ARTIFACTS: where the CPU benchmark's JSON goes (default: a temporary folder).
@@ -38,6 +39,9 @@ else
     rc=$(( first > rc ? first : rc ))
 fi
 
-# (3) results/dashboard/index.html, latest commit against the one before it.
+# (3) Every committed row that carries a code digest ran the code of the commit it names.
+step "$PY" -m hyperbench.cli verify --results-dir results
+
+# (4) results/dashboard/index.html, latest commit against the one before it.
 step "$PY" -m hyperbench.cli dashboard --results-dir results
 exit "$rc"

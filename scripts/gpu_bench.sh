@@ -32,6 +32,9 @@ OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+# The commit the rows will name, beside the digest of the code that runs (`hyperbench verify` compares them).
+python3 -c "from hyperbench import code_digest as c, provenance as p; print('commit', p.git_info()[0], 'code digest', c.installed())" \
+  | tee -a "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
 CHECKS=${CHECKS:-leaves,driver,primitive,limits}
 STEPS=${STEPS:-"check headline goal curve"}

@@ -23,6 +23,7 @@ commands:
   dashboard [...]            write the regression dashboard, results/dashboard/index.html
   compare --baseline REF     compare the latest results with a baseline commit; exit 1 on a regression
   compact [--dry-run]        merge each run's job files into one Parquet file per run (same rows)
+  verify [KEY=VALUE ...]     check that each row's code is the code of the commit it names; exit 1 if not
 
 `hyperbench run --help` shows Hydra's help with every config key and its default.
 """
@@ -30,7 +31,7 @@ commands:
 CONFIG_MODULE = "hyperbench.conf"
 # Commands on the store: name -> module with main(argv) -> exit status.
 READERS = {"results": ".results_cli", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare",
-           "compact": ".compact"}
+           "compact": ".compact", "verify": ".verify"}
 MAX_CHECKED_COMBINATIONS = 4096
 
 

@@ -1,5 +1,5 @@
-"""Where a result came from: host, GPU, driver, library versions, git commit, the kernel switches
-set off their defaults, time.
+"""Where a result came from: host, GPU, driver, library versions, git commit and a digest of the
+code itself (code_digest.py), the kernel switches set off their defaults, time.
 
 ``collect`` never raises for a missing git, nvidia-smi, CUDA, Triton or flash-attn: the field is
 None instead. torch is imported lazily so that reading results does not pay for it.
@@ -19,6 +19,8 @@ import subprocess
 import threading
 from importlib import metadata
 from pathlib import Path
+
+from hyperbench import code_digest
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -119,6 +121,7 @@ def collect(device: str) -> dict:
         "flash_attn": _dist_version("flash-attn", "flash_attn"),
         "git_sha": sha,
         "git_dirty": dirty,
+        "code_digest": code_digest.installed(),
         "switches": json.dumps(changed, sort_keys=True) if (changed := switches()) else None,
         "created_at": dt.datetime.now(dt.timezone.utc),
     }

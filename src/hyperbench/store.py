@@ -61,7 +61,9 @@ COLUMNS: dict[str, pa.DataType] = {
     "tflops": _FLOAT, "gbps": _FLOAT,
     # provenance
     "device": _STR, "gpu_name": _STR, "driver": _STR, "cuda": _STR, "torch": _STR, "triton": _STR,
-    "flash_attn": _STR, "host": _STR, "git_sha": _STR, "git_dirty": _BOOL, "overrides": _STR,
+    "flash_attn": _STR, "host": _STR, "git_sha": _STR, "git_dirty": _BOOL,
+    "code_digest": _STR,       # the measured code's fingerprint (code_digest.py; `hyperbench verify`)
+    "overrides": _STR,
     "config_hash": _STR, "switches": _STR, "created_at": _TS,
 }
 SCHEMA = pa.schema([pa.field(name, typ) for name, typ in COLUMNS.items()])

@@ -10,7 +10,7 @@ import hyperbench
 from hyperbench import provenance, store
 
 FIELDS = {"host", "device", "gpu_name", "driver", "cuda", "torch", "triton", "flash_attn",
-          "git_sha", "git_dirty", "switches", "created_at"}
+          "git_sha", "git_dirty", "code_digest", "switches", "created_at"}
 PKG = Path(hyperbench.__file__).resolve().parent
 
 
@@ -139,3 +139,18 @@ def test_switches_name_the_kernel_settings_off_their_defaults(monkeypatch):
     want = {"HYPERBENCH_CAUSAL_16BIT_ADDS": 0.0, "HYPERBENCH_LEAF_FORWARD": "flash"}
     assert provenance.switches() == want
     assert json.loads(provenance.collect("cpu")["switches"]) == want
+
+
+def test_rows_carry_the_digest_of_the_code_they_ran_whatever_commit_they_are_told(monkeypatch):
+    """On a GPU machine the commit is the sender's word (HYPERBENCH_GIT_SHA); the digest is not."""
+    from hyperbench import code_digest
+    monkeypatch.setenv("HYPERBENCH_GIT_SHA", "0" * 40)
+    provenance.git_info.cache_clear()
+    try:
+        info = provenance.collect("cpu")
+    finally:
+        provenance.git_info.cache_clear()
+    assert info["git_sha"] == "0" * 40
+    assert info["code_digest"] == code_digest.installed()
+    assert len(info["code_digest"]) == code_digest.DIGEST_CHARS
+    int(info["code_digest"], 16)
