@@ -106,6 +106,10 @@ profile  the driver's four goal calls (d = 64), kernel by kernel under torch.pro
 clocks   the GPU's SM clock, power and power-capped share (src/hyperbench/gpu_clock.py; at 9d7f6ca
          nvidia-smi every 25 ms) beside rounds of the causal and the non-causal fwd+bwd (do_bench,
          0.5 s a round) after an idle start: whether the spread of rounds follows the clock.
+graphs   the four goal calls captured in one CUDA graph each and replayed, against the same calls
+         run eagerly, each by do_bench and by hyperbench's timer in interleaved rounds: the
+         kernels' time with no host in the call. A capture that fails (a host sync in the call)
+         is noted with its error. Replays draw fresh samples, as eager calls do.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1090,6 +1094,64 @@ def clocks(n):
         torch.cuda.empty_cache()
 
 
+def _captured(label, call, generator):
+    """call captured in a CUDA graph (after eager warm-up calls on a side stream, as torch's
+    capture wants), or None with the capture's error noted. The generator is seeded once before
+    the capture and not inside it, so each replay advances it and draws fresh samples."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        if hasattr(graph, "register_generator_state"):   # a generator other than the default one
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph):
+            held = call()
+    except Exception as err:  # a host sync, or an op that cannot be captured
+        note(f"{label} capture failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        torch.cuda.synchronize()
+        return None
+    graph.held = held   # the outputs live in the graph's pool; keep them referenced
+    return graph
+
+
+def graphs(n):
+    """The goal calls eagerly and as CUDA-graph replays, interleaved; outputs of a replay checked
+    finite and of the eager call's scale (their samples differ, so not equal)."""
+    for causal in (False, True):
+        for grad in (False, True):
+            label = f"graphs causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+            params = HyperParams()
+            xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(grad)
+                  for _ in range(3)]
+            gout = torch.randn_like(xs[0])
+            gen = torch.Generator(device="cuda")
+            gen.manual_seed(0)
+
+            def call():
+                with torch.set_grad_enabled(grad):
+                    out, _ = hyper_attention(*xs, params, causal=causal, generator=gen, backend="triton")
+                    return torch.autograd.grad(out, xs, gout) if grad else out
+
+            graph = _captured(label, call, gen)
+            if graph is None:
+                continue
+            graph.replay()
+            torch.cuda.synchronize()
+            eager = call()
+            for got, want in zip(*(((g,) if not grad else g) for g in (graph.held, eager))):
+                ok = bool(torch.isfinite(got).all()) and abs(got.float().norm() / want.float().norm() - 1) < 0.05
+                note(f"{label} replay finite, norm within 5% of eager", ok)
+            _interleaved(label, {"eager": (call, contextlib.nullcontext),
+                                 "graph": (graph.replay, contextlib.nullcontext)}, rounds=5)
+            del graph, eager, xs
+            torch.cuda.empty_cache()
+
+
 SMALL_D_TILES = {   # head_dim: kind: tile configs to time, CONFIGS' entry first (the others are checked against it)
     32: {"fwd": [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 64, 8, 6), (256, 64, 8, 5),
                  (128, 128, 8, 5), (128, 128, 8, 3)],
@@ -1540,7 +1602,7 @@ def main():
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
          "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
-         "mergewarps": mergewarps, "profile": profile, "clocks": clocks}[part](n)
+         "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
