@@ -124,7 +124,7 @@ def _run_task(cfg) -> None:
     measured = {k: job.as_dict()[k] for k in MEASURED_KEYS}
     if job.method_target:  # two custom callables on one shape are two configurations
         measured["method_target"] = job.method_target
-    if job.timing.back_to_back:  # other timings of one shape are other rows (per-call rows hash as before)
+    if job.timing.mode != "per_call":  # other timings of one shape are other rows (per-call rows hash as before)
         measured["timing_mode"] = job.timing.mode
     prov = provenance.collect(job.device)
     if prov["switches"]:  # a kernel switched off its default computes another configuration
@@ -133,6 +133,8 @@ def _run_task(cfg) -> None:
     point = f"n={job.seq_len} {'causal' if job.causal else 'non-causal'} {job.mode}"
     if job.timing.back_to_back:
         point += " (timed back to back)"
+    if job.timing.cuda_graph:
+        point += " (CUDA graph replays)"
     if not job.force:
         done = store.measured_methods(job.results_dir, chash, prov.get("git_sha"), prov.get("git_dirty"))
         missing = tuple(m for m in job.methods if m not in done)

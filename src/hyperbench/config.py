@@ -34,11 +34,14 @@ class Timing:
     # does, instead of waiting for each call (the host's time to start a call then counts only
     # where the GPU runs out of queued work).
     back_to_back: bool = False
+    # GPU: time replays of the call captured in a CUDA graph (no host work inside a call).
+    cuda_graph: bool = False
 
     @property
     def mode(self) -> str:
-        """How the repetitions were waited for, as rows record it (the store's timing_mode)."""
-        return "back_to_back" if self.back_to_back else "per_call"
+        """How the repetitions were waited for, and whether they were graph replays, as rows record
+        it (the store's timing_mode): per_call, back_to_back, per_call+cuda_graph, ..."""
+        return ("back_to_back" if self.back_to_back else "per_call") + ("+cuda_graph" if self.cuda_graph else "")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def _timing(raw: Mapping) -> Timing:
             max_reps=_int(raw, "max_reps", 1, 100000),
             flush_l2=_bool(raw, "flush_l2"),
             back_to_back=_bool(raw, "back_to_back"),
+            cuda_graph=_bool(raw, "cuda_graph"),
         )
     except ConfigError as err:   # name the key as it is written: timing.min_reps=0
         raise ConfigError(f"timing.{err.field}", err.message) from None
@@ -180,6 +184,11 @@ def job_config(cfg: Mapping) -> JobConfig:
         isolate=(device == "cuda") if isolate == "auto" else isolate,
         force=_bool(cfg, "force") if "force" in cfg else False,
     )
+    if job.timing.cuda_graph and job.device != "cuda":
+        raise ConfigError("timing.cuda_graph", f"true needs a CUDA GPU (the device here is {job.device}); allowed here: false")
+    if job.timing.cuda_graph and job.mode == "bwd":
+        raise ConfigError("timing.cuda_graph", "true is allowed with mode fwd or fwd+bwd (mode bwd times the backward "
+                          "of an eager forward made before each call, which a graph cannot replay); allowed with bwd: false")
     for name in job.methods:
         registry.get(name).check(job)
     return job

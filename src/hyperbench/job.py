@@ -91,7 +91,7 @@ def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[st
         t = timing.measure(setup, timed, device=job.device, warmup=job.timing.warmup,
                            target_ms=job.timing.target_ms, min_reps=job.timing.min_reps,
                            max_reps=job.timing.max_reps, flush_l2=job.timing.flush_l2,
-                           back_to_back=job.timing.back_to_back)
+                           back_to_back=job.timing.back_to_back, cuda_graph=job.timing.cuda_graph)
     del setup, timed
     flops = cost.call_flops(method, job)
     row.update(status="ok", time_ms=t.median_ms, time_ms_p20=t.p20_ms, time_ms_p80=t.p80_ms, reps=t.reps,

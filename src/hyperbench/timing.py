@@ -4,7 +4,10 @@ GPU: CUDA events around the call alone (the flush and any setup stay outside), a
 time to issue the call (host_ms). By default each call is waited for before the next is set up, so
 the host's time to start a call counts wherever the GPU waits for it; `back_to_back` queues every
 repetition (flush, events, call) and waits once at the end, as triton.testing.do_bench does, so
-that it counts only where the host falls behind the GPU. CPU: a monotonic clock.
+that it counts only where the host falls behind the GPU. With `cuda_graph` the call is captured
+once, after the warm-up, into a CUDA graph whose replays are timed instead: the kernels' time with
+no host work inside the call, as a CUDA-graphed training or serving loop runs it. CPU: a monotonic
+clock.
 Over the timed repetitions the GPU's clock and power state is read too (gpu_clock: the median SM
 clock, mean board power, the share of time held down by the power limit or by heat), since the
 clock a row ran at is what moves it most between runs on one machine.
@@ -91,8 +94,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class CaptureError(RuntimeError):
+    """The call cannot be captured in a CUDA graph (a host sync, or an operation that capture forbids)."""
+
+
+def captured(timed: Callable) -> Callable:
+    """`timed` captured in a CUDA graph; returns the graph's replay, which runs the same kernels on
+    the same tensors with no host work. One eager call on a side stream first, as torch's capture
+    wants (autograd and cuDNN set up their state there). Random draws advance on every replay, as
+    they do on every eager call. Raises CaptureError with the cause in one line."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        timed()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            timed()
+    except Exception as err:
+        cause = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise CaptureError(f"the call cannot be captured in a CUDA graph ({cause})") from None
+    return graph.replay
+
+
 def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, target_ms: float,
-            min_reps: int, max_reps: int, flush_l2: bool, back_to_back: bool = False) -> Timed:
+            min_reps: int, max_reps: int, flush_l2: bool, back_to_back: bool = False,
+            cuda_graph: bool = False) -> Timed:
     """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call).
 
     On a CPU, warming up stops once one call takes longer than target_ms: nothing there compiles
@@ -109,6 +138,10 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         pilot_ms = (time.perf_counter() - t0) * 1e3
         if device == "cpu" and pilot_ms > target_ms:
             break
+    if cuda_graph:
+        if device != "cuda":
+            raise ValueError("cuda_graph needs device cuda")
+        timed = captured(timed)
     samples, host, queued = [], [], []
 
     def repetitions():

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from hyperbench.config import job_config
@@ -71,3 +72,22 @@ def test_method_constraints_apply_only_to_selected_methods():
 def test_custom_target_resolves():
     job = job_config(cfg(methods=["custom"], **{"method.target": "hyperbench.methods.exact:exact_attention"}))
     assert job.method_target.endswith(":exact_attention")
+
+
+def test_cuda_graph_timing_needs_a_gpu_and_a_forward_in_the_call(monkeypatch):
+    assert job_config(cfg()).timing.cuda_graph is False
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(**{"timing.cuda_graph": True}))
+    assert err.value.field == "timing.cuda_graph" and "CUDA GPU" in str(err.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # config only: nothing runs
+    for mode in ("fwd", "fwd+bwd"):
+        job = job_config(cfg(**{"timing.cuda_graph": True, "mode": mode, "methods": ["exact"]}))
+        assert job.timing.mode == "per_call+cuda_graph"
+    queued = job_config(cfg(**{"timing.cuda_graph": True, "timing.back_to_back": True, "methods": ["exact"]}))
+    assert queued.timing.mode == "back_to_back+cuda_graph"
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(**{"timing.cuda_graph": True, "mode": "bwd", "methods": ["exact"]}))
+    assert err.value.field == "timing.cuda_graph" and "fwd or fwd+bwd" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(**{"timing.cuda_graph": "yes"}))
+    assert err.value.field == "timing.cuda_graph"

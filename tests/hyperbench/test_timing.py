@@ -1,4 +1,5 @@
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -102,3 +103,55 @@ def test_back_to_back_queues_every_repetition_and_waits_once(monkeypatch):
             assert reps == ["setup", "record", "call", "record"] * 4 + ["wait"] + ["read"] * 4
         else:
             assert reps == ["setup", "record", "call", "record", "wait", "read"] * 4
+
+
+class FakeGraph:
+    """torch.cuda.CUDAGraph and torch.cuda.graph on a machine without a GPU: the capture runs the
+    call once (as a real capture records it), a replay logs "replay"."""
+    fail_with = None
+
+    def __init__(self, log):
+        self.log = log
+
+    def replay(self):
+        self.log.append("replay")
+
+
+def fake_graphs(monkeypatch, log, fail_with=None):
+    import contextlib
+    monkeypatch.setattr(torch.cuda, "Event", fixed_events(2.0))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: SimpleNamespace(wait_stream=lambda other: None))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: SimpleNamespace(wait_stream=lambda other: None))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: FakeGraph(log))
+
+    @contextlib.contextmanager
+    def graph(g):
+        log.append("capture")
+        yield
+        if fail_with is not None:
+            raise fail_with
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+
+
+def test_cuda_graph_times_replays_of_the_captured_call(monkeypatch):
+    """timing.cuda_graph: after the eager warm-up, one eager call on a side stream, one captured,
+    and then every repetition is a replay of the graph, not a call."""
+    log = []
+    fake_graphs(monkeypatch, log)
+    t = timing.measure(lambda: log.append("setup"), lambda: log.append("call"), device="cuda", warmup=2,
+                       target_ms=1, min_reps=3, max_reps=3, flush_l2=False, cuda_graph=True)
+    assert t.reps == 3 and t.median_ms == 2.0
+    assert log == ["setup", "call"] * 2 + ["call", "capture", "call"] + ["setup", "replay"] * 3
+
+
+def test_a_call_that_cannot_be_captured_says_why(monkeypatch):
+    fake_graphs(monkeypatch, [], fail_with=RuntimeError("operation not permitted when stream is capturing\nmore"))
+    with pytest.raises(timing.CaptureError, match="cannot be captured in a CUDA graph .*not permitted") as err:
+        timing.measure(lambda: None, lambda: None, device="cuda", warmup=1, target_ms=1, min_reps=1, max_reps=1,
+                       flush_l2=False, cuda_graph=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError):
+        timing.measure(lambda: None, lambda: None, device="cpu", warmup=1, target_ms=1, min_reps=1, max_reps=1,
+                       flush_l2=False, cuda_graph=True)
