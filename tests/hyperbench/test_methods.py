@@ -82,6 +82,25 @@ def test_hyper_ref_is_the_driver_with_the_job_seed():
     assert 0 < (a - ref).norm() / ref.norm() < 10
 
 
+def test_inside_a_cuda_graph_capture_hyper_draws_from_the_default_generator(monkeypatch):
+    """A capture (timing.cuda_graph) cannot seed or advance the method's own generator: the draws
+    come from the default generator, which advances between calls (as a graph's replays do), and
+    leave the method's seeded calls as they were."""
+    job = job_config(cfg(seq_len=300, min_seq_len=64, block_size=32, sample_size=16, sample_tile=32, head_dim=32))
+    q, k, v = _qkv(300)
+    forward = methods.get("hyper_ref").build(job)
+    seeded, _ = forward(q, k, v, False)
+    monkeypatch.setattr(hyper_mod, "_capturing", lambda t: True)
+    torch.manual_seed(123)
+    first, _ = forward(q, k, v, False)
+    second, _ = forward(q, k, v, False)
+    torch.manual_seed(123)
+    again, _ = forward(q, k, v, False)
+    assert not torch.equal(first, second) and torch.equal(first, again)
+    monkeypatch.undo()
+    assert torch.equal(forward(q, k, v, False)[0], seeded)
+
+
 def test_hyper_flops_follow_the_recursion():
     job = job_config(cfg(seq_len=16384, causal=False))
     assert methods.get("hyper").flops(job) == 32 * 4.0 * 16384 * (256 + 256) * 64

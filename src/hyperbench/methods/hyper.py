@@ -37,12 +37,23 @@ def hyper_flops(job) -> float:
     return job.batch * job.num_heads * per_head
 
 
+def _capturing(q) -> bool:
+    """Whether q's stream is being captured into a CUDA graph."""
+    return q.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def _build(backend: str):
     def build(job):
         p = params(job)
         generators: dict[torch.device, torch.Generator] = {}
 
         def forward(q, k, v, causal):
+            if _capturing(q):
+                # Captured in a CUDA graph (timing.cuda_graph): a private generator can be neither
+                # seeded nor advanced inside a capture, so draw from the device's default generator,
+                # which the capture registers; each replay then draws afresh, as each call of a
+                # model would. (The job measures the error on a seeded eager call instead.)
+                return hyper_attention(q, k, v, p, causal=causal, generator=None, backend=backend)
             # Every call draws the same projections and samples: one generator per device, seeded
             # again before each call, rather than a new CUDA generator per call, which is CPU work
             # the GPU can wait for (gpu_probe.py --parts=timeline: 0.18 ms on one H200 host, level
