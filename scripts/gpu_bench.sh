@@ -24,6 +24,9 @@
 # On a machine without hydra/omegaconf/duckdb, run scripts/fetch_gpu_wheels.sh where pip works and
 # carry .whl along. A copy of the tree without .git says its commit through HYPERBENCH_GIT_SHA and
 # HYPERBENCH_GIT_DIRTY (e.g. HYPERBENCH_GIT_SHA=$(git rev-parse HEAD) HYPERBENCH_GIT_DIRTY=0).
+# EXTRA adds overrides to every run: EXTRA=timing.cuda_graph=true times CUDA-graph replays (with the
+# curve and d128 steps, also MODES=fwd,fwd+bwd: mode bwd cannot be replayed), EXTRA=timing.back_to_back=true
+# queues the calls as do_bench does.
 # Logs and a tarball of results/ go to $OUT (default ./gpu_out). Rows already in results/ for this
 # commit are not measured again (add force=true through EXTRA to measure again).
 set -uo pipefail
