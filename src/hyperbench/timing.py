@@ -101,8 +101,9 @@ class CaptureError(RuntimeError):
 def captured(timed: Callable) -> Callable:
     """`timed` captured in a CUDA graph; returns the graph's replay, which runs the same kernels on
     the same tensors with no host work. One eager call on a side stream first, as torch's capture
-    wants (autograd and cuDNN set up their state there). Random draws advance on every replay, as
-    they do on every eager call. Raises CaptureError with the cause in one line."""
+    wants (autograd and cuDNN set up their state there). Draws from a generator the capture
+    registers (a device's default one) advance on every replay, so each replay draws afresh.
+    Raises CaptureError with the cause in one line."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
