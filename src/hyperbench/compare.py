@@ -110,9 +110,11 @@ def newest(df: pd.DataFrame, sha: str) -> pd.DataFrame:
 
 
 def config_label(row: Any) -> str:
+    timing = row.get("timing_mode")
     return (f"n={row['seq_len']} {'causal' if row['causal'] else 'non-causal'} {row['mode']} {row['dtype']} "
             f"B{row['batch']} H{row['num_heads']} d{row['head_dim']} block {row['block_size']} "
-            f"sample {row['sample_size']}/{row['sample_tile']} {row['inputs']}")
+            f"sample {row['sample_size']}/{row['sample_tile']} {row['inputs']}"
+            + (f" timed {timing}" if isinstance(timing, str) and timing != "per_call" else ""))
 
 
 def _number(value: Any) -> float | None:
@@ -149,7 +151,8 @@ def compare_rows(base: Any, cand: Any, threshold: float) -> Comparison:
     return Comparison(config=label, base=b_time, cand=c_time,
                       time=regress.compare_times(b_time, c_time, threshold),
                       err=regress.compare_errors(b_err, c_err, threshold),
-                      base_err=b_err, cand_err=c_err, note=clock_note(base, cand), **common)
+                      base_err=b_err, cand_err=c_err,
+                      note="; ".join(n for n in (clock_note(base, cand), host_note(base, cand)) if n), **common)
 
 
 # Two GPU rows whose SM clocks (gpu_clock) differ by this share or more get a note beside their
@@ -163,6 +166,19 @@ def clock_note(base: Any, cand: Any) -> str:
     b, c = _number(base.get("sm_clock_mhz")), _number(cand.get("sm_clock_mhz"))
     if b and c and abs(c / b - 1) >= CLOCK_NOTE_CHANGE:
         return f"SM clock {b:.0f} → {c:.0f} MHz"
+    return ""
+
+
+def host_note(base: Any, cand: Any) -> str:
+    """"host-bound" where either row's host took table.HOST_BOUND_SHARE of its time or more to issue
+    a call: such a row measures the machine's CPU as much as the kernels (v24), and moves with it."""
+    def share(row):
+        host, time_ms = _number(row.get("host_ms")), _number(row.get("time_ms"))
+        return host, (host is not None and bool(time_ms) and host >= table.HOST_BOUND_SHARE * time_ms)
+    (b, b_bound), (c, c_bound) = share(base), share(cand)
+    if b_bound or c_bound:
+        shown = ("—" if h is None else f"{h:.3f}" for h in (b, c))
+        return "host-bound: the CPU took {} → {} ms to issue a call".format(*shown)
     return ""
 
 

@@ -121,6 +121,22 @@ def test_a_moved_clock_is_noted_beside_the_verdict():
     assert compare.compare_rows(base, pd.Series({**base, "sm_clock_mhz": None}), 0.05).note == ""
 
 
+def test_host_bound_rows_and_other_timings_say_so():
+    """A row whose host took most of its time to issue a call measures the CPU too (v24): the note
+    says so, beside a moved clock; a row timed other than per call names its timing."""
+    from hyperbench import compare
+    base = pd.Series({**with_samples(clean_rows(NEW)[0]), "time_ms": 1.0, "host_ms": 0.2, "sm_clock_mhz": 1890.0})
+    bound = pd.Series({**base, "time_ms": 2.0, "host_ms": 1.9, "sm_clock_mhz": 1815.0})
+    assert compare.compare_rows(base, bound, 0.05).note == (
+        "SM clock 1890 → 1815 MHz; host-bound: the CPU took 0.200 → 1.900 ms to issue a call")
+    assert compare.compare_rows(base, pd.Series({**base, "host_ms": 0.7}), 0.05).note == ""
+    assert "host-bound: the CPU took — → 0.900" in compare.compare_rows(
+        pd.Series({**base, "host_ms": None}), pd.Series({**base, "host_ms": 0.9}), 0.05).note
+    assert "timed" not in compare.config_label(base)
+    graphed = pd.Series({**base, "timing_mode": "per_call+cuda_graph"})
+    assert compare.config_label(graphed).endswith(" timed per_call+cuda_graph")
+
+
 @pytest.mark.parametrize("factor, code, counts", [(1.10, 1, "12 regressions"), (1.01, 0, "12 same")])
 def test_planted_change_with_samples(tmp_path, capsys, factor, code, counts):
     results = tmp_path / "results"
