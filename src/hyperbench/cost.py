@@ -51,6 +51,8 @@ def estimate_ms(method, job) -> float:
 
 def measuring_ms(call_ms: float, job) -> float:
     """Time the harness spends on a method: warm-up plus the fewest repetitions it will take
-    (on a CPU one warm-up call when a call outlasts the measuring target, as timing.measure does)."""
+    (on a CPU one warm-up call when a call outlasts the measuring target, as timing.measure does;
+    with timing.cuda_graph two calls more, the side stream's and the captured one)."""
     warmups = 1 if job.device == "cpu" and call_ms > job.timing.target_ms else max(job.timing.warmup, 1)
-    return call_ms * (warmups + job.timing.min_reps)
+    captures = 2 if job.timing.cuda_graph else 0
+    return call_ms * (warmups + captures + job.timing.min_reps)
