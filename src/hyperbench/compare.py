@@ -170,14 +170,10 @@ def clock_note(base: Any, cand: Any) -> str:
 
 
 def host_note(base: Any, cand: Any) -> str:
-    """"host-bound" where either row's host took table.HOST_BOUND_SHARE of its time or more to issue
-    a call: such a row measures the machine's CPU as much as the kernels (v24), and moves with it."""
-    def share(row):
-        host, time_ms = _number(row.get("host_ms")), _number(row.get("time_ms"))
-        return host, (host is not None and bool(time_ms) and host >= table.HOST_BOUND_SHARE * time_ms)
-    (b, b_bound), (c, c_bound) = share(base), share(cand)
-    if b_bound or c_bound:
-        shown = ("—" if h is None else f"{h:.3f}" for h in (b, c))
+    """"host-bound" where either row is (table.host_bound): such a row measures the machine's CPU as
+    much as the kernels (v24), and moves with it."""
+    if table.host_bound(base) or table.host_bound(cand):
+        shown = ("—" if (h := _number(r.get("host_ms"))) is None else f"{h:.3f}" for r in (base, cand))
         return "host-bound: the CPU took {} → {} ms to issue a call".format(*shown)
     return ""
 

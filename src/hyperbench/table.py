@@ -46,13 +46,18 @@ HOST_BOUND_SHARE = 0.8
 SLOW_CLOCK_SHARE = 0.97
 
 
+def host_bound(r) -> bool:
+    """Whether an ok row's host took HOST_BOUND_SHARE of its time or more to issue a call."""
+    host, t = r.get("host_ms"), r.get("time_ms")
+    return r.get("status") == "ok" and _num(host) and _num(t) and host >= HOST_BOUND_SHARE * t
+
+
 def note(r: dict) -> str:
     """The row's message; for a GPU row bound by its host, how long the host took a call; for one
     whose clock ran slow while it was timed, the clock and what held it down."""
     parts = [r.get("message") or ""]
-    host, t = r.get("host_ms"), r.get("time_ms")
-    if r.get("status") == "ok" and _num(host) and _num(t) and host >= HOST_BOUND_SHARE * t:
-        parts.append(f"host-bound: the CPU took {host:.3f} ms to issue a call")
+    if host_bound(r):
+        parts.append(f"host-bound: the CPU took {r['host_ms']:.3f} ms to issue a call")
     clock, top = r.get("sm_clock_mhz"), r.get("sm_clock_max_mhz")
     if r.get("status") == "ok" and _num(clock) and _num(top) and clock < SLOW_CLOCK_SHARE * top:
         why = [f"{cause} {r[key]:.0%} of the time" for key, cause in
