@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from hyperbench.provenance import command_output
 
 # (importable package, its folder in the repository (pyproject's package-dir), file suffixes)
 SOURCES = (
@@ -93,12 +94,7 @@ def installed() -> str | None:
 
 
 def _git(repo: str | Path, *args: str) -> str | None:
-    try:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60,
-                              check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
+    return command_output(["git", *args], cwd=Path(repo), timeout=60)
 
 
 def of_commit(sha: str, repo: str | Path = ".") -> str | None:

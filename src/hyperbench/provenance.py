@@ -20,8 +20,6 @@ import threading
 from importlib import metadata
 from pathlib import Path
 
-from hyperbench import code_digest
-
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -41,7 +39,7 @@ def new_run_id() -> str:
     return f"{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(3)}"
 
 
-def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 10.0) -> str | None:
+def command_output(cmd: list[str], cwd: Path | None = None, timeout: float = 10.0) -> str | None:
     """stdout of cmd, stripped, or None if it cannot run or fails."""
     if shutil.which(cmd[0]) is None:
         return None
@@ -68,12 +66,12 @@ def git_info(path: str | None = None) -> tuple[str | None, bool | None]:
     if os.environ.get("HYPERBENCH_GIT_SHA"):
         dirty = os.environ.get("HYPERBENCH_GIT_DIRTY")
         return os.environ["HYPERBENCH_GIT_SHA"], (None if dirty is None else dirty == "1")
-    if _run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=pkg) is None:
+    if command_output(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=pkg) is None:
         return None, None
-    sha = _run(["git", "rev-parse", "HEAD"], cwd=pkg)
+    sha = command_output(["git", "rev-parse", "HEAD"], cwd=pkg)
     if not sha:
         return None, None
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=pkg)
+    status = command_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=pkg)
     return sha, (None if status is None else bool(status))
 
 
@@ -90,7 +88,7 @@ def _dist_version(*names: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def nvidia_driver() -> str | None:
-    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    out = command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     if not out:
         return None
     return out.splitlines()[0].strip() or None
@@ -99,6 +97,8 @@ def nvidia_driver() -> str | None:
 def collect(device: str) -> dict:
     """Provenance fields for rows measured on ``device`` ("cuda", "cuda:N" or "cpu")."""
     import torch
+
+    from hyperbench import code_digest   # late: it runs its git commands through command_output
 
     kind = str(device).split(":")[0]
     if kind == "auto":
