@@ -1094,34 +1094,13 @@ def clocks(n):
         torch.cuda.empty_cache()
 
 
-def _captured(label, call, generator):
-    """call captured in a CUDA graph (after eager warm-up calls on a side stream, as torch's
-    capture wants), or None with the capture's error noted. The generator is seeded once before
-    the capture and not inside it, so each replay advances it and draws fresh samples."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            call()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        if hasattr(graph, "register_generator_state"):   # a generator other than the default one
-            graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            held = call()
-    except Exception as err:  # a host sync, or an op that cannot be captured
-        note(f"{label} capture failed", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
-        torch.cuda.synchronize()
-        return None
-    graph.held = held   # the outputs live in the graph's pool; keep them referenced
-    return graph
-
-
 def graphs(n):
-    """The goal calls eagerly and as CUDA-graph replays, interleaved; outputs of a replay checked
-    finite and of the eager call's scale (their samples differ, so not equal)."""
+    """The goal calls eagerly and as CUDA-graph replays (hyperbench.timing.captured, what
+    timing.cuda_graph times), interleaved; outputs of a replay checked finite and of the eager
+    call's scale (their samples differ, so not equal). Under the capture the driver draws from the
+    default generator, as the `hyper` method does.  (At 71a423b this part captured by itself, three
+    side-stream calls first and the driver's own generator registered with the graph.)"""
+    from hyperbench.timing import CaptureError, captured
     for causal in (False, True):
         for grad in (False, True):
             label = f"graphs causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
@@ -1131,24 +1110,29 @@ def graphs(n):
             gout = torch.randn_like(xs[0])
             gen = torch.Generator(device="cuda")
             gen.manual_seed(0)
+            held = {}
 
             def call():
+                own = None if torch.cuda.is_current_stream_capturing() else gen
                 with torch.set_grad_enabled(grad):
-                    out, _ = hyper_attention(*xs, params, causal=causal, generator=gen, backend="triton")
-                    return torch.autograd.grad(out, xs, gout) if grad else out
+                    out, _ = hyper_attention(*xs, params, causal=causal, generator=own, backend="triton")
+                    held["out"] = torch.autograd.grad(out, xs, gout) if grad else (out,)
+                return held["out"]
 
-            graph = _captured(label, call, gen)
-            if graph is None:
+            try:
+                replay = captured(call)
+            except CaptureError as err:
+                note(f"{label} capture failed", str(err))
                 continue
-            graph.replay()
+            graphed = held["out"]   # the captured call's outputs, which every replay rewrites
+            replay()
             torch.cuda.synchronize()
-            eager = call()
-            for got, want in zip(*(((g,) if not grad else g) for g in (graph.held, eager))):
+            for got, want in zip(graphed, call()):
                 ok = bool(torch.isfinite(got).all()) and abs(got.float().norm() / want.float().norm() - 1) < 0.05
                 note(f"{label} replay finite, norm within 5% of eager", ok)
             _interleaved(label, {"eager": (call, contextlib.nullcontext),
-                                 "graph": (graph.replay, contextlib.nullcontext)}, rounds=5)
-            del graph, eager, xs
+                                 "graph": (replay, contextlib.nullcontext)}, rounds=5)
+            del replay, graphed, held, xs
             torch.cuda.empty_cache()
 
 
