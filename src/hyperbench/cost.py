@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .timing import sync
+from .timing import GRAPH_EXTRA_CALLS, sync
 
 MODE_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}  # backward ≈ 2.5 forwards of matmul work
 
@@ -52,7 +52,7 @@ def estimate_ms(method, job) -> float:
 def measuring_ms(call_ms: float, job) -> float:
     """Time the harness spends on a method: warm-up plus the fewest repetitions it will take
     (on a CPU one warm-up call when a call outlasts the measuring target, as timing.measure does;
-    with timing.cuda_graph two calls more, the side stream's and the captured one)."""
+    with timing.cuda_graph three calls more: the side stream's, the captured one and the first replay)."""
     warmups = 1 if job.device == "cpu" and call_ms > job.timing.target_ms else max(job.timing.warmup, 1)
-    captures = 2 if job.timing.cuda_graph else 0
+    captures = GRAPH_EXTRA_CALLS if job.timing.cuda_graph else 0
     return call_ms * (warmups + captures + job.timing.min_reps)

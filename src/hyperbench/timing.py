@@ -27,6 +27,9 @@ import torch
 from . import gpu_clock
 
 L2_FLUSH_BYTES = 256 << 20  # larger than any current GPU's L2 (H200: 60 MB)
+# Untimed calls that `cuda_graph` adds after the warm-up: the side stream's eager call and the
+# captured one (`captured`), then the first replay (`measure`). cost.measuring_ms counts them.
+GRAPH_EXTRA_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ def captured(timed: Callable) -> Callable:
 def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, target_ms: float,
             min_reps: int, max_reps: int, flush_l2: bool, back_to_back: bool = False,
             cuda_graph: bool = False) -> Timed:
-    """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call).
+    """Warm up, then repeat enough times to fill `target_ms` (judged from the last warm-up call, or
+    with `cuda_graph` from the first replay).
 
     On a CPU, warming up stops once one call takes longer than target_ms: nothing there compiles
     on first use, and a second multi-second warm-up call would only double the cost of a run.
@@ -143,6 +147,14 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         if device != "cuda":
             raise ValueError("cuda_graph needs device cuda")
         timed = captured(timed)
+        # One untimed replay: the first one uploads the graph. Its time, not the eager pilot's,
+        # sets the repetitions, since a replay can be several times shorter than an eager call.
+        setup()
+        sync(device)
+        t0 = time.perf_counter()
+        timed()
+        sync(device)
+        pilot_ms = (time.perf_counter() - t0) * 1e3
     samples, host, queued = [], [], []
 
     def repetitions():

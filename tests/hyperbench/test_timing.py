@@ -137,13 +137,27 @@ def fake_graphs(monkeypatch, log, fail_with=None):
 
 def test_cuda_graph_times_replays_of_the_captured_call(monkeypatch):
     """timing.cuda_graph: after the eager warm-up, one eager call on a side stream, one captured,
-    and then every repetition is a replay of the graph, not a call."""
+    one untimed replay, and then every repetition is a replay of the graph, not a call."""
     log = []
     fake_graphs(monkeypatch, log)
     t = timing.measure(lambda: log.append("setup"), lambda: log.append("call"), device="cuda", warmup=2,
                        target_ms=1, min_reps=3, max_reps=3, flush_l2=False, cuda_graph=True)
     assert t.reps == 3 and t.median_ms == 2.0
-    assert log == ["setup", "call"] * 2 + ["call", "capture", "call"] + ["setup", "replay"] * 3
+    assert log == ["setup", "call"] * 2 + ["call", "capture", "call"] + ["setup", "replay"] * 4
+
+
+def test_cuda_graph_repetitions_follow_the_replays_time_not_the_eager_calls(monkeypatch):
+    """A replay can be several times shorter than an eager call (no host work), so the first,
+    untimed replay sets the count: 30 ms of target at ~0 ms a replay is max_reps, where the eager
+    calls' 20 ms would give 2."""
+    log = []
+    fake_graphs(monkeypatch, log)
+    t = timing.measure(lambda: None, lambda: time.sleep(0.02), device="cuda", warmup=1, target_ms=30,
+                       min_reps=1, max_reps=7, flush_l2=False, cuda_graph=True)
+    assert t.reps == 7 and log.count("replay") == 8
+    eager = timing.measure(lambda: None, lambda: time.sleep(0.02), device="cuda", warmup=1, target_ms=30,
+                           min_reps=1, max_reps=7, flush_l2=False)
+    assert eager.reps in (1, 2)
 
 
 def test_a_call_that_cannot_be_captured_says_why(monkeypatch):
