@@ -4,7 +4,8 @@ Every figure takes a DataFrame (what ``load(figure, results_dir, **filters)`` re
 queried through DuckDB) or a results folder plus column filters, and draws only what the rows say:
 
     speedup   time of each exact method / time of each method, vs n (panels: causal × mode)
-    time      median time with its p20–p80 band vs n; oom rows marked at the top of the axis
+    time      median time with its p20–p80 band vs n; oom rows marked at the top of the axis; one line
+              per timing mode present (per call, CUDA-graph replays, ...), told apart by line style
     memory    peak memory vs n; oom rows marked the same way
     error     spec_err vs n, vs sample_size and vs block_size, per input distribution
     pareto    time vs spec_err over block_size × sample_size, Pareto front, exact methods as references
@@ -292,19 +293,38 @@ def _mark_oom(ax, rows: pd.DataFrame) -> None:
                    zorder=5, gid=f"oom:{method}")
 
 
+# Line style per timing mode, where a figure draws several (per call against CUDA-graph replays).
+TIMING_LINESTYLES = {"per_call": "-", "per_call+cuda_graph": "--", "back_to_back": ":",
+                     "back_to_back+cuda_graph": "-."}
+
+
+def _timing_linestyles(modes: Iterable[str]) -> dict[str, object]:
+    """A line style for each timing mode present: the table's, and unknown modes cycling the rest."""
+    order = list(TIMING_LINESTYLES)
+    present = sorted(set(modes), key=lambda m: (order.index(m) if m in order else len(order), m))
+    spare = itertools.cycle([ls for ls in BASELINE_LINESTYLES if ls not in TIMING_LINESTYLES.values()])
+    return {m: TIMING_LINESTYLES[m] if m in TIMING_LINESTYLES else next(spare) for m in present}
+
+
 def _vs_n(figure: str, data, filters: dict, value: str, scale: float, ylabel: str,
-          band: tuple[str, str] | None) -> Figure:
-    """Per-method lines of `value` vs n in causal × mode panels; oom marked; the rest noted."""
-    df = _hold(_frame(figure, data, filters), free=("method", "seq_len", "causal", "mode"))
+          band: tuple[str, str] | None, timings_apart: bool = False) -> Figure:
+    """Per-method lines of `value` vs n in causal × mode panels; oom marked; the rest noted.
+    With `timings_apart`, each timing mode the rows hold is its own line (per its line style),
+    so per-call and CUDA-graph curves can be read against each other in one panel."""
+    free = ("method", "seq_len", "causal", "mode") + (("timing_mode",) if timings_apart else ())
+    df = _hold(_frame(figure, data, filters), free=free)
     ok = df[(df["status"] == "ok") & df[value].notna()]
     oom = df[df["status"] == "oom"]
     if ok.empty and oom.empty:
         raise NoDataError(figure, f"ok or oom rows with {value}", filters)
+    linestyles = _timing_linestyles(ok["timing_mode"]) if timings_apart else {}
+    several = len(linestyles) > 1
     fig, panels = _grid_by_panel(pd.concat([ok, oom]))
     for (causal, mode), ax in panels.items():
-        for method, rows in _in_panel(ok, causal, mode).groupby("method"):
+        for (method, timing), rows in _in_panel(ok, causal, mode).groupby(["method", "timing_mode"]):
             rows = rows.sort_values("seq_len")
-            ax.plot(rows["seq_len"], rows[value] / scale, label=method, **style(method))
+            ax.plot(rows["seq_len"], rows[value] / scale, label=f"{method}, {timing}" if several else method,
+                    linestyle=linestyles.get(timing, "-"), **style(method))
             if band:
                 ax.fill_between(rows["seq_len"], rows[band[0]] / scale, rows[band[1]] / scale,
                                 color=style(method)["color"], alpha=0.2, linewidth=0)
@@ -313,6 +333,9 @@ def _vs_n(figure: str, data, filters: dict, value: str, scale: float, ylabel: st
         _log2_n(ax)
         _mark_oom(ax, _in_panel(oom, causal, mode))
     handles = _method_handles(pd.concat([ok, oom])["method"])
+    if several:
+        handles += [Line2D([], [], color="black", linestyle=ls, label=f"timed {timing}")
+                    for timing, ls in linestyles.items()]
     if not oom.empty:
         handles.append(Line2D([], [], color="black", marker=OOM_MARKER, linestyle="none",
                               label="out of memory (top edge)"))
@@ -322,8 +345,10 @@ def _vs_n(figure: str, data, filters: dict, value: str, scale: float, ylabel: st
 
 
 def time(data, **filters) -> Figure:
-    """Median time with its p20–p80 band vs n for every method."""
-    return _vs_n("time", data, filters, "time_ms", 1.0, TIME_LABEL, ("time_ms_p20", "time_ms_p80"))
+    """Median time with its p20–p80 band vs n for every method; a line per timing mode where the
+    selection holds several (solid per call, dashed CUDA-graph replays, dotted back to back)."""
+    return _vs_n("time", data, filters, "time_ms", 1.0, TIME_LABEL, ("time_ms_p20", "time_ms_p80"),
+                 timings_apart=True)
 
 
 def memory(data, **filters) -> Figure:

@@ -285,3 +285,25 @@ def test_a_figure_does_not_mix_per_call_and_back_to_back_timings():
     kept = plots._frame("speedup", df, {})
     assert kept["timing_mode"].tolist() == ["per_call", "back_to_back"] and kept["created_at"].iloc[0] == pd.to_datetime(2)
     assert plots._hold(kept, free=())["timing_mode"].nunique() == 1
+
+
+def test_time_draws_each_timing_mode_as_its_own_line():
+    """Per-call and CUDA-graph rows of the same points: the time figure draws both, told apart by
+    line style and label, at the values the rows hold; with one timing mode the labels stay plain."""
+    import pandas as pd
+    base = query("SELECT * FROM results WHERE status = 'ok' AND method = 'hyper'", **H200)
+    graphed = base.assign(timing_mode="per_call+cuda_graph", time_ms=base["time_ms"] / 2,
+                          time_ms_p20=base["time_ms_p20"] / 2, time_ms_p80=base["time_ms_p80"] / 2)
+    fig = plots.time(pd.concat([base, graphed], ignore_index=True))
+    drawn = plots._hold(plots._frame("time", base, {}), free=("method", "seq_len", "causal", "mode"))
+    causal, mode = bool(drawn["causal"].iloc[0]), drawn["mode"].iloc[0]
+    ax = panel(fig, f"{'causal' if causal else 'non-causal'}, {mode}")
+    lines = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+    assert set(lines) == {"hyper, per_call", "hyper, per_call+cuda_graph"}
+    assert lines["hyper, per_call"].get_linestyle() == "-" and lines["hyper, per_call+cuda_graph"].get_linestyle() == "--"
+    per_call = drawn[(drawn["causal"] == causal) & (drawn["mode"] == mode)].sort_values("seq_len")
+    np.testing.assert_allclose(lines["hyper, per_call+cuda_graph"].get_ydata(), per_call["time_ms"] / 2)
+    np.testing.assert_allclose(lines["hyper, per_call"].get_ydata(), per_call["time_ms"])
+    assert "timed per_call+cuda_graph" in [t.get_text() for t in fig.legends[0].get_texts()]
+    single = panel(plots.time(base), ax.get_title())
+    assert {ln.get_label() for ln in single.lines if not ln.get_label().startswith("_")} == {"hyper"}
