@@ -1,13 +1,17 @@
 """``hyperbench compare``: verdicts of a candidate commit against a baseline commit.
 
     hyperbench compare --baseline REF [--candidate REF] [--results-dir DIR] [--threshold 0.05]
-                       [KEY=VALUE ...]
+                       [--per-clock] [KEY=VALUE ...]
     hyperbench compare --pytest-benchmark BASELINE.json CANDIDATE.json [--threshold 0.05]
 
 REF is a prefix of a commit (git_sha) in the store, or ``latest`` (the commit of the newest row;
 the default candidate). Rows pair by (config_hash, method); where a commit measured one pair more
 than once its newest row counts. Each pair gets regress.py's verdict on time and on spec_err; a
 candidate that no longer runs (oom, error, ...) where the baseline did is a regression.
+``--per-clock`` judges GPU times in SM clock cycles instead (each row's times times its median SM
+clock), so that a row slowed only by a lower clock (the power limit) is not a regression; it
+fits compute-bound kernels, whose time scales with the clock, and pairs without both clocks are
+judged on their times as measured, with a note saying so.
 Exit status: 1 if any regression, 0 otherwise, 2 with one stderr line for bad input.
 """
 
@@ -65,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate", default="latest", help="commit prefix or 'latest' (default)")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
     p.add_argument("--threshold", default=str(regress.THRESHOLD), help="relative change that counts")
+    p.add_argument("--per-clock", action="store_true",
+                   help="judge GPU times in SM clock cycles (time × the row's median SM clock)")
     p.add_argument("--pytest-benchmark", nargs=2, metavar=("BASELINE", "CANDIDATE"),
                    help="compare two pytest-benchmark JSON files instead of the store")
     return p
@@ -140,7 +146,7 @@ def row_timing(row: Any) -> Timing:
                   None if pd.isna(reps) else int(reps))
 
 
-def compare_rows(base: Any, cand: Any, threshold: float) -> Comparison:
+def compare_rows(base: Any, cand: Any, threshold: float, per_clock: bool = False) -> Comparison:
     label, common = config_label(base), dict(method=base["method"], config_hash=base["config_hash"])
     if cand["status"] != "ok" or pd.isna(cand["time_ms"]):
         status = cand["status"] if cand["status"] != "ok" else "no time"
@@ -148,11 +154,29 @@ def compare_rows(base: Any, cand: Any, threshold: float) -> Comparison:
                           note=f"status ok → {status}: {cand.get('message') or ''}"[:160], **common)
     b_err, c_err = _number(base.get("spec_err")), _number(cand.get("spec_err"))
     b_time, c_time = row_timing(base), row_timing(cand)
+    judged, clock = c_time, clock_note(base, cand)
+    if per_clock:
+        judged, clock = per_clock_timing(base, cand, c_time)
     return Comparison(config=label, base=b_time, cand=c_time,
-                      time=regress.compare_times(b_time, c_time, threshold),
+                      time=regress.compare_times(b_time, judged, threshold),
                       err=regress.compare_errors(b_err, c_err, threshold),
                       base_err=b_err, cand_err=c_err,
-                      note="; ".join(n for n in (clock_note(base, cand), host_note(base, cand)) if n), **common)
+                      note="; ".join(n for n in (clock, host_note(base, cand)) if n), **common)
+
+
+def per_clock_timing(base: Any, cand: Any, c_time: Timing) -> tuple[Timing, str]:
+    """The candidate's times scaled by its SM clock over the baseline's (cycles in the baseline's
+    MHz), with a note where the clock moved; unscaled, and the note says so, where either row has no
+    clock."""
+    b, c = _number(base.get("sm_clock_mhz")), _number(cand.get("sm_clock_mhz"))
+    if not (b and c):
+        return c_time, "per clock: no SM clock on both rows, judged on times as measured"
+    f = c / b
+    scaled = Timing(c_time.median * f, None if c_time.low is None else c_time.low * f,
+                    None if c_time.high is None else c_time.high * f, c_time.reps,
+                    None if c_time.samples is None else tuple(x * f for x in c_time.samples))
+    moved = clock_note(base, cand)
+    return scaled, moved + ", judged in cycles" if moved else ""
 
 
 # Two GPU rows whose SM clocks (gpu_clock) differ by this share or more get a note beside their
@@ -178,7 +202,8 @@ def host_note(base: Any, cand: Any) -> str:
     return ""
 
 
-def compare_store(df: pd.DataFrame, baseline: str, candidate: str, threshold: float) -> list[Comparison]:
+def compare_store(df: pd.DataFrame, baseline: str, candidate: str, threshold: float,
+                  per_clock: bool = False) -> list[Comparison]:
     """Verdicts for every (config_hash, method) the baseline measured (status ok) and the candidate
     measured too."""
     base = newest(df, baseline)
@@ -189,7 +214,7 @@ def compare_store(df: pd.DataFrame, baseline: str, candidate: str, threshold: fl
     for _, row in pairs.iterrows():
         cand = row[list(cand_cols)].rename(cand_cols)
         cand["config_hash"], cand["method"] = row["config_hash"], row["method"]
-        out.append(compare_rows(row, cand, threshold))
+        out.append(compare_rows(row, cand, threshold, per_clock))
     return sorted(out, key=lambda c: (ORDER[c.verdict], c.config, c.method))
 
 
@@ -280,18 +305,21 @@ def _store_rows(args: argparse.Namespace, threshold: float) -> tuple[list[Compar
     candidate = resolve(df, args.candidate, "--candidate")
     if baseline == candidate:
         raise ConfigError("--candidate", f"{candidate[:SHORT_SHA]} is the baseline too; allowed: another commit")
-    rows = compare_store(df, baseline, candidate, threshold)
+    rows = compare_store(df, baseline, candidate, threshold, args.per_clock)
     if not rows:
         raise ConfigError("--candidate", f"nothing to compare: no (config_hash, method) measured ok at "
                                          f"{baseline[:SHORT_SHA]} was measured at {candidate[:SHORT_SHA]}; "
                                          "allowed: a commit that measured the same configurations")
-    return rows, f"{candidate[:SHORT_SHA]} against baseline {baseline[:SHORT_SHA]}"
+    judged = ", times judged per SM clock cycle" if args.per_clock else ""
+    return rows, f"{candidate[:SHORT_SHA]} against baseline {baseline[:SHORT_SHA]}{judged}"
 
 
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
         threshold = parse_threshold(args.threshold)
+        if args.pytest_benchmark and args.per_clock:
+            raise ConfigError("--per-clock", "applies to GPU rows of the store; allowed without --pytest-benchmark")
         if args.pytest_benchmark:
             rows = compare_benchmarks(*args.pytest_benchmark, threshold)
             title = f"{args.pytest_benchmark[1]} against baseline {args.pytest_benchmark[0]}"

@@ -121,6 +121,34 @@ def test_a_moved_clock_is_noted_beside_the_verdict():
     assert compare.compare_rows(base, pd.Series({**base, "sm_clock_mhz": None}), 0.05).note == ""
 
 
+def test_per_clock_judges_cycles_so_a_power_capped_row_is_not_a_regression(tmp_path, capsys):
+    """--per-clock: a candidate 8% slower at a clock 8% lower took the same cycles (same); 8% slower
+    at the same clock is a regression either way; a pair without both clocks is judged on times
+    and says so. Checked through the command on a planted store."""
+    from hyperbench import compare
+    base = pd.Series({**with_samples(clean_rows(NEW)[0]), "sm_clock_mhz": 1980.0})
+    capped = pd.Series({**base, "sm_clock_mhz": 1980.0 / 1.08})
+    capped["time_samples_ms"] = json.dumps([x * 1.08 for x in json.loads(base["time_samples_ms"])])
+    assert compare.compare_rows(base, capped, 0.05).verdict == "regression"
+    got = compare.compare_rows(base, capped, 0.05, per_clock=True)
+    assert got.verdict == "same" and got.time.ratio == pytest.approx(1.0)
+    assert got.note == "SM clock 1980 → 1833 MHz, judged in cycles"
+    assert got.cand.median == pytest.approx(compare.row_timing(base).median * 1.08)   # shown as measured
+    slower = compare.compare_rows(base, pd.Series({**capped, "sm_clock_mhz": 1980.0}), 0.05, per_clock=True)
+    assert slower.verdict == "regression" and slower.note == ""
+    unknown = compare.compare_rows(base, pd.Series({**capped, "sm_clock_mhz": None}), 0.05, per_clock=True)
+    assert unknown.verdict == "regression" and unknown.note.startswith("per clock: no SM clock on both rows")
+
+    results = tmp_path / "results"
+    rows = [{**with_samples(r), "sm_clock_mhz": 1980.0} for r in clean_rows(NEW)]
+    plant(results, rows, "b0" * 20, 1.0)
+    plant(results, [{**r, "sm_clock_mhz": 1980.0 / 1.10} for r in rows], PLANTED, 1.10)
+    code, out, _ = run(capsys, "--baseline", "b0b0", "--results-dir", str(results))
+    assert code == 1 and "12 regressions" in out
+    code, out, _ = run(capsys, "--baseline", "b0b0", "--results-dir", str(results), "--per-clock")
+    assert code == 0 and "12 same" in out and "per SM clock cycle" in out
+
+
 def test_host_bound_rows_and_other_timings_say_so():
     """A row whose host took most of its time to issue a call measures the CPU too (v24): the note
     says so, beside a moved clock; a row timed other than per call names its timing."""
@@ -158,6 +186,7 @@ def test_planted_change_with_samples(tmp_path, capsys, factor, code, counts):
     (["--baseline", "f317cca", "--threshold", "-1"], "--threshold"),
     ([], "--baseline"),
     (["--pytest-benchmark", "missing.json", "missing.json"], "--pytest-benchmark"),
+    (["--pytest-benchmark", "a.json", "b.json", "--per-clock"], "--per-clock"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, field):
     code, out, err = run(capsys, "--results-dir", str(RESULTS), *argv)
