@@ -1,11 +1,12 @@
 """``hyperbench dashboard``: a static regression dashboard of the store.
 
     hyperbench dashboard [--results-dir results] [--out results/dashboard] [--baseline REF]
-                         [--threshold 0.05]
+                         [--threshold 0.05] [--per-clock]
 
 Writes ``<out>/index.html``, one self-contained page (inline CSS and SVG, no script, nothing
 fetched), since the machines that read it are offline: the latest commit against the baseline
-(default: the commit before it) with regress.py's verdicts, regressions first and highlighted;
+(default: the commit before it) with regress.py's verdicts, regressions first and highlighted
+(``--per-clock``: GPU times judged in SM clock cycles, as ``hyperbench compare --per-clock``);
 per configuration and method the median time (p20–p80 whiskers) and spec_err across commits; links
 to ``<results-dir>/figures/*.png``. The page is written to a temporary file and renamed into place.
 """
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <results-dir>/dashboard)")
     p.add_argument("--baseline", help="commit prefix or 'latest' (default: the commit before the latest)")
     p.add_argument("--threshold", default=str(regress.THRESHOLD), help="relative change that counts")
+    p.add_argument("--per-clock", action="store_true",
+                   help="judge GPU times in SM clock cycles (time × the row's median SM clock)")
     return p
 
 
@@ -178,23 +181,26 @@ def _baseline(df: pd.DataFrame, shas: list[str], latest: str, ref: str | None) -
     return earlier[-1] if earlier else None
 
 
-def _latest_section(df: pd.DataFrame, shas: list[str], ref: str | None,
-                    threshold: float) -> tuple[list[compare.Comparison], str]:
+def _latest_section(df: pd.DataFrame, shas: list[str], ref: str | None, threshold: float,
+                    per_clock: bool) -> tuple[list[compare.Comparison], str]:
     latest = compare.resolve(df, "latest", "--results-dir")
     baseline = _baseline(df, shas, latest, ref)
     short = latest[:compare.SHORT_SHA]
-    rows = compare.compare_store(df, baseline, latest, threshold) if baseline not in (None, latest) else []
+    rows = (compare.compare_store(df, baseline, latest, threshold, per_clock)
+            if baseline not in (None, latest) else [])
     if not rows:
         why = "no earlier commit" if baseline in (None, latest) else "no configuration measured at both"
         return [], f"<h2>Latest commit {_e(short)}</h2><p>Nothing to compare: {why}.</p>"
-    title = f"{short} against baseline {baseline[:compare.SHORT_SHA]} (threshold {threshold:g})"
+    judged = ", times judged per SM clock cycle" if per_clock else ""
+    title = f"{short} against baseline {baseline[:compare.SHORT_SHA]} (threshold {threshold:g}{judged})"
     return rows, _verdict_section(rows, title)
 
 
-def render(df: pd.DataFrame, results_dir: Path, out_dir: Path, ref: str | None, threshold: float) -> str:
+def render(df: pd.DataFrame, results_dir: Path, out_dir: Path, ref: str | None, threshold: float,
+           per_clock: bool = False) -> str:
     """The page for a non-empty store."""
     shas = compare.commits(df)
-    rows, verdicts = _latest_section(df, shas, ref, threshold)
+    rows, verdicts = _latest_section(df, shas, ref, threshold, per_clock)
     by_pair = {(c.config_hash, c.method): c.verdict for c in rows}
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>hyperbench dashboard</title>"
             f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body>'
@@ -227,7 +233,7 @@ def main(argv: list[str]) -> int:
         if df.empty:
             raise ConfigError("--results-dir", f"no results in {results_dir}; allowed: a store folder that "
                                                "hyperbench run has written to")
-        page = render(df, results_dir, out_dir, args.baseline, threshold)
+        page = render(df, results_dir, out_dir, args.baseline, threshold, args.per_clock)
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

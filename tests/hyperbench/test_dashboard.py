@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hyperbench import cli
-from tests.hyperbench.test_compare import NEW, RESULTS, clean_rows, plant, planted_store
+from tests.hyperbench.test_compare import NEW, PLANTED, RESULTS, clean_rows, plant, planted_store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -59,6 +59,19 @@ def test_one_commit_has_history_but_nothing_to_compare(tmp_path, capsys):
     page = (tmp_path / "results" / "dashboard" / "index.html").read_text()
     assert "Nothing to compare: no earlier commit" in page and "<table id=verdicts>" not in page
     assert page.count("<svg") == 12 + 6   # every method's time, spec_err where measured (fwd only)
+
+
+def test_per_clock_verdicts(tmp_path):
+    """--per-clock: a candidate 10% slower at a clock 10% lower is the same in cycles."""
+    results = tmp_path / "results"
+    rows = [{**r, "sm_clock_mhz": 1980.0} for r in clean_rows(NEW)]
+    plant(results, rows, "b0" * 20, 1.0)
+    plant(results, [{**r, "sm_clock_mhz": 1800.0} for r in rows], PLANTED, 1.10)
+    for flags, summary in (([], "12 regressions"), (["--per-clock"], "12 same")):
+        assert cli.main(["dashboard", "--results-dir", str(results), *flags]) == 0
+        page = (results / "dashboard" / "index.html").read_text()
+        assert summary in page
+    assert "times judged per SM clock cycle" in page and "SM clock 1980 → 1800 MHz, judged in cycles" in page
 
 
 @pytest.mark.parametrize("argv, field", [(["--baseline", "nope"], "--baseline"), (["--threshold", "x"], "--threshold")])
