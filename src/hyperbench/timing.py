@@ -135,12 +135,7 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device) if device == "cuda" and flush_l2 else None
     pilot_ms = 0.0
     for _ in range(max(warmup, 1)):
-        setup()
-        sync(device)
-        t0 = time.perf_counter()
-        timed()
-        sync(device)
-        pilot_ms = (time.perf_counter() - t0) * 1e3
+        pilot_ms = _untimed_call_ms(setup, timed, device)
         if device == "cpu" and pilot_ms > target_ms:
             break
     if cuda_graph:
@@ -149,12 +144,7 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         timed = captured(timed)
         # One untimed replay: the first one uploads the graph. Its time, not the eager pilot's,
         # sets the repetitions, since a replay can be several times shorter than an eager call.
-        setup()
-        sync(device)
-        t0 = time.perf_counter()
-        timed()
-        sync(device)
-        pilot_ms = (time.perf_counter() - t0) * 1e3
+        pilot_ms = _untimed_call_ms(setup, timed, device)
     samples, host, queued = [], [], []
 
     def repetitions():
@@ -184,6 +174,16 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
     if queued:
         samples = [start.elapsed_time(end) for start, end in queued]
     return summarize(samples, host, gpu)
+
+
+def _untimed_call_ms(setup: Callable, timed: Callable, device: str) -> float:
+    """One warm-up call, waited for on both sides: its wall time in ms (what sets the repetitions)."""
+    setup()
+    sync(device)
+    t0 = time.perf_counter()
+    timed()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
 
 
 def reps_for(estimate_ms: float, target_ms: float, min_reps: int, max_reps: int) -> int:
