@@ -15,6 +15,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise ConfigError("arguments", message)
 
+    def parse_args(self, args=None, namespace=None):
+        # KEY=VALUE filters may come after options too (`plot time --results-dir R seq_len=4096`),
+        # which plain parse_args rejects once an option has ended the positionals.
+        return self.parse_intermixed_args(args, namespace)
+
 
 def filters(tokens: list[str]) -> dict[str, Any]:
     """KEY=VALUE tokens -> equality filters for store.read; `null` matches a missing value and the

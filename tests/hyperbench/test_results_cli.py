@@ -57,6 +57,14 @@ def test_filters_and_columns(results, capsys):
     assert rows[1]["message"] == "no GPU"
 
 
+def test_filters_may_follow_options(results, capsys):
+    """KEY=VALUE filters after an option select the same rows as before it (intermixed arguments)."""
+    before = run(capsys, "seq_len=4096", "--results-dir", results, "--format", "csv", "causal=true")
+    after = run(capsys, "--results-dir", results, "seq_len=4096", "--format", "csv", "causal=true")
+    assert before == after and before[0] == 0
+    assert [r["method"] for r in csv.DictReader(io.StringIO(after[1]))] == ["hyper", "sdpa_flash"]
+
+
 def test_json_and_last(results, capsys):
     code, out, _ = run(capsys, "--results-dir", results, "--format", "json", "--last", "2",
                        "--columns", "all")
