@@ -171,12 +171,8 @@ def per_clock_timing(base: Any, cand: Any, c_time: Timing) -> tuple[Timing, str]
     b, c = _number(base.get("sm_clock_mhz")), _number(cand.get("sm_clock_mhz"))
     if not (b and c):
         return c_time, "per clock: no SM clock on both rows, judged on times as measured"
-    f = c / b
-    scaled = Timing(c_time.median * f, None if c_time.low is None else c_time.low * f,
-                    None if c_time.high is None else c_time.high * f, c_time.reps,
-                    None if c_time.samples is None else tuple(x * f for x in c_time.samples))
     moved = clock_note(base, cand)
-    return scaled, moved + ", judged in cycles" if moved else ""
+    return c_time.scaled(c / b), moved + ", judged in cycles" if moved else ""
 
 
 # Two GPU rows whose SM clocks (gpu_clock) differ by this share or more get a note beside their

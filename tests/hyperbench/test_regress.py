@@ -106,3 +106,11 @@ def test_error_verdict_on_real_rows():
     assert new and all(compare_errors(old[r["config_hash"]], r["spec_err"]).verdict == SAME for r in new)
     assert all(compare_errors(old[r["config_hash"]], r["spec_err"] * 1.2).verdict == REGRESSION for r in new)
     assert compare_errors(None, 0.1) is None and compare_errors(0.1, float("nan")) is None
+
+
+def test_a_timing_scales_every_time_it_holds():
+    t = Timing.of_samples([1.0, 2.0, 3.0, 4.0, 5.0]).scaled(2.0)
+    assert (t.median, t.reps, t.samples) == (6.0, 5, (2.0, 4.0, 6.0, 8.0, 10.0))
+    assert t.low == pytest.approx(2 * 1.8) and t.high == pytest.approx(2 * 4.2)
+    bare = Timing(3.0).scaled(0.5)
+    assert (bare.median, bare.low, bare.high, bare.samples) == (1.5, None, None, None)
