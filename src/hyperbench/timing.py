@@ -132,6 +132,8 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
     On a CPU, warming up stops once one call takes longer than target_ms: nothing there compiles
     on first use, and a second multi-second warm-up call would only double the cost of a run.
     """
+    if cuda_graph and device != "cuda":
+        raise ValueError("cuda_graph needs device cuda")
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device) if device == "cuda" and flush_l2 else None
     pilot_ms = 0.0
     for _ in range(max(warmup, 1)):
@@ -139,8 +141,6 @@ def measure(setup: Callable, timed: Callable, *, device: str, warmup: int, targe
         if device == "cpu" and pilot_ms > target_ms:
             break
     if cuda_graph:
-        if device != "cuda":
-            raise ValueError("cuda_graph needs device cuda")
         timed = captured(timed)
         # One untimed replay: the first one uploads the graph. Its time, not the eager pilot's,
         # sets the repetitions, since a replay can be several times shorter than an eager call.
