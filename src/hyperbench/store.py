@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -310,6 +311,11 @@ def _literal(value: Any, typ: pa.DataType | None) -> str:
     return _sql_str(str(value))  # strings, and extra columns (DuckDB casts the literal)
 
 
+# Filters on these columns take an abbreviated commit, as git does: git_sha=e4793e8.
+PREFIX_COLUMNS = ("git_sha",)
+_SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
+
+
 def _where_clause(where: Mapping[str, Any], allowed: list[str]) -> str:
     parts = []
     for column, value in where.items():
@@ -330,6 +336,10 @@ def _where_clause(where: Mapping[str, Any], allowed: list[str]) -> str:
                 raise ConfigError(column, f"expected {kind}, got {v!r}") from None
         concrete = [v for v in converted if v is not None]
         terms = []
+        if column in PREFIX_COLUMNS:  # an abbreviated commit matches the commits it begins
+            prefixes = [v for v in concrete if _SHORT_SHA.fullmatch(str(v))]
+            terms += [f"starts_with({_ident(column)}, {_sql_str(str(v).lower())})" for v in prefixes]
+            concrete = [v for v in concrete if v not in prefixes]
         if concrete:
             terms.append(f"{_ident(column)} IN ({', '.join(_literal(v, typ) for v in concrete)})")
         if len(concrete) < len(converted):
