@@ -19,6 +19,7 @@ USAGE = """usage: hyperbench COMMAND [ARGS]
 commands:
   run [-m] [KEY=VALUE ...]   measure the methods on one config (or a sweep with -m); Hydra overrides
   results [KEY=VALUE ...]    print what the results store holds (--sql, --columns, --format, --last)
+  report [KEY=VALUE ...]     one table of the store's rows for a paper or README (Markdown, LaTeX, CSV)
   plot NAME [...]            draw a paper figure from the store into results/figures/ (PDF and PNG)
   dashboard [...]            write the regression dashboard, results/dashboard/index.html
   compare --baseline REF     compare the latest results with a baseline commit; exit 1 on a regression
@@ -30,7 +31,7 @@ commands:
 
 CONFIG_MODULE = "hyperbench.conf"
 # Commands on the store: name -> module with main(argv) -> exit status.
-READERS = {"results": ".results_cli", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare",
+READERS = {"results": ".results_cli", "report": ".report", "plot": ".plots_cli", "dashboard": ".dashboard", "compare": ".compare",
            "compact": ".compact", "verify": ".verify"}
 MAX_CHECKED_COMBINATIONS = 4096
 
