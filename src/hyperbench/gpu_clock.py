@@ -46,6 +46,20 @@ def _nvml_handle(nvml, device_index: int):
         raise
 
 
+_OPENED: dict[tuple[int, int], tuple] = {}
+
+
+def _opened(nvml, device_index: int):
+    """NVML initialised and device_index's handle, once per process (and NVML module) rather than
+    once per measurement: each nvmlInit adds to NVML's count of users, which only as many
+    nvmlShutdown calls take back. A failure is not kept, so a later measurement tries again."""
+    key = (id(nvml), device_index)
+    if key not in _OPENED or _OPENED[key][0] is not nvml:   # an id can be reused by another module
+        nvml.nvmlInit()
+        _OPENED[key] = (nvml, _nvml_handle(nvml, device_index))
+    return _OPENED[key][1]
+
+
 def reader(device: str) -> Callable[[bool], dict] | None:
     """For a CUDA device, a function read(full) giving {"t_ns", "sm_mhz"} and, when full, the SM
     clock's maximum and the cumulative counters {"sm_max_mhz", "energy_mj", "power_ns",
@@ -57,8 +71,7 @@ def reader(device: str) -> Callable[[bool], dict] | None:
     try:
         import pynvml as nvml
         import torch
-        nvml.nvmlInit()
-        handle = _nvml_handle(nvml, int(index) if index else torch.cuda.current_device())
+        handle = _opened(nvml, int(index) if index else torch.cuda.current_device())
     except Exception:  # noqa: BLE001  (ImportError, NVMLError, no CUDA: the fields stay empty)
         return None
 

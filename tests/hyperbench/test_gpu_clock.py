@@ -79,6 +79,22 @@ def test_the_reader_reads_nvml_for_the_cuda_device_and_survives_what_it_lacks(mo
     assert gpu_clock.reader("cuda") is None
 
 
+def test_nvml_is_initialised_once_per_process_and_device(monkeypatch):
+    nvml, _ = _fake_nvml(energy_supported=True)
+    inits, handles = [], []
+    nvml.nvmlInit = lambda: inits.append(1)
+    by_uuid = nvml.nvmlDeviceGetHandleByUUID
+    nvml.nvmlDeviceGetHandleByUUID = lambda uuid: handles.append(uuid) or by_uuid(uuid)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=f"u{i}"))
+    for device in ("cuda:0", "cuda:0", "cuda:1", "cuda:0"):
+        assert gpu_clock.reader(device)(True)["sm_max_mhz"] == 1980
+    assert len(inits) == 2 and handles == ["GPU-u0", "GPU-u1"]     # one per device, not per measurement
+    failing = types.SimpleNamespace(nvmlInit=lambda: (_ for _ in ()).throw(RuntimeError("no driver")))
+    monkeypatch.setitem(sys.modules, "pynvml", failing)
+    assert gpu_clock.reader("cuda:0") is None and gpu_clock.reader("cuda:0") is None
+
+
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """A CUDA device that is not there: NVML faked, events of 4 ms, waits that return at once.
