@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 
@@ -120,8 +121,9 @@ def _caption(df: pd.DataFrame, constant: list[str], value: str) -> str:
             return "?"
         seen = [str(v)[:short] if short else str(v) for v in dict.fromkeys(df[col].dropna().tolist())]
         return ", ".join(seen) if seen else "?"
+    known = [k for k in constant if df[k].iloc[0] is not None]   # a key no row recorded says nothing
     shape = " ".join(_label(k, df[k].iloc[0]) if k == "causal" else
-                     f"{_CAPTION_NAMES.get(k, k)}={_label(k, df[k].iloc[0])}" for k in constant)
+                     f"{_CAPTION_NAMES.get(k, k)}={_label(k, df[k].iloc[0])}" for k in known)
     dates = sorted(pd.to_datetime(df["created_at"]).dt.strftime("%Y-%m-%d").unique()) if "created_at" in df else []
     dirty = " (uncommitted changes)" if "git_dirty" in df and df["git_dirty"].fillna(False).astype(bool).any() else ""
     what = "median ms" if value == "time_ms" else value
@@ -184,11 +186,11 @@ def _sort_key(s: pd.Series, order: dict[str, list]) -> pd.Series:
         given = [str(v) for v in order[s.name]]
         return s.map(lambda v: (given.index(str(v)) if str(v) in given else len(given), str(v)))
     if s.name == "method":
-        order = {m: i for i, m in enumerate(methods.names())}
-        return s.map(lambda m: (order.get(m, len(order)), str(m)))
+        rank = {m: i for i, m in enumerate(methods.names())}
+        return s.map(lambda m: (rank.get(m, len(rank)), str(m)))
     if s.name == "timing_mode":
         return s.map(lambda m: (TIMING_ORDER.index(m) if m in TIMING_ORDER else len(TIMING_ORDER), str(m)))
-    return s.map(lambda v: (v is None, v if isinstance(v, (bool, int, float)) else str(v)))
+    return s.map(lambda v: (v is None, v if isinstance(v, numbers.Number) else str(v)))
 
 
 def _ok_value(row: dict | None, value: str) -> float | None:
