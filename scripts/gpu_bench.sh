@@ -7,7 +7,7 @@
 #             KERNEL_ARGS more flags (e.g. --sweep=64,128 to tune the tile configs first)
 #   headline  `hyperbench run` at n = 131072 with every method (with error metrics)
 #   goal      the goal sweep of issue 3 at n = 131072: hyper vs SDPA cuDNN/flash, causal and not,
-#             fwd (with error metrics) and fwd+bwd
+#             fwd (with error metrics) and fwd+bwd; then `hyperbench report` of this commit's rows
 #   curve     n = 1024..131072, fwd / bwd / fwd+bwd, causal and not, head_dim 64
 #   long      n = LONG_NS (default 262144; hyper and cuDNN, which budget_s=60 skips beyond ~1 minute
 #             of calls), fwd and fwd+bwd, at head_dim LONG_D (default 64)
@@ -49,6 +49,9 @@ BLOCKS=${BLOCKS:-32,48,64,128,192,256,512}
 MODES=${MODES:-}
 # results/ is packed after every step, so a run cut short by a time limit still returns what it made.
 hb() { echo "+ hyperbench $*"; hyperbench "$@" $EXTRA 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
+# The table of this commit's rows that the README's headline block shows (`hyperbench report`).
+SHA=$(python3 -c "from hyperbench import provenance as p; print(p.git_info()[0])")
+report() { echo "+ hyperbench report git_sha=$SHA $*"; hyperbench report "git_sha=$SHA" "$@" 2>&1 | tee -a "$OUT/hyperbench.log"; }
 for step in $STEPS; do
   case $step in
     check)
@@ -61,7 +64,8 @@ for step in $STEPS; do
       hb run seq_len=131072 budget_s=120 ;;
     goal)
       hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd budget_s=120
-      hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false ;;
+      hb run -m seq_len=131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=false,true mode=fwd+bwd errors=false
+      report seq_len=131072 head_dim=64 method=hyper method=sdpa_cudnn method=sdpa_flash --cols method --baseline sdpa_cudnn ;;
     curve)
       hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
          causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false isolate=false ;;
