@@ -127,7 +127,8 @@ def _caption(df: pd.DataFrame, constant: list[str], value: str) -> str:
     dates = sorted(pd.to_datetime(df["created_at"]).dt.strftime("%Y-%m-%d").unique()) if "created_at" in df else []
     dirty = " (uncommitted changes)" if "git_dirty" in df and df["git_dirty"].fillna(False).astype(bool).any() else ""
     what = "median ms" if value == "time_ms" else value
-    return (f"{what}; {shape}; {values('gpu_name')}, torch {values('torch')}, Triton {values('triton')}; "
+    gpu = values("gpu_name") if "gpu_name" in df and df["gpu_name"].notna().any() else "no GPU"
+    return (f"{what}; {shape}; {gpu}, torch {values('torch')}, Triton {values('triton')}; "
             f"commit {values('git_sha', SHORT_SHA)}{dirty}; {', '.join(dates) or 'no date'}")
 
 
@@ -203,13 +204,13 @@ def _ok_value(row: dict | None, value: str) -> float | None:
 def _cell(row: dict | None, base: dict | None, value: str, speedup: bool) -> str:
     if row is None:
         return "—"
+    if speedup:  # a ratio needs both values; a row that did not run shows its status in its own column
+        x, b = _ok_value(row, value), _ok_value(base, value)
+        return times(b / x) if x and b else "—"
     if row.get("status") != "ok":
         return row.get("status") or "—"
     x = _ok_value(row, value)
-    if not speedup:
-        return number(x) if x is not None else "—"
-    b = _ok_value(base, value)
-    return times(b / x) if x and b else "—"
+    return number(x) if x is not None else "—"
 
 
 def markdown(r: Report) -> str:

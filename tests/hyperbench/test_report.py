@@ -71,10 +71,17 @@ def test_two_rows_for_one_cell_are_an_error_naming_what_differs(results, capsys)
                           "(a2db87721f1a, e4793e8f6165); add a filter such as git_sha=")
 
 
-def test_a_row_that_did_not_run_shows_its_status(results, capsys):
+def test_a_row_that_did_not_run_shows_its_status_and_no_speedup(results, capsys):
     code, out, _ = run(capsys, "--results-dir", results, f"git_sha={OTHER}", "--format", "csv")
     assert code == 0
     assert out.splitlines() == ["causal,hyper", "non-causal,2.547", "causal,oom"]
+    store.write_job([row("sdpa_cudnn", c, "fwd", 150.0, sha=OTHER, gpu_name=None) for c in (False, True)],
+                    results, job_id="old-0001")
+    code, out, _ = run(capsys, "--results-dir", results, f"git_sha={OTHER}", "--baseline", "sdpa_cudnn")
+    assert code == 0
+    assert out.splitlines()[2:4] == ["| non-causal | 150.0 | 2.547 | 58.9× |", "| causal | 150.0 | oom | — |"]
+    code, out, _ = run(capsys, "--results-dir", results, f"git_sha={OTHER}", "method=sdpa_cudnn")
+    assert code == 0 and "; no GPU, torch 2.11.0+cu130" in out
 
 
 def test_latex_escapes_and_keeps_the_caption_as_a_comment(results, capsys):
