@@ -1,6 +1,6 @@
 """``hyperbench report``: rows of the store as one table for a paper or a README.
 
-    hyperbench report [KEY=VALUE ...] [--cols KEY,KEY] [--value COLUMN] [--baseline METHOD]
+    hyperbench report [KEY=VALUE ...] [--cols KEY,KEY] [--value COLUMN] [--baseline METHOD] [--spread]
                       [--format markdown|latex|csv] [--results-dir DIR]
 
 Each cell is the value (default ``time_ms``, the median) of the one row the filters leave for it.
@@ -10,7 +10,8 @@ the versions, the commits and the dates; those that vary label the table's rows,
 ``--cols`` keys (default ``method,timing_mode``), which label its columns. Two rows for one cell
 (two commits, two GPUs, a rerun) are an error naming what tells them apart, so that every number
 printed is one row of the store. ``--baseline METHOD`` adds, beside each other method's column, its
-speedup: the baseline's value in the same row and column keys over its own.
+speedup: the baseline's value in the same row and column keys over its own. ``--spread`` shows a
+time as its median with the 20th–80th percentiles of its repetitions.
 
 Bad input prints one ``hyperbench report: error: <field>: <what is allowed>`` line to stderr and
 exits 2; nothing is written.
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="keys whose values label the columns (default: method,timing_mode)")
     p.add_argument("--value", default="time_ms", help="numeric column each cell shows (default: time_ms)")
     p.add_argument("--baseline", help="method whose value, over each other method's, gives a speedup column")
+    p.add_argument("--spread", action="store_true",
+                   help="times as median (p20–p80) of the repetitions, from time_ms_p20 and time_ms_p80")
     p.add_argument("--format", default="markdown", help="markdown (default), latex or csv")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
     return p
@@ -133,12 +136,14 @@ def _caption(df: pd.DataFrame, constant: list[str], value: str) -> str:
 
 
 def build(df: pd.DataFrame, *, cols: list[str], value: str = "time_ms", baseline: str | None = None,
-          order: dict[str, list] | None = None) -> Report:
+          order: dict[str, list] | None = None, spread: bool = False) -> Report:
     """The table of the rows in df (one per cell, or ConfigError). `order`: for some keys, the order
     their values take (the filters' order: `method=hyper method=sdpa_cudnn` puts hyper first)."""
     if value not in df.columns or not (pd.api.types.is_numeric_dtype(df[value]) and not pd.api.types.is_bool_dtype(df[value])):
         numeric = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
         raise ConfigError("--value", "a numeric column, such as " + ", ".join(numeric))
+    if spread and value != "time_ms":
+        raise ConfigError("--spread", "only with --value time_ms (the repetitions' p20 and p80)")
     if baseline is not None and "method" not in cols:
         raise ConfigError("--baseline", "needs method among --cols")
     if baseline is not None and baseline not in set(df["method"]):
@@ -174,7 +179,8 @@ def build(df: pd.DataFrame, *, cols: list[str], value: str = "time_ms", baseline
     for rv in row_values:
         line = [_label(k, v) for k, v in zip(row_keys, rv)]
         for cv, base in columns:
-            line.append(_cell(cells.get((rv, cv)), cells.get((rv, base)) if base else None, value, base is not None))
+            line.append(_cell(cells.get((rv, cv)), cells.get((rv, base)) if base else None, value, base is not None,
+                              spread))
         rows.append(line)
     return Report(header, rows, len(row_keys), _caption(df, constant, value))
 
@@ -201,7 +207,7 @@ def _ok_value(row: dict | None, value: str) -> float | None:
     return None if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _cell(row: dict | None, base: dict | None, value: str, speedup: bool) -> str:
+def _cell(row: dict | None, base: dict | None, value: str, speedup: bool, spread: bool = False) -> str:
     if row is None:
         return "—"
     if speedup:  # a ratio needs both values; a row that did not run shows its status in its own column
@@ -210,7 +216,10 @@ def _cell(row: dict | None, base: dict | None, value: str, speedup: bool) -> str
     if row.get("status") != "ok":
         return row.get("status") or "—"
     x = _ok_value(row, value)
-    return number(x) if x is not None else "—"
+    if x is None:
+        return "—"
+    lo, hi = _ok_value(row, "time_ms_p20"), _ok_value(row, "time_ms_p80")
+    return f"{number(x)} ({number(lo)}–{number(hi)})" if spread and lo is not None and hi is not None else number(x)
 
 
 def markdown(r: Report) -> str:
@@ -253,7 +262,7 @@ def render(argv: list[str]) -> str:
         raise ConfigError("filters", f"no rows in {args.results_dir} match " + (" ".join(args.filters) or "(no filters)"))
     where = filters(args.filters)
     order = {k: v for k, v in where.items() if isinstance(v, list)}
-    report = build(df, cols=cols, value=args.value, baseline=args.baseline, order=order)
+    report = build(df, cols=cols, value=args.value, baseline=args.baseline, order=order, spread=args.spread)
     return {"markdown": markdown, "latex": latex, "csv": csv}[args.format](report)
 
 

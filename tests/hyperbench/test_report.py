@@ -21,7 +21,7 @@ def row(method, causal, mode, time_ms, timing_mode="per_call", sha=SHA, **extra)
 def results(tmp_path):
     rows = [row("hyper", False, "fwd", 2.541, spec_err=0.1146), row("sdpa_cudnn", False, "fwd", 306.2),
             row("hyper", True, "fwd", 11.223), row("sdpa_cudnn", True, "fwd", 154.4),
-            row("hyper", False, "fwd", 2.478, "per_call+cuda_graph"),
+            row("hyper", False, "fwd", 2.478, "per_call+cuda_graph", time_ms_p20=2.4712, time_ms_p80=2.4857),
             row("sdpa_cudnn", False, "fwd", 299.4, "per_call+cuda_graph"),
             row("hyper", True, "fwd", 11.150, "per_call+cuda_graph"),
             row("sdpa_cudnn", True, "fwd", 152.9, "per_call+cuda_graph"),
@@ -102,7 +102,15 @@ def test_another_value_and_columns(results, capsys):
     assert out.splitlines() == ["per_call,per_call+cuda_graph", "0.115,—"]
 
 
+def test_spread_shows_the_repetitions_p20_and_p80(results, capsys):
+    code, out, _ = run(capsys, "--results-dir", results, "git_sha=e4793e8", "method=hyper", "causal=false",
+                       "--spread", "--format", "csv")
+    assert code == 0
+    assert out.splitlines() == ["per_call,per_call+cuda_graph", "2.541,2.478 (2.471–2.486)"]  # no p20/p80: the median
+
+
 @pytest.mark.parametrize("argv, field", [
+    (["--spread", "--value", "spec_err"], "--spread"),
     (["--format", "html"], "--format"),
     (["--cols", "colour"], "--cols"),
     (["--value", "method"], "--value"),
