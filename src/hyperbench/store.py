@@ -336,14 +336,14 @@ def _where_clause(where: Mapping[str, Any], allowed: list[str]) -> str:
                 raise ConfigError(column, f"expected {kind}, got {v!r}") from None
         concrete = [v for v in converted if v is not None]
         terms = []
+        if len(concrete) < len(converted):
+            terms.append(f"{_ident(column)} IS NULL")
         if column in PREFIX_COLUMNS:  # an abbreviated commit matches the commits it begins
             prefixes = [v for v in concrete if _SHORT_SHA.fullmatch(str(v))]
             terms += [f"starts_with({_ident(column)}, {_sql_str(str(v).lower())})" for v in prefixes]
             concrete = [v for v in concrete if v not in prefixes]
         if concrete:
             terms.append(f"{_ident(column)} IN ({', '.join(_literal(v, typ) for v in concrete)})")
-        if len(concrete) < len(converted):
-            terms.append(f"{_ident(column)} IS NULL")
         parts.append("(" + " OR ".join(terms) + ")" if terms else "false")
     return (" WHERE " + " AND ".join(parts)) if parts else ""
 

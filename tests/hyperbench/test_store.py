@@ -175,7 +175,8 @@ def test_filters_convert_types(tmp_path):
 def test_an_abbreviated_commit_filters_like_the_full_one(tmp_path):
     full, other = "e4793e8f61654b4f34d871f0fd0a4093bd628254", "a2db87721f1a421d256f25864e823b6407356abf"
     store.write_job([{"method": "hyper", "git_sha": full}, {"method": "exact", "git_sha": full},
-                     {"method": "hyper", "git_sha": other}, {"method": "hyper", "git_sha": "e4793e8"}],
+                     {"method": "hyper", "git_sha": other}, {"method": "hyper", "git_sha": "e4793e8"},
+                     {"method": "hyper", "git_sha": None}],
                     tmp_path, job_id="j")
     short = store.read(tmp_path, where={"git_sha": "e4793e8"})
     assert sorted(short["git_sha"]) == ["e4793e8", full, full]   # a prefix, and the literal value
@@ -183,6 +184,7 @@ def test_an_abbreviated_commit_filters_like_the_full_one(tmp_path):
     assert store.read(tmp_path, where={"git_sha": "e4793e9"}).empty
     assert store.read(tmp_path, where={"git_sha": "e47"}).empty   # under 4 characters: equality only
     assert len(store.read(tmp_path, where={"git_sha": full})) == 2
+    assert len(store.read(tmp_path, where={"git_sha": ["e4793e8", None]})) == 4   # and the row with no commit
 
 
 def test_bad_filter_key_value_and_sql(tmp_path):
