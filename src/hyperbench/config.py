@@ -44,6 +44,15 @@ class Timing:
         return ("back_to_back" if self.back_to_back else "per_call") + ("+cuda_graph" if self.cuda_graph else "")
 
 
+# Every timing_mode a row can record (Timing.mode), in the order tables and figures show them.
+TIMING_MODES = ("per_call", "per_call+cuda_graph", "back_to_back", "back_to_back+cuda_graph")
+
+
+def timing_mode_rank(mode: str) -> tuple[int, str]:
+    """Sort key of a timing mode: TIMING_MODES' order, any other after them by name."""
+    return (TIMING_MODES.index(mode) if mode in TIMING_MODES else len(TIMING_MODES), str(mode))
+
+
 @dataclass(frozen=True)
 class JobConfig:
     seq_len: int

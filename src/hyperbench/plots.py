@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from hyperbench import methods, store
+from hyperbench.config import TIMING_MODES, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 # The configuration that identifies a measured point (besides the method).
@@ -294,14 +295,12 @@ def _mark_oom(ax, rows: pd.DataFrame) -> None:
 
 
 # Line style per timing mode, where a figure draws several (per call against CUDA-graph replays).
-TIMING_LINESTYLES = {"per_call": "-", "per_call+cuda_graph": "--", "back_to_back": ":",
-                     "back_to_back+cuda_graph": "-."}
+TIMING_LINESTYLES = dict(zip(TIMING_MODES, ("-", "--", ":", "-.")))
 
 
 def _timing_linestyles(modes: Iterable[str]) -> dict[str, object]:
     """A line style for each timing mode present: the table's, and unknown modes cycling the rest."""
-    order = list(TIMING_LINESTYLES)
-    present = sorted(set(modes), key=lambda m: (order.index(m) if m in order else len(order), m))
+    present = sorted(set(modes), key=timing_mode_rank)
     spare = itertools.cycle([ls for ls in BASELINE_LINESTYLES if ls not in TIMING_LINESTYLES.values()])
     return {m: TIMING_LINESTYLES[m] if m in TIMING_LINESTYLES else next(spare) for m in present}
 

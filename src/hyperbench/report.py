@@ -30,7 +30,7 @@ import pandas as pd
 
 from hyperbench import methods, store
 from hyperbench.cli_args import Parser, filters
-from hyperbench.config import MEASURED_KEYS
+from hyperbench.config import MEASURED_KEYS, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 PROG = "hyperbench report"
@@ -45,7 +45,6 @@ TELLS_APART = ("git_sha", "git_dirty", "gpu_name", "host", "torch", "triton", "c
 _CAPTION_NAMES = {"seq_len": "n", "head_dim": "d", "num_heads": "H", "batch": "B", "block_size": "block",
                   "sample_size": "sample", "sample_tile": "sample_tile", "lsh_num_projs": "projections"}
 SHORT_SHA = 7
-TIMING_ORDER = ("per_call", "per_call+cuda_graph", "back_to_back", "back_to_back+cuda_graph")
 
 
 @dataclass
@@ -196,7 +195,7 @@ def _sort_key(s: pd.Series, order: dict[str, list]) -> pd.Series:
         rank = {m: i for i, m in enumerate(methods.names())}
         return s.map(lambda m: (rank.get(m, len(rank)), str(m)))
     if s.name == "timing_mode":
-        return s.map(lambda m: (TIMING_ORDER.index(m) if m in TIMING_ORDER else len(TIMING_ORDER), str(m)))
+        return s.map(timing_mode_rank)
     return s.map(lambda v: (v is None, v if isinstance(v, numbers.Number) else str(v)))
 
 
@@ -257,10 +256,10 @@ def render(argv: list[str]) -> str:
     if args.format not in FORMATS:
         raise ConfigError("--format", "one of " + ", ".join(FORMATS))
     cols = _cols(args.cols)
-    df = store.read(args.results_dir, where=filters(args.filters) or None)
+    where = filters(args.filters)
+    df = store.read(args.results_dir, where=where or None)
     if df.empty:
         raise ConfigError("filters", f"no rows in {args.results_dir} match " + (" ".join(args.filters) or "(no filters)"))
-    where = filters(args.filters)
     order = {k: v for k, v in where.items() if isinstance(v, list)}
     report = build(df, cols=cols, value=args.value, baseline=args.baseline, order=order, spread=args.spread)
     return {"markdown": markdown, "latex": latex, "csv": csv}[args.format](report)
