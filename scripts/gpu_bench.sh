@@ -36,8 +36,8 @@ export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then source scripts/gpu_setup.sh || exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 # The commit the rows will name, beside the digest of the code that runs (`hyperbench verify` compares them).
-python3 -c "from hyperbench import code_digest as c, provenance as p; print('commit', p.git_info()[0], 'code digest', c.installed())" \
-  | tee -a "$OUT/gpu.txt"
+read -r SHA DIGEST < <(python3 -c "from hyperbench import code_digest as c, provenance as p; print(p.git_info()[0], c.installed())")
+echo "commit $SHA code digest $DIGEST" | tee -a "$OUT/gpu.txt"
 KERNEL_NS=${KERNEL_NS:-16384,131072}
 CHECKS=${CHECKS:-leaves,driver,primitive,limits}
 STEPS=${STEPS:-"check headline goal curve"}
@@ -50,7 +50,6 @@ MODES=${MODES:-}
 # results/ is packed after every step, so a run cut short by a time limit still returns what it made.
 hb() { echo "+ hyperbench $*"; hyperbench "$@" $EXTRA 2>&1 | tee -a "$OUT/hyperbench.log"; tar czf "$OUT/results.tgz" results; }
 # The table of this commit's rows that the README's headline block shows (`hyperbench report`).
-SHA=$(python3 -c "from hyperbench import provenance as p; print(p.git_info()[0])")
 report() { echo "+ hyperbench report git_sha=$SHA $*"; hyperbench report "git_sha=$SHA" "$@" 2>&1 | tee -a "$OUT/hyperbench.log"; }
 for step in $STEPS; do
   case $step in
