@@ -51,6 +51,15 @@ def _known_keys(cfg, prefix: str = "") -> list[str]:
     return keys
 
 
+def _allowed_beside(key: str, known: list[str]) -> str:
+    """The keys a mistyped `key` could have meant: those under its parent (timing.reps → timing.*)
+    where the parent exists, else the top-level ones."""
+    parent = key.lstrip("+~").rpartition(".")[0]
+    if parent in known:
+        return ", ".join(k for k in known if k.rpartition(".")[0] == parent)
+    return ", ".join(k for k in known if "." not in k) + " (and nested keys such as timing.warmup)"
+
+
 def check_overrides(overrides: list[str], multirun: bool) -> int:
     """Compose and check every job a command line would run, before any job starts.
 
@@ -60,6 +69,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+    from . import inputs
     from .config import job_config
 
     parser = OverridesParser.create()
@@ -89,7 +99,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
         for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given]):
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                            if o.is_sweep_override() else [o.input_line])
-        checked = 0
+        checked, inputs_checked = 0, set()
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
                 cfg = compose(config_name="config", overrides=list(combo))
@@ -97,10 +107,14 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
                 bad = next((c.split("=")[0] for c in combo if c.split("=")[0].lstrip("+~") not in known
                             and not c.startswith("+")), None)
                 if bad:
-                    raise ConfigError(bad, f"unknown key; allowed: {', '.join(k for k in known if '.' not in k)} "
-                                           "(and nested keys such as timing.warmup)")
+                    raise ConfigError(bad, f"unknown key; allowed: {_allowed_beside(bad, known)}")
                 raise ConfigError("overrides", " ".join(str(err).split()))
-            job_config(cfg)
+            job = job_config(cfg)
+            shape = dict(batch=job.batch, heads=job.num_heads, seq_len=job.seq_len, head_dim=job.head_dim)
+            key = (repr(sorted(job.inputs.items())), tuple(shape.values()))
+            if key not in inputs_checked:   # a file is read once per shape, not once per job
+                inputs.check(job.inputs, **shape)
+                inputs_checked.add(key)
             checked += 1
     GlobalHydra.instance().clear()
     return checked

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import ConfigError
+from .inputs import normalise as normalise_inputs
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 MODES = ("fwd", "bwd", "fwd+bwd")
@@ -165,6 +166,7 @@ def job_config(cfg: Mapping) -> JobConfig:
     inputs = cfg.get("inputs") or {"name": "gaussian"}
     if not isinstance(inputs, Mapping) or "name" not in inputs:
         raise ConfigError("inputs", f"{inputs!r} is not allowed; allowed: a config group with a 'name', e.g. inputs=gaussian")
+    normalise_inputs(inputs)   # its parameters (a file's contents: inputs.check, once per sweep)
     isolate = cfg.get("isolate", "auto")
     if isolate not in ("auto", True, False):
         raise ConfigError("isolate", f"{isolate!r} is not allowed; allowed: auto, true, false")

@@ -172,9 +172,7 @@ def _clustered(p, shape, rnd, gen):
 def _heavy_hitters(p, shape, rnd):
     B, H, n, d = shape
     h = p["num_heavy"]
-    if h > n:
-        raise ConfigError("inputs.num_heavy", f"{h} planted keys per query but seq_len is {n}; "
-                          f"allowed: 0..seq_len")
+    _check_planted(p, n)
     q, k, v = rnd(shape), rnd(shape), rnd(shape)
     perm = torch.argsort(rnd((B, H, n)), dim=-1)                     # random π per head
     push = p["strength"] * _unit(q)                                  # [B, H, n, d]
@@ -194,7 +192,30 @@ def _low_rank(p, shape, rnd):
     return q, k, rnd(shape)
 
 
+def _check_planted(p: dict, n: int) -> None:
+    if p["num_heavy"] > n:
+        raise ConfigError("inputs.num_heavy", f"{p['num_heavy']} planted keys per query but seq_len is {n}; "
+                          f"allowed: 0..seq_len")
+
+
 def _load_file(path: str, shape, dtype, device):
+    """q, k, v of a file, checked against `shape`, on `device` in `dtype`, each [B, H, n, d]."""
+    return tuple(x.to(device=device, dtype=dtype).expand(shape).contiguous() for x in _read_file(path, shape))
+
+
+def _load_error(e: Exception) -> str:
+    """The part of torch.load's error that says what is wrong with the file: past the generic
+    advice of a weights_only failure, which suggests turning the safety off."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _read_file(path: str, shape):
+    """q, k, v as the file holds them (on the CPU), or a ConfigError on inputs.path saying what is
+    wrong with the file for a job of `shape`."""
     where = "inputs.path"
     if not os.path.isfile(path):
         raise ConfigError(where, f"{path}: no such file")
@@ -209,12 +230,16 @@ def _load_file(path: str, shape, dtype, device):
         except Exception as e:  # noqa: BLE001 - any reader failure is the user's file
             raise ConfigError(where, f"{path}: cannot read as safetensors ({e})") from None
     elif path.endswith((".pt", ".pth")):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):   # torch.save's zip, or a bare pickle
+            raise ConfigError(where, f"{path}: not a file torch.save wrote (it starts with {head!r}); "
+                              "allowed: a dict of tensors q, k, v saved by torch.save, or .safetensors")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(where, f"{path}: cannot load with torch.load(weights_only=True) "
-                              f"({msg})") from None
+                              f"({_load_error(e)})") from None
     else:
         raise ConfigError(where, f"{path}: unknown file type; allowed: .pt, .pth, .safetensors")
     if not isinstance(data, Mapping) or not all(key in data for key in "qkv"):
@@ -242,9 +267,19 @@ def _load_file(path: str, shape, dtype, device):
                               f"for {list(want)}; run with {fix}")
         if not bool(torch.isfinite(x).all()):
             raise ConfigError(where, f"{path}: {key} has non-finite values (nan or inf)")
-        x = x.to(device=device, dtype=dtype)
-        out.append(x.expand(B, H, n, d).contiguous())
+        out.append(x)
     return tuple(out)
+
+
+def check(spec: Mapping, *, batch: int, heads: int, seq_len: int, head_dim: int) -> None:
+    """Raise the ConfigError make_inputs would raise for this job, without drawing anything: the
+    parameters, planted keys against seq_len, and a file's contents (read and checked, not kept).
+    `hyperbench run` calls it for every job before the first one starts."""
+    p = normalise(spec)
+    if p["name"] == "heavy_hitters":
+        _check_planted(p, int(seq_len))
+    elif p["name"] == "file":
+        _read_file(p["path"], (int(batch), int(heads), int(seq_len), int(head_dim)))
 
 
 def make_inputs(spec: Mapping, *, batch: int, heads: int, seq_len: int, head_dim: int,

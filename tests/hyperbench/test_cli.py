@@ -48,6 +48,7 @@ def test_multirun_sweeps_one_job_per_point(tmp_path):
     ("seq_len=0", "seq_len"), ("head_dim=7", "head_dim"), ("block_size=100", "block_size"),
     ("sample_size=-1", "sample_size"), ("methods=[nope]", "methods"), ("dtype=float13", "dtype"),
     ("device=cuda", "device"), ("no_such_key=3", "no_such_key"), ("seq_len=4096,0", "seq_len"),
+    ("timing.reps=3", "timing.reps"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
     multirun = ["-m"] if "," in arg else []
@@ -57,6 +58,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"error: {key}" in lines[0] and "allowed" in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("content", [b"not tensors\n", None])
+def test_an_input_file_that_is_not_tensors_fails_before_any_job(tmp_path, content):
+    path = tmp_path / "inputs.pt"
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "results"
+    r = hyperbench("run", "-m", *SMALL, "methods=[exact]", "inputs=file", f"inputs.path={path}",
+                   "seq_len=128,192", f"results_dir={out}")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error: inputs.path" in lines[0]
+    assert ("not a file torch.save wrote" if content else "no such file") in lines[0]
+    assert not out.exists()
+
+
+def test_a_mistyped_nested_key_lists_the_keys_beside_it(tmp_path):
+    r = hyperbench("run", "timing.reps=3", f"results_dir={tmp_path}")
+    assert r.returncode == 2
+    allowed = r.stderr.split("allowed:")[1]
+    assert "timing.warmup" in allowed and "timing.max_reps" in allowed and "seq_len" not in allowed
 
 
 def test_sweep_without_multirun_flag_is_refused(tmp_path):

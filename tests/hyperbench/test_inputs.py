@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hyperbench.errors import ConfigError
-from hyperbench.inputs import DEFAULTS, describe, heavy_hitter_keys, make_inputs, normalise
+from hyperbench.inputs import DEFAULTS, check, describe, heavy_hitter_keys, make_inputs, normalise
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "inputs"
 RANDOM = ["gaussian", "clustered", "heavy_hitters", "low_rank"]
@@ -198,6 +198,8 @@ class Custom:                                   # not loadable with weights_only
     ("seq_len", "run with seq_len=9 head_dim=8"),
     ("heads", "run with num_heads=5"),
     ("pickle", "weights_only"),
+    ("text", "not a file torch.save wrote"),
+    ("empty", "not a file torch.save wrote"),
 ])
 def test_file_errors(tmp_path, case, match):
     good = {key: torch.randn(2, 17, 8) for key in "qkv"}
@@ -226,12 +228,26 @@ def test_file_errors(tmp_path, case, match):
         path = _save(tmp_path, {key: torch.randn(9, 8) for key in "qkv"})
     elif case == "heads":
         path = _save(tmp_path, {key: torch.randn(5, 17, 8) for key in "qkv"})
+    elif case in ("text", "empty"):
+        path = str(tmp_path / "x.pt")
+        Path(path).write_text("q, k, v\n" if case == "text" else "")
     else:
         path = _save(tmp_path, {**good, "extra": Custom()})
     with pytest.raises(ConfigError, match=match) as e:
         make({"name": "file", "path": path}, n=17, d=8, heads=2, batch=1)
     assert e.value.field == "inputs.path"
     assert str(e.value).startswith(f"inputs.path: {path}: ")
+    with pytest.raises(ConfigError, match=match):   # the check before a sweep says the same
+        check({"name": "file", "path": path}, batch=1, heads=2, seq_len=17, head_dim=8)
+
+
+def test_check_passes_what_make_inputs_takes(tmp_path):
+    path = _save(tmp_path, {key: torch.randn(2, 17, 8) for key in "qkv"})
+    check({"name": "file", "path": path}, batch=3, heads=2, seq_len=17, head_dim=8)
+    check({"name": "heavy_hitters", "num_heavy": 17}, batch=1, heads=1, seq_len=17, head_dim=8)
+    with pytest.raises(ConfigError, match="allowed: 0..seq_len") as e:
+        check({"name": "heavy_hitters", "num_heavy": 18}, batch=1, heads=1, seq_len=17, head_dim=8)
+    assert e.value.field == "inputs.num_heavy"
 
 
 # -------------------------------------------------------------------------------- errors --
