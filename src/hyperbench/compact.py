@@ -24,7 +24,6 @@ Files that are not a run's job files (other names, temporary files) are left alo
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import re
@@ -36,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hyperbench.cli_args import Parser
+from hyperbench.errors import ConfigError
 from hyperbench.store import RUN_SUFFIX, _fsync_dir, job_files, write_atomically
 
 PROG = "hyperbench compact"
@@ -136,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compact"]:
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog=PROG, description="Merge each run's job files into one "
-                                     "Parquet file per run (same rows; see the module docstring).")
+    parser = Parser(prog=PROG, description="Merge each run's job files into one "
+                    "Parquet file per run (same rows; see the module docstring).")
     parser.add_argument("--results-dir", default="results", help="store folder (default: results)")
     parser.add_argument("--dry-run", action="store_true", help="say what would be merged, change nothing")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
     try:
         compact(args.results_dir, dry_run=args.dry_run)
     except (RuntimeError, OSError) as exc:   # locked, or a folder it cannot write: nothing half-done

@@ -124,6 +124,14 @@ def test_cli_dry_run_then_compact(results, capsys):
     assert "merged 2 run(s)" in out and "(10 rows): 5 files" in out and "-> 2 files" in out
 
 
+def test_cli_an_unknown_option_is_one_line_and_exit_2(results, capsys):
+    files = names(results)
+    assert cli.main(["compact", "--results-dir", str(results), "--bogus"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "hyperbench compact: error: arguments: unrecognized arguments: --bogus\n"
+    assert captured.out == "" and names(results) == files
+
+
 def test_cli_a_folder_it_cannot_write_is_one_line_and_exit_1(results, monkeypatch, capsys):
     files = names(results)
 
