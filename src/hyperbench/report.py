@@ -1,6 +1,6 @@
 """``hyperbench report``: rows of the store as one table for a paper or a README.
 
-    hyperbench report [KEY=VALUE ...] [--cols KEY,KEY] [--value COLUMN] [--baseline METHOD] [--spread]
+    hyperbench report [KEY=VALUE ...] [--cols KEY,KEY] [--value COLUMN] [--baseline METHOD[,METHOD]] [--spread]
                       [--format markdown|latex|csv] [--results-dir DIR]
 
 Each cell is the value (default ``time_ms``, the median) of the one row the filters leave for it.
@@ -10,7 +10,9 @@ the versions, the commits and the dates; those that vary label the table's rows,
 ``--cols`` keys (default ``method,timing_mode``), which label its columns. Two rows for one cell
 (two commits, two GPUs, a rerun) are an error naming what tells them apart, so that every number
 printed is one row of the store. ``--baseline METHOD`` adds, beside each other method's column, its
-speedup: the baseline's value in the same row and column keys over its own. ``--spread`` shows a
+speedup: the baseline's value in the same row and column keys over its own; several baselines
+(``--baseline sdpa_cudnn,sdpa_flash``) give each method that is not one of them a speedup against
+each. ``--spread`` shows a
 time as its median with the 20th–80th percentiles of its repetitions.
 
 Bad input prints one ``hyperbench report: error: <field>: <what is allowed>`` line to stderr and
@@ -30,7 +32,7 @@ import pandas as pd
 
 from hyperbench import methods, store
 from hyperbench.cli_args import Parser, filters
-from hyperbench.config import MEASURED_KEYS, timing_mode_rank
+from hyperbench.config import MEASURED_KEYS, MODES, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 PROG = "hyperbench report"
@@ -62,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", default=",".join(DEFAULT_COLS),
                    help="keys whose values label the columns (default: method,timing_mode)")
     p.add_argument("--value", default="time_ms", help="numeric column each cell shows (default: time_ms)")
-    p.add_argument("--baseline", help="method whose value, over each other method's, gives a speedup column")
+    p.add_argument("--baseline", help="method(s), comma-separated, whose value over each other method's gives a "
+                   "speedup column")
     p.add_argument("--spread", action="store_true",
                    help="times as median (p20–p80) of the repetitions, from time_ms_p20 and time_ms_p80")
     p.add_argument("--format", default="markdown", help="markdown (default), latex or csv")
@@ -137,16 +140,22 @@ def _caption(df: pd.DataFrame, constant: list[str], value: str) -> str:
 def build(df: pd.DataFrame, *, cols: list[str], value: str = "time_ms", baseline: str | None = None,
           order: dict[str, list] | None = None, spread: bool = False) -> Report:
     """The table of the rows in df (one per cell, or ConfigError). `order`: for some keys, the order
-    their values take (the filters' order: `method=hyper method=sdpa_cudnn` puts hyper first)."""
+    their values take (the filters' order: `method=hyper method=sdpa_cudnn` puts hyper first).
+    `baseline`: one method or several, comma-separated."""
+    baselines = [b.strip() for b in (baseline or "").split(",") if b.strip()]
     if value not in df.columns or not (pd.api.types.is_numeric_dtype(df[value]) and not pd.api.types.is_bool_dtype(df[value])):
         numeric = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
         raise ConfigError("--value", "a numeric column, such as " + ", ".join(numeric))
     if spread and value != "time_ms":
         raise ConfigError("--spread", "only with --value time_ms (the repetitions' p20 and p80)")
-    if baseline is not None and "method" not in cols:
+    if baselines and "method" not in cols:
         raise ConfigError("--baseline", "needs method among --cols")
-    if baseline is not None and baseline not in set(df["method"]):
-        raise ConfigError("--baseline", "a method in the selection: " + ", ".join(sorted(set(df["method"]))))
+    missing = next((b for b in baselines if b not in set(df["method"])), None)
+    if missing is not None or (baseline is not None and not baselines):
+        raise ConfigError("--baseline", "methods in the selection: " + ", ".join(sorted(set(df["method"])))
+                          + (f"; got {missing!r}" if missing else ""))
+    if len(set(baselines)) != len(baselines):
+        raise ConfigError("--baseline", f"each method once; got {baseline!r}")
     df = df.copy()
     for k in PIVOT_KEYS:
         df[k] = _present(df, k)
@@ -169,10 +178,10 @@ def build(df: pd.DataFrame, *, cols: list[str], value: str = "time_ms", baseline
         header.append(", ".join(_label(k, v) for k, v in zip(col_keys, cv)))
         columns.append((cv, None))
         method = dict(zip(col_keys, cv)).get("method")
-        if baseline is not None and method is not None and method != baseline:
-            base = tuple(baseline if k == "method" else v for k, v in zip(col_keys, cv))
+        for b in baselines if method is not None and method not in baselines else []:
+            base = tuple(b if k == "method" else v for k, v in zip(col_keys, cv))
             if base in col_values:
-                header.append(f"vs {baseline}")
+                header.append(f"vs {b}")
                 columns.append((cv, base))
     rows = []
     for rv in row_values:
@@ -196,6 +205,8 @@ def _sort_key(s: pd.Series, order: dict[str, list]) -> pd.Series:
         return s.map(lambda m: (rank.get(m, len(rank)), str(m)))
     if s.name == "timing_mode":
         return s.map(timing_mode_rank)
+    if s.name == "mode":   # fwd, bwd, fwd+bwd: the order a reader expects, not the alphabet's
+        return s.map(lambda m: (MODES.index(m) if m in MODES else len(MODES), str(m)))
     return s.map(lambda v: (v is None, v if isinstance(v, numbers.Number) else str(v)))
 
 

@@ -84,6 +84,28 @@ def test_a_row_that_did_not_run_shows_its_status_and_no_speedup(results, capsys)
     assert code == 0 and "; no GPU, torch 2.11.0+cu130" in out
 
 
+def test_several_baselines_give_each_other_method_a_speedup_against_each(results, capsys):
+    store.write_job([row("sdpa_flash", c, "fwd", t) for c, t in ((False, 451.9), (True, 225.0))],
+                    results, job_id="run-0001")
+    code, out, _ = run(capsys, "--results-dir", results, f"git_sha={SHA}", "timing_mode=per_call",
+                       "method=hyper", "method=sdpa_cudnn", "method=sdpa_flash",
+                       "--baseline", "sdpa_cudnn,sdpa_flash", "--format", "csv")
+    assert code == 0
+    assert out.splitlines() == [
+        "causal,hyper,vs sdpa_cudnn,vs sdpa_flash,sdpa_cudnn,sdpa_flash",
+        f"non-causal,2.541,{306.2 / 2.541:.0f}×,{451.9 / 2.541:.0f}×,306.2,451.9",
+        f"causal,11.22,{154.4 / 11.223:.1f}×,{225.0 / 11.223:.1f}×,154.4,225.0"]
+
+
+def test_modes_read_forward_backward_then_both(results, capsys):
+    store.write_job([row("hyper", False, m, t) for m, t in (("fwd+bwd", 7.8), ("bwd", 5.0))], results,
+                    job_id="run-0002")
+    code, out, _ = run(capsys, "--results-dir", results, f"git_sha={SHA}", "timing_mode=per_call",
+                       "method=hyper", "causal=false", "--format", "csv")
+    assert code == 0
+    assert out.splitlines() == ["mode,hyper", "fwd,2.541", "bwd,5.000", "fwd+bwd,7.800"]
+
+
 def test_latex_escapes_and_keeps_the_caption_as_a_comment(results, capsys):
     code, out, _ = run(capsys, "--results-dir", results, "git_sha=e4793e8", "--format", "latex",
                        "--baseline", "sdpa_cudnn", "timing_mode=per_call")
@@ -116,6 +138,9 @@ def test_spread_shows_the_repetitions_p20_and_p80(results, capsys):
     (["--value", "method"], "--value"),
     (["--value", "nope"], "--value"),
     (["--baseline", "exact"], "--baseline"),
+    (["--baseline", "sdpa_cudnn,exact"], "--baseline"),
+    (["--baseline", "sdpa_cudnn,sdpa_cudnn"], "--baseline"),
+    (["--baseline", ","], "--baseline"),
     (["--baseline", "sdpa_cudnn", "--cols", "timing_mode", "method=hyper", "git_sha=e4793e8"], "--baseline"),
     (["seq_len=4096"], "filters"),
     (["colour=red"], "colour"),
