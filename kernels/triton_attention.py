@@ -147,13 +147,6 @@ FUSED_LIST_BACKWARD = True
 # fused backward written by plain stores instead of atomic adds. The sums are then WRONG wherever
 # two programs share a key; the time says what the atomics cost.
 _DIAGNOSTIC_DKDV_STORES = (False, False)
-# Timing diagnostic for scripts/gpu_probe.py only (part `stagger`): (ns, SMs). The key-list
-# forward's programs with linear ids SMs … 2·SMs − 1, the second program of each SM in the first
-# wave if the GPU hands one program to every SM before a second, sleep ns before their work, so
-# that the two programs of an SM start their prologues at different times (SMs < 0: the odd ids
-# below 2·|SMs|, if it hands them out in pairs). ns = 0: no sleep (the code compiled is then the
-# plain kernel's).
-_DIAGNOSTIC_STAGGER = (0, 132)
 
 
 # A backward with no caller buffers to add into (the plain non-causal call) adds dK and dV up in
@@ -445,8 +438,7 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
                  H, n, L, NL, qk_scale, so_h, sdo_h, sl_h, sdl_h, sz_h, sz_kv, first,
                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  GRAD: tl.constexpr, PREC: tl.constexpr, ACCUM: tl.constexpr, MERGE: tl.constexpr,
-                 ZERO_DKDV: tl.constexpr, UNIT_TILES: tl.constexpr, STAGGER_NS: tl.constexpr = 0,
-                 STAGGER_SMS: tl.constexpr = 132):
+                 ZERO_DKDV: tl.constexpr, UNIT_TILES: tl.constexpr):
     """Every row of query tile pid sees the same keys: KR lists their original rows and KB their
     exp2-domain bias (0 block key, log2 w sample, -inf masked or padding).  One loop, no masks, no
     index arithmetic in it: the general kernel's nested block and sample loops with per-element
@@ -457,18 +449,8 @@ def _list_kernel(Q, K, V, QO, TT, KR, KB, Out, Lse, DO, Delta, KO, DKV,
     ZERO_DKDV: the forward also zeroes the backward's dK and dV (DKV: both, sz_kv apart, head
     stride sz_h) in the key rows at its own sorted positions (KO: the key order), so that every row
     is cleared once, by stores a compute-bound kernel hides, instead of by a pass of its own.
-    first: the launch's first head (launch_in_chunks).  STAGGER_NS, STAGGER_SMS: see
-    _DIAGNOSTIC_STAGGER."""
+    first: the launch's first head (launch_in_chunks)."""
     pid, bh = tl.program_id(0), tl.program_id(1) + first
-    if STAGGER_NS > 0:
-        linear = pid + tl.program_id(1) * tl.num_programs(0)
-        if STAGGER_SMS > 0:
-            late = (linear >= STAGGER_SMS) & (linear < 2 * STAGGER_SMS)
-        else:               # if the GPU hands out programs in pairs: the odd ones of the first wave
-            late = (linear % 2 == 1) & (linear < -2 * STAGGER_SMS)
-        if late:
-            tl.inline_asm_elementwise("nanosleep.u32 $1;\n\tmov.u32 $0, 0;", "=r,r",
-                                      [tl.full([1], STAGGER_NS, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
     Q, K, V = _head_ptrs(Q, K, V, bh, H, sqb, sqh, skb, skh, svb, svh)
     out_base = bh.to(tl.int64) * so_h
     lse_base = bh.to(tl.int64) * sl_h
@@ -1016,9 +998,7 @@ def _list_launch(g: _Geometry, cfg, q, k, v, q_order, lists, out, lse, do=None, 
         rows.shape[2], g.qk_scale, _head_stride(out, g.H), *_grad_strides(lse, do, delta, g.H),
         g.n * g.d, 0 if zero is None else zero.stride(0), D=g.d, BM=bm, BN=bn, GRAD=grad,
         PREC=_precision(q.dtype), ACCUM=_accum_code(accumulate), MERGE=merge, ZERO_DKDV=zero is not None,
-        UNIT_TILES=_unit_tiles(layout), num_warps=warps, num_stages=stages, **cap,
-        **({} if grad or not _DIAGNOSTIC_STAGGER[0] else
-           dict(STAGGER_NS=_DIAGNOSTIC_STAGGER[0], STAGGER_SMS=_DIAGNOSTIC_STAGGER[1])))
+        UNIT_TILES=_unit_tiles(layout), num_warps=warps, num_stages=stages, **cap)
 
 
 def _grad_strides(lse, do, delta, H: int):

@@ -98,9 +98,6 @@ listlen  the primitive's forward and fused backward against their lists' length 
          sampled keys a set), with a least-squares line: per-key cost and per-program intercept.
 tiletable the key-list kernels finding a tile's rows by arithmetic where units are uniform (UNIT_TILES,
          the default) against by the tile table: outputs compared, primitive and driver timed.
-stagger  the key-list forward with one first-wave program of each SM sleeping 4–12 µs first, so
-         that the two programs of an SM reach their prologues' loads at different times: outputs
-         compared, primitive forward (d = 64, 128) and causal driver forward timed (do_bench).
 mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8 warps, which since
          v30 compiles to 124 registers (two programs per SM) without a cap, against its 4-warp
          default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
@@ -994,37 +991,6 @@ def listlen(n):
         torch.cuda.empty_cache()
 
 
-def stagger(n):
-    """The key-list forward with the two programs of each SM started apart (triton_attention.
-    _DIAGNOSTIC_STAGGER): if co-resident programs run in step, both wait on their prologues' loads
-    at once and the SM idles; one first-wave program of each SM sleeping about half a program's
-    time (~16 µs at n = 131072) sets them apart for the whole launch, since every program takes as
-    long.  Outputs checked equal; then the primitive forward (d = 64, 128) and the causal driver's
-    forward (its merging forwards) against the plain kernel, in interleaved rounds (do_bench)."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    ways = {f"{ns} ns, {'pairs' if sign < 0 else 'second slots'}": (ns, sign * sms)
-            for ns, sign in ((0, 1), (4000, 1), (8000, 1), (12000, 1), (8000, -1))}
-    ctx = lambda way: mock.patch.object(triton_attention, "_DIAGNOSTIC_STAGGER", way)  # noqa: E731
-    for d in (64, 128):
-        args, kw = problem(1, 32, n, d, torch.bfloat16, 0)
-        fwd = lambda args=args, kw=kw: triton_attention.block_sample_forward(*args, **kw)  # noqa: E731
-        with ctx(ways["0 ns, second slots"]):
-            plain = fwd()
-        for name, way in ways.items():
-            with ctx(way):
-                out = fwd()
-            note(f"stagger d={d} {name} outputs identical", str(torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])))
-        del plain, out
-        _interleaved(f"stagger primitive forward d={d} n={n}",
-                     {name: (fwd, lambda way=way: ctx(way)) for name, way in ways.items()}, timers=("do_bench",), rounds=5)
-        del args, fwd
-        torch.cuda.empty_cache()
-    call = _driver_call(n, 64, True, False)
-    with torch.no_grad():
-        _interleaved(f"stagger driver causal=True fwd n={n}",
-                     {name: (call, lambda way=way: ctx(way)) for name, way in ways.items()}, timers=("do_bench",), rounds=5)
-
-
 def tiletable(n):
     """Tiles found by arithmetic (UNIT_TILES) against by the tile table: the forward's outputs
     compared exactly, then the primitive's forward and backward (d = 64, 128) and the driver's four
@@ -1619,7 +1585,7 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable, "stagger": stagger,
+         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
          "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
