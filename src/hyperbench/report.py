@@ -178,7 +178,9 @@ def build(df: pd.DataFrame, *, cols: list[str], value: str = "time_ms", baseline
         header.append(", ".join(_label(k, v) for k, v in zip(col_keys, cv)))
         columns.append((cv, None))
         method = dict(zip(col_keys, cv)).get("method")
-        for b in baselines if method is not None and method not in baselines else []:
+        if method is None or method in baselines:
+            continue
+        for b in baselines:
             base = tuple(b if k == "method" else v for k, v in zip(col_keys, cv))
             if base in col_values:
                 header.append(f"vs {b}")
