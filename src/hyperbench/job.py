@@ -23,6 +23,7 @@ import torch
 
 from . import cost, inputs, metrics, methods, timing
 from .config import JobConfig, MEASURED_KEYS
+from .errors import ConfigError
 
 ERROR_KEYS = ("spec_err", "spec_err_max", "rel_spec_err", "rel_spec_err_max", "rel_fro_err",
               "rel_fro_err_max", "max_row_err", "lse_err", "attn_norm", "norm_iters", "metric_ms")
@@ -173,6 +174,8 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
                                      head_dim=job.head_dim, dtype=job.torch_dtype, device=job.device, seed=job.seed)
     except torch.cuda.OutOfMemoryError as err:   # no method can run on inputs that do not fit
         return _rows_for_every_method(job, base, "oom", f"the inputs do not fit: {_message(err)}")
+    except (ConfigError, OSError) as err:   # an input file that changed or vanished since `run` checked it
+        return _rows_for_every_method(job, base, "error", f"the inputs could not be made: {_message(err)}")
     try:
         reference, why_no_errors = _reference(job, q, k, v, say)
     except torch.cuda.OutOfMemoryError as err:   # the timings can still be measured

@@ -50,6 +50,14 @@ def test_inputs_too_large_for_the_device_make_an_oom_row_for_every_method(monkey
     assert all("inputs do not fit" in r["message"] and "16.00 GiB" in r["message"] for r in rows)
 
 
+def test_an_input_file_gone_bad_after_the_check_makes_an_error_row_for_every_method(tmp_path):
+    path = tmp_path / "inputs.pt"
+    path.write_text("no longer tensors")
+    _, rows = _run(methods=["exact", "hyper_ref"], inputs={"name": "file", "path": str(path)})
+    assert [(r["method"], r["status"]) for r in rows] == [("exact", "error"), ("hyper_ref", "error")]
+    assert all("the inputs could not be made" in r["message"] and "inputs.path" in r["message"] for r in rows)
+
+
 def test_a_reference_too_large_leaves_the_errors_empty_and_the_timings_run(monkeypatch):
     def no_room(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
