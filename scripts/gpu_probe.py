@@ -98,6 +98,9 @@ listlen  the primitive's forward and fused backward against their lists' length 
          sampled keys a set), with a least-squares line: per-key cost and per-program intercept.
 tiletable the key-list kernels finding a tile's rows by arithmetic where units are uniform (UNIT_TILES,
          the default) against by the tile table: outputs compared, primitive and driver timed.
+leafshapes the causal recursion's cuDNN leaves on other free views of the same memory (leaves as
+         heads, as batch elements, split between them): outputs compared, forward and backward
+         timed (do_bench).
 mergewarps the causal levels' merging forward (CONFIGS "fwd_merge", d = 64) on 8 warps, which since
          v30 compiles to 124 registers (two programs per SM) without a cap, against its 4-warp
          default: outputs against the default's, then the causal driver's fwd and fwd+bwd in five
@@ -991,6 +994,36 @@ def listlen(n):
         torch.cuda.empty_cache()
 
 
+def leafshapes(n):
+    """The causal recursion's leaves (n / min_seq_len exact causal 4096-row blocks a head, one cuDNN
+    call) on other free views of the same [1, 32, n, 64] memory: the leaves as heads (the driver's
+    [1, 32·L, 4096, 64]), as batch elements ([32·L, 1, 4096, 64]) and split between the two
+    ([32, L, 4096, 64]).  cuDNN maps batch and heads to its grid in its own way, so the same work
+    could run at another rate.  Outputs checked equal; forward and backward (the leaves' backward
+    on the final rows' out and lse, as the recursion runs it) timed in interleaved rounds."""
+    from kernels import sdpa_leaves
+    H, d, leaf = 32, 64, 4096
+    L = n // leaf
+    q, k, v, dout = (torch.randn(1, H, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    views = {"heads [1, 32L, 4096, 64]": (1, H * L), "batch [32L, 1, 4096, 64]": (H * L, 1),
+             "both [32, L, 4096, 64]": (H, L)}
+    scale = d ** -0.5
+    calls, ref = {}, None
+    for name, (b, h) in views.items():
+        xs = [x.view(b, h, leaf, d) for x in (q, k, v, dout)]
+        out, lse, state = sdpa_leaves.forward_with_state(*xs[:3], causal=True, scale=scale)
+        if ref is None:
+            ref = out.reshape(-1)
+        note(f"leafshapes {name} out equal to the first view's", str(torch.equal(out.reshape(-1), ref)))
+        fwd = lambda xs=xs: sdpa_leaves.forward_with_state(*xs[:3], causal=True, scale=scale)  # noqa: E731
+        bwd = lambda xs=xs, out=out, lse=lse, state=state: sdpa_leaves.backward_from_state(  # noqa: E731
+            xs[3], *xs[:3], out, lse, causal=True, scale=scale, state=state)
+        calls[name] = (fwd, bwd)
+    for part, label in ((0, "forward"), (1, "backward")):
+        _interleaved(f"leafshapes n={n} {label}", {name: (c[part], contextlib.nullcontext) for name, c in calls.items()},
+                     timers=("do_bench",), rounds=5)
+
+
 def tiletable(n):
     """Tiles found by arithmetic (UNIT_TILES) against by the tile table: the forward's outputs
     compared exactly, then the primitive's forward and backward (d = 64, 128) and the driver's four
@@ -1585,7 +1618,7 @@ def main():
          "sharedtimer": sharedtimer, "waits": waits, "deltatiles": deltatiles,
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
-         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable,
+         "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable, "leafshapes": leafshapes,
          "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
