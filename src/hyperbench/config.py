@@ -49,9 +49,18 @@ class Timing:
 TIMING_MODES = ("per_call", "per_call+cuda_graph", "back_to_back", "back_to_back+cuda_graph")
 
 
+def _rank(order: tuple[str, ...], value: str) -> tuple[int, str]:
+    return (order.index(value) if value in order else len(order), str(value))
+
+
 def timing_mode_rank(mode: str) -> tuple[int, str]:
     """Sort key of a timing mode: TIMING_MODES' order, any other after them by name."""
-    return (TIMING_MODES.index(mode) if mode in TIMING_MODES else len(TIMING_MODES), str(mode))
+    return _rank(TIMING_MODES, mode)
+
+
+def mode_rank(mode: str) -> tuple[int, str]:
+    """Sort key of a mode: fwd, bwd, fwd+bwd (MODES' order), any other after them by name."""
+    return _rank(MODES, mode)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from hyperbench import methods, store
-from hyperbench.config import TIMING_MODES, timing_mode_rank
+from hyperbench.config import MODES, TIMING_MODES, mode_rank, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 # The configuration that identifies a measured point (besides the method).
@@ -57,7 +57,6 @@ WANTS = {"speedup": "ok timings", "time": "rows", "memory": "rows with peak_mem_
 PRESETS = {"speedup": "paper_speedup", "time": "paper_speedup", "memory": "paper_memory",
            "error": "paper_error", "pareto": "paper_pareto"}
 
-MODES = ("fwd", "bwd", "fwd+bwd")
 SHORT = {"batch": "B", "num_heads": "H", "seq_len": "n", "head_dim": "d", "block_size": "block",
          "sample_size": "sample", "sample_tile": "tile", "lsh_num_projs": "projs",
          "min_seq_len": "min_n", "timing_mode": "timing"}
@@ -204,7 +203,7 @@ def _log2_n(ax, label: str = N_LABEL) -> None:
 def _panels(df: pd.DataFrame) -> list[tuple[bool, str]]:
     """(causal, mode) pairs present, non-causal first, modes in fwd, bwd, fwd+bwd order."""
     pairs = {(bool(c), m) for c, m in zip(df["causal"], df["mode"])}
-    return sorted(pairs, key=lambda p: (p[0], MODES.index(p[1]) if p[1] in MODES else len(MODES)))
+    return sorted(pairs, key=lambda p: (p[0], mode_rank(p[1])))
 
 
 def _grid_by_panel(df: pd.DataFrame, sharey: bool = False):

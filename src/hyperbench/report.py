@@ -32,7 +32,8 @@ import pandas as pd
 
 from hyperbench import methods, store
 from hyperbench.cli_args import Parser, filters
-from hyperbench.config import MEASURED_KEYS, MODES, timing_mode_rank
+from hyperbench.compare import SHORT_SHA
+from hyperbench.config import MEASURED_KEYS, mode_rank, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 PROG = "hyperbench report"
@@ -46,7 +47,6 @@ TELLS_APART = ("git_sha", "git_dirty", "gpu_name", "host", "torch", "triton", "c
 # How the caption names a constant key (the rest: key=value).
 _CAPTION_NAMES = {"seq_len": "n", "head_dim": "d", "num_heads": "H", "batch": "B", "block_size": "block",
                   "sample_size": "sample", "sample_tile": "sample_tile", "lsh_num_projs": "projections"}
-SHORT_SHA = 7
 
 
 @dataclass
@@ -208,7 +208,7 @@ def _sort_key(s: pd.Series, order: dict[str, list]) -> pd.Series:
     if s.name == "timing_mode":
         return s.map(timing_mode_rank)
     if s.name == "mode":   # fwd, bwd, fwd+bwd: the order a reader expects, not the alphabet's
-        return s.map(lambda m: (MODES.index(m) if m in MODES else len(MODES), str(m)))
+        return s.map(mode_rank)
     return s.map(lambda v: (v is None, v if isinstance(v, numbers.Number) else str(v)))
 
 
