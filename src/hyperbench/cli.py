@@ -161,7 +161,7 @@ def _run_task(cfg) -> None:
     base = job_mod.base_row(job, prov, run_id, job_id, overrides, chash)
     title = (f"job {job_id}: {point} d={job.head_dim} H={job.num_heads} B={job.batch} {job.dtype} "
              f"on {base.get('gpu_name') or job.device}"
-             f" | block={job.block_size} sample={job.sample_size} tile={job.sample_tile}")
+             f" | block={job.block_size} sample={job.sample_size} sample_tile={job.sample_tile}")
     console.print(f"[bold]{title}[/]")
     if job.isolate:
         rows = job_mod.run_isolated(job, base)

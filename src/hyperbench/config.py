@@ -22,6 +22,15 @@ DEVICES = ("auto", "cuda", "cpu")
 # Keys that change what is measured (the rest change how: where results go, timing, budgets).
 MEASURED_KEYS = ("seq_len", "head_dim", "num_heads", "batch", "dtype", "causal", "mode", "block_size",
                  "sample_size", "sample_tile", "lsh_num_projs", "min_seq_len", "inputs", "seed", "device")
+# How captions, figure titles and the run's job line name a setting (key=value; a key not listed
+# keeps its own name): one vocabulary for tables and figures that go into the same paper.
+SETTING_NAMES = {"batch": "B", "num_heads": "H", "seq_len": "n", "head_dim": "d", "block_size": "block",
+                 "sample_size": "sample", "lsh_num_projs": "projections"}
+
+
+def setting_name(key: str) -> str:
+    """The name a caption gives the column `key` (SETTING_NAMES, else the key itself)."""
+    return SETTING_NAMES.get(key, key)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from hyperbench import methods, store
-from hyperbench.config import MODES, TIMING_MODES, mode_rank, timing_mode_rank
+from hyperbench.config import MODES, TIMING_MODES, mode_rank, setting_name, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 # The configuration that identifies a measured point (besides the method).
@@ -57,9 +57,6 @@ WANTS = {"speedup": "ok timings", "time": "rows", "memory": "rows with peak_mem_
 PRESETS = {"speedup": "paper_speedup", "time": "paper_speedup", "memory": "paper_memory",
            "error": "paper_error", "pareto": "paper_pareto"}
 
-SHORT = {"batch": "B", "num_heads": "H", "seq_len": "n", "head_dim": "d", "block_size": "block",
-         "sample_size": "sample", "sample_tile": "tile", "lsh_num_projs": "projs",
-         "min_seq_len": "min_n", "timing_mode": "timing"}
 N_LABEL = "sequence length n (tokens)"
 ERR_LABEL = "spectral error ‖Õ−O‖₂ / (‖D⁻¹A‖₂‖V‖₂)"
 TIME_LABEL = "median time (ms)"
@@ -167,7 +164,7 @@ def _caption(rows: pd.DataFrame, notes: Iterable[str] = ()) -> str:
 
 
 def _setting(column: str, value) -> str:
-    return str(value) if column in ("dtype", "inputs") else f"{SHORT.get(column, column)}={value}"
+    return str(value) if column in ("dtype", "inputs") else f"{setting_name(column)}={value}"
 
 
 def _figure(nrows: int, ncols: int, **kw) -> tuple[Figure, list]:
@@ -391,7 +388,7 @@ def error(data, **filters) -> Figure:
             line = line.sort_values(column)
             ax.plot(line[column], line["spec_err"], linestyle=_error_line(causal, tile),
                     label=f"{method}{' causal' if causal else ''}", **style(method))
-        held = " ".join(f"{SHORT[c]}={rows[c].iloc[0]}" for c, _ in ERROR_AXES if c != column)
+        held = " ".join(f"{setting_name(c)}={rows[c].iloc[0]}" for c, _ in ERROR_AXES if c != column)
         ax.set_title(f"{name}\n{held}", fontsize=9)
         ax.set_yscale("log")
         ax.set_ylabel(ERR_LABEL, fontsize=8)

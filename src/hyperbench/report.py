@@ -33,7 +33,7 @@ import pandas as pd
 from hyperbench import methods, store
 from hyperbench.cli_args import Parser, filters
 from hyperbench.compare import SHORT_SHA
-from hyperbench.config import MEASURED_KEYS, mode_rank, timing_mode_rank
+from hyperbench.config import MEASURED_KEYS, mode_rank, setting_name, timing_mode_rank
 from hyperbench.errors import ConfigError
 
 PROG = "hyperbench report"
@@ -44,9 +44,6 @@ DEFAULT_COLS = ("method", "timing_mode")
 # Columns that tell two rows of one cell apart, in the order the error names them.
 TELLS_APART = ("git_sha", "git_dirty", "gpu_name", "host", "torch", "triton", "cuda", "switches",
                "method_target", "overrides", "status", "run_id", "job_id")
-# How the caption names a constant key (the rest: key=value).
-_CAPTION_NAMES = {"seq_len": "n", "head_dim": "d", "num_heads": "H", "batch": "B", "block_size": "block",
-                  "sample_size": "sample", "sample_tile": "sample_tile", "lsh_num_projs": "projections"}
 
 
 @dataclass
@@ -128,7 +125,7 @@ def _caption(df: pd.DataFrame, constant: list[str], value: str) -> str:
         return ", ".join(seen) if seen else "?"
     known = [k for k in constant if df[k].iloc[0] is not None]   # a key no row recorded says nothing
     shape = " ".join(_label(k, df[k].iloc[0]) if k == "causal" else
-                     f"{_CAPTION_NAMES.get(k, k)}={_label(k, df[k].iloc[0])}" for k in known)
+                     f"{setting_name(k)}={_label(k, df[k].iloc[0])}" for k in known)
     dates = sorted(pd.to_datetime(df["created_at"]).dt.strftime("%Y-%m-%d").unique()) if "created_at" in df else []
     dirty = " (uncommitted changes)" if "git_dirty" in df and df["git_dirty"].fillna(False).astype(bool).any() else ""
     what = "median ms" if value == "time_ms" else value

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from hyperbench import plots, plots_cli, store  # noqa: E402
+from hyperbench import plots, plots_cli, report, store  # noqa: E402
 from hyperbench.errors import ConfigError  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "results"
@@ -210,6 +210,16 @@ def test_caption_names_gpu_commits_and_date(figure):
     assert "NVIDIA H200" in text and "torch 2.11.0+cu130" in text and "triton 3.6.0" in text
     assert all(sha[:7] in text for sha in shas)
     assert "2026-11-28" in text
+
+
+def test_caption_names_settings_as_report_tables_do():
+    """A figure and a table of the same rows, side by side in a paper, spell each setting alike."""
+    text = caption(plots.FIGURES["time"](FIXTURE, **H200))
+    for setting in ("block=256", "sample=256", "projections=7", "min_seq_len=4096", "timing_mode=per_call"):
+        assert setting in text
+    table = report.render(["--results-dir", str(FIXTURE), "gpu_name=NVIDIA H200", "git_sha=26aba89"])
+    for setting in ("block=256", "sample=256", "projections=7", "min_seq_len=4096", "timing_mode=per_call"):
+        assert setting in table
 
 
 @pytest.mark.parametrize("figure, where, preset", [
