@@ -60,6 +60,15 @@ def _allowed_beside(key: str, known: list[str]) -> str:
     return ", ".join(k for k in known if "." not in k) + " (and nested keys such as timing.warmup)"
 
 
+def _unknown_choice(err) -> ConfigError:
+    """Hydra's 'Could not find inputs/nope' (a config group given an option it lacks) as one line:
+    the group and its options."""
+    group, _, choice = str(err.missing_cfg_file or "").rpartition("/")
+    if not group:
+        return ConfigError("overrides", " ".join(str(err).split()))
+    return ConfigError(group, f"{choice!r} is not allowed; allowed: {', '.join(err.options or [])}")
+
+
 def check_overrides(overrides: list[str], multirun: bool) -> int:
     """Compose and check every job a command line would run, before any job starts.
 
@@ -68,13 +77,14 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from . import inputs
+    from hydra.errors import HydraException, MissingConfigException
+    from . import inputs, store
     from .config import job_config
 
     parser = OverridesParser.create()
+    ours = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        parsed = parser.parse_overrides([o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        parsed = parser.parse_overrides(ours)
     except HydraException as err:
         raise ConfigError("overrides", " ".join(str(err).split()))
     choices = []
@@ -89,6 +99,14 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         base = compose(config_name="config")
+        theirs = [o for o in overrides if o not in ours]
+        if theirs:   # Hydra's own groups (hydra/launcher=...): an unknown choice is named here
+            try:
+                compose(config_name="config", overrides=theirs, return_hydra_config=True)
+            except MissingConfigException as err:
+                raise _unknown_choice(err)
+            except HydraException:
+                pass   # anything else about Hydra's settings: Hydra says it as it starts
         known = _known_keys(base)
         try:  # a preset (+sweep=...) sweeps through hydra.sweeper.params: check each of its points too
             params = compose(config_name="config", overrides=[c[0] for c in choices],
@@ -99,10 +117,12 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
         for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given]):
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                            if o.is_sweep_override() else [o.input_line])
-        checked, inputs_checked = 0, set()
+        checked, inputs_checked, writable = 0, set(), set()
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
                 cfg = compose(config_name="config", overrides=list(combo))
+            except MissingConfigException as err:
+                raise _unknown_choice(err)
             except HydraException as err:
                 bad = next((c.split("=")[0] for c in combo if c.split("=")[0].lstrip("+~") not in known
                             and not c.startswith("+")), None)
@@ -110,6 +130,9 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
                     raise ConfigError(bad, f"unknown key; allowed: {_allowed_beside(bad, known)}")
                 raise ConfigError("overrides", " ".join(str(err).split()))
             job = job_config(cfg)
+            if job.results_dir not in writable:
+                store.check_writable(job.results_dir)
+                writable.add(job.results_dir)
             shape = dict(batch=job.batch, heads=job.num_heads, seq_len=job.seq_len, head_dim=job.head_dim)
             key = (repr(sorted(job.inputs.items())), tuple(shape.values()))
             if key not in inputs_checked:   # a file is read once per shape, not once per job

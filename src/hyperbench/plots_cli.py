@@ -71,6 +71,7 @@ def _run(argv: list[str]) -> int:
     where = filters(args.filters)
     store.read(args.results_dir, where=where, sql="SELECT 1 FROM results LIMIT 0")  # check keys
     out_dir = Path(args.out_dir or Path(args.results_dir) / "figures")
+    store.check_writable(out_dir, "--out-dir")   # before drawing, not after
     figures = {}
     for name in names:
         try:

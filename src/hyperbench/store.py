@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,27 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
     final = folder / f"{job_id}.parquet"
     write_atomically(table, final)
     return final
+
+
+def check_writable(results_dir: str | os.PathLike, field: str = "results_dir") -> None:
+    """Raise ConfigError on `field` unless a writer could create the folder results_dir and files in it:
+    the folder, or its nearest existing parent, must be a directory that takes a new file (tried
+    with a hidden file removed at once, since permission bits do not tell for root or a read-only
+    or virtual file system). Leaves nothing behind, so a command refused here leaves no trace."""
+    path = Path(results_dir).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    allowed = "allowed: a folder this user can write, or a path that can be created"
+    if not existing.is_dir():
+        what = "is" if existing == path else f"cannot be created: {existing} is"
+        raise ConfigError(field, f"{results_dir} {what} not a folder; {allowed}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hyperbench-write-check-", dir=existing)
+    except OSError as err:
+        where = "" if existing == path else f" (in {existing})"
+        raise ConfigError(field, f"{results_dir} cannot be written{where}: "
+                          f"{err.strerror or err}; {allowed}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_atomically(table: pa.Table, final: Path) -> None:

@@ -48,7 +48,8 @@ def test_multirun_sweeps_one_job_per_point(tmp_path):
     ("seq_len=0", "seq_len"), ("head_dim=7", "head_dim"), ("block_size=100", "block_size"),
     ("sample_size=-1", "sample_size"), ("methods=[nope]", "methods"), ("dtype=float13", "dtype"),
     ("device=cuda", "device"), ("no_such_key=3", "no_such_key"), ("seq_len=4096,0", "seq_len"),
-    ("timing.reps=3", "timing.reps"),
+    ("timing.reps=3", "timing.reps"), ("inputs=nope", "inputs"), ("+sweep=nope", "sweep"),
+    ("hydra/launcher=nope", "hydra/launcher"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
     multirun = ["-m"] if "," in arg else []
@@ -73,6 +74,17 @@ def test_an_input_file_that_is_not_tensors_fails_before_any_job(tmp_path, conten
     assert len(lines) == 1 and "error: inputs.path" in lines[0]
     assert ("not a file torch.save wrote" if content else "no such file") in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below_it"])
+def test_a_results_dir_that_cannot_be_written_fails_before_any_job(tmp_path, where):
+    (tmp_path / "a_file").write_text("not a folder\n")
+    r = hyperbench("run", *SMALL, "methods=[exact]", f"results_dir={tmp_path / where}")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error: results_dir" in lines[0] and "not a folder" in lines[0]
+    assert r.stdout == ""   # refused before the job started, not after it measured
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_a_mistyped_nested_key_lists_the_keys_beside_it(tmp_path):

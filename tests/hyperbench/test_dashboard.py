@@ -82,6 +82,14 @@ def test_bad_input_exits_2(tmp_path, capsys, argv, field):
     assert not (tmp_path / "index.html").exists()
 
 
+def test_an_out_that_is_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "page").write_text("not a folder\n")
+    assert cli.main(["dashboard", "--results-dir", str(RESULTS), "--out", str(tmp_path / "page")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hyperbench dashboard: error: --out: ") and "not a folder" in err
+    assert err.count("\n") == 1 and (tmp_path / "page").read_text() == "not a folder\n"
+
+
 def test_empty_store_exits_2(tmp_path, capsys):
     assert cli.main(["dashboard", "--results-dir", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("hyperbench dashboard: error: --results-dir: ")

@@ -274,6 +274,14 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, field)
     assert out == "" and not out_dir.exists()
 
 
+def test_cli_an_out_dir_that_is_a_file_is_refused_before_drawing(tmp_path, capsys):
+    (tmp_path / "figures").write_text("not a folder\n")
+    code, out, err = cli(capsys, "time", "gpu_name=NVIDIA H200", "--out-dir", tmp_path / "figures" / "sub")
+    assert code == 2 and out == ""
+    assert err.startswith("hyperbench plot: error: --out-dir: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
+
+
 def test_a_full_grid_is_held_at_its_middle_value():
     """Every sample size equally common: the panels against n hold the middle one, not the edge."""
     import pandas as pd

@@ -4,7 +4,9 @@ import math
 import multiprocessing as mp
 import subprocess
 import sys
+import re
 import textwrap
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -323,3 +325,21 @@ def test_has_rows(tmp_path):
     assert store.has_rows(tmp_path, h, "abc123", statuses=("ok", "error"))
     store.write_job([row(config_hash=h, git_sha=None)], tmp_path, job_id="k")
     assert store.has_rows(tmp_path, h, None)
+
+
+def test_check_writable_creates_nothing_and_names_the_field(tmp_path):
+    store.check_writable(tmp_path / "new" / "deeper")   # creatable: fine, and not created
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    for bad, says in ((tmp_path / "file", "is not a folder"),
+                      (tmp_path / "file" / "sub", f"cannot be created: {tmp_path / 'file'} is not a folder")):
+        with pytest.raises(ConfigError, match=f"^--out: .*{re.escape(says)}"):
+            store.check_writable(bad, "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_check_writable_tries_a_file_where_permission_bits_cannot_tell():
+    # /proc takes no new files, even for root, whom os.access would let through
+    with pytest.raises(ConfigError, match="^results_dir: /proc/x cannot be written"):
+        store.check_writable("/proc/x")
