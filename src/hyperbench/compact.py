@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from hyperbench.cli_args import Parser
 from hyperbench.errors import ConfigError
-from hyperbench.store import RUN_SUFFIX, _fsync_dir, job_files, write_atomically
+from hyperbench.store import RUN_SUFFIX, _fsync_dir, check_store, job_files, write_atomically
 
 PROG = "hyperbench compact"
 _JOB_FILE = re.compile(r"^(?P<run>[^.].*)-\d{4,}\.parquet$")
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="say what would be merged, change nothing")
     try:
         args = parser.parse_args(argv)
+        check_store(args.results_dir)
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -296,6 +296,7 @@ def summary(rows: list[Comparison]) -> str:
 def _store_rows(args: argparse.Namespace, threshold: float) -> tuple[list[Comparison], str]:
     if not args.baseline:
         raise ConfigError("--baseline", "required: a commit prefix or 'latest' (or use --pytest-benchmark)")
+    store.check_store(args.results_dir)
     df = store.read(args.results_dir, where=filters(args.filters))
     baseline = resolve(df, args.baseline, "--baseline")
     candidate = resolve(df, args.candidate, "--candidate")

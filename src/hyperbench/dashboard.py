@@ -229,6 +229,7 @@ def main(argv: list[str]) -> int:
         threshold = compare.parse_threshold(args.threshold)
         results_dir = Path(args.results_dir)
         out_dir = Path(args.out) if args.out else results_dir / "dashboard"
+        store.check_store(results_dir)
         store.check_writable(out_dir, "--out")
         df = store.read(results_dir)
         if df.empty:

@@ -69,6 +69,7 @@ def _run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     names = _names(args.name)
     where = filters(args.filters)
+    store.check_store(args.results_dir)
     store.read(args.results_dir, where=where, sql="SELECT 1 FROM results LIMIT 0")  # check keys
     out_dir = Path(args.out_dir or Path(args.results_dir) / "figures")
     store.check_writable(out_dir, "--out-dir")   # before drawing, not after

@@ -267,6 +267,7 @@ def render(argv: list[str]) -> str:
         raise ConfigError("--format", "one of " + ", ".join(FORMATS))
     cols = _cols(args.cols)
     where = filters(args.filters)
+    store.check_store(args.results_dir)
     df = store.read(args.results_dir, where=where or None)
     if df.empty:
         raise ConfigError("filters", f"no rows in {args.results_dir} match " + (" ".join(args.filters) or "(no filters)"))

@@ -103,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--format", "one of " + ", ".join(FORMATS))
     last = _last(args.last)
     where = filters(args.filters)
+    store.check_store(args.results_dir)
     df = store.read(args.results_dir, where=where or None, sql=args.sql)
     columns = _pick_columns(df, args.columns, args.sql is not None)
     if df.empty:

@@ -220,6 +220,17 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
     return final
 
 
+def check_store(results_dir: str | os.PathLike, field: str = "--results-dir") -> None:
+    """Raise ConfigError on `field` unless results_dir is a folder: the commands that read the
+    store say so instead of reporting a mistyped or wrong relative path as an empty store."""
+    path = Path(results_dir).expanduser()
+    if not path.is_dir():
+        what = ("is not a folder" if path.exists() else "does not exist" +
+                ("" if path.is_absolute() else f" (relative to {Path.cwd()})"))
+        raise ConfigError(field, f"{results_dir} {what}; allowed: a store folder that hyperbench run "
+                          "has written to")
+
+
 def check_writable(results_dir: str | os.PathLike, field: str = "results_dir") -> None:
     """Raise ConfigError on `field` unless a writer could create the folder results_dir and files in it:
     the folder, or its nearest existing parent, must be a directory that takes a new file (tried

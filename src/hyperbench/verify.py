@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
         if not code_digest.is_repo(args.repo):
             raise ConfigError("--repo", f"{args.repo!r} is not a git repository; give the clone the rows came from")
+        store.check_store(args.results_dir)
         groups, undigested = _groups(args.results_dir, filters(args.filters))
     except ConfigError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -119,10 +119,13 @@ def test_bad_key_names_allowed_columns(results, capsys):
 
 
 def test_empty_store(tmp_path, capsys):
-    for d in (tmp_path / "nothing-here", tmp_path):
-        code, out, err = run(capsys, "--results-dir", d)
-        assert code == 0 and err == ""
-        assert out.strip() == f"no results in {d}"
+    code, out, err = run(capsys, "--results-dir", tmp_path)
+    assert code == 0 and err == ""
+    assert out.strip() == f"no results in {tmp_path}"
+    # a folder that is not there is a mistyped path, not an empty store
+    code, out, err = run(capsys, "--results-dir", tmp_path / "nothing-here")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"hyperbench results: error: --results-dir: {tmp_path / 'nothing-here'} does not exist")
     # a bad key is still an error on an empty store
     code, _, err = run(capsys, "--results-dir", tmp_path, "nope=1")
     assert code == 2 and "nope" in err

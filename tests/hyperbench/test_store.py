@@ -343,3 +343,15 @@ def test_check_writable_tries_a_file_where_permission_bits_cannot_tell():
     # /proc takes no new files, even for root, whom os.access would let through
     with pytest.raises(ConfigError, match="^results_dir: /proc/x cannot be written"):
         store.check_writable("/proc/x")
+
+
+@pytest.mark.parametrize("command", ["results", "report", "plot time", "dashboard", "compare --baseline latest",
+                                     "compact", "verify"])
+def test_every_store_reader_refuses_a_folder_that_is_not_there(tmp_path, capsys, command):
+    from hyperbench import cli
+    missing = tmp_path / "no-such-store"
+    assert cli.main([*command.split(), "--results-dir", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"hyperbench {command.split()[0]}: error: --results-dir: {missing} does not exist; " \
+                  "allowed: a store folder that hyperbench run has written to\n"
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
