@@ -223,7 +223,7 @@ def write_job(rows: list[dict], results_dir: str | os.PathLike, *, job_id: str) 
 def check_store(results_dir: str | os.PathLike, field: str = "--results-dir") -> None:
     """Raise ConfigError on `field` unless results_dir is a folder: the commands that read the
     store say so instead of reporting a mistyped or wrong relative path as an empty store."""
-    path = Path(results_dir).expanduser()
+    path = Path(results_dir)
     if not path.is_dir():
         what = ("is not a folder" if path.exists() else "does not exist" +
                 ("" if path.is_absolute() else f" (relative to {Path.cwd()})"))
@@ -236,7 +236,7 @@ def check_writable(results_dir: str | os.PathLike, field: str = "results_dir") -
     the folder, or its nearest existing parent, must be a directory that takes a new file (tried
     with a hidden file removed at once, since permission bits do not tell for root or a read-only
     or virtual file system). Leaves nothing behind, so a command refused here leaves no trace."""
-    path = Path(results_dir).expanduser().absolute()
+    path = Path(results_dir).absolute()   # as write_job takes it: no ~ expansion
     existing = next(p for p in (path, *path.parents) if p.exists())
     allowed = "allowed: a folder this user can write, or a path that can be created"
     if not existing.is_dir():
