@@ -162,3 +162,48 @@ def test_back_to_back_rows_say_so_and_are_measured_apart_from_per_call_rows(tmp_
                block_size=32, sample_size=32, sample_tile=32, min_seq_len=64)
     job = job_config(cfg)
     assert store.config_hash({k: job.as_dict()[k] for k in MEASURED_KEYS}) == per_call
+
+
+@pytest.mark.parametrize("combo", [
+    ["seq_len=128", "methods=[exact,hyper_ref]"],
+    ["inputs=clustered", "inputs.num_clusters=8", "seq_len=256"],
+    ["+sweep=smoke", "sample_size=64", "timing.min_reps=3"],
+    ["++timing.warmup=4", "+extra_note=hi", "~budget_s"],
+    ["inputs={name: gaussian, temperature: 2.0}", "causal=true"],
+    ["inputs=low_rank", "inputs=heavy_hitters"],
+])
+def test_the_checks_composition_equals_hydras(combo):
+    """check_overrides composes once per set of config-group choices and applies the other overrides
+    to a copy (cli._composer): the config must be the one Hydra's compose gives for the same line."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from hyperbench import cli
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=cli.CONFIG_MODULE, version_base="1.3"):
+        composed = cli._composer(compose, OverridesParser.create())
+        composed(["seq_len=512"])     # a cached composition must not leak into the next combination
+        ours = OmegaConf.to_container(composed(combo))
+        hydras = OmegaConf.to_container(compose(config_name="config", overrides=combo))
+    GlobalHydra.instance().clear()
+    assert ours == hydras
+
+
+@pytest.mark.parametrize("combo", [["seq_lenn=3"], ["inputs=nope"], ["+seq_len=3"], ["~nope"]])
+def test_the_checks_composition_fails_where_hydras_does(combo):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hyperbench import cli
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=cli.CONFIG_MODULE, version_base="1.3"):
+        with pytest.raises(HydraException) as hydras:
+            compose(config_name="config", overrides=combo)
+        with pytest.raises(HydraException) as ours:
+            cli._composer(compose, OverridesParser.create())(combo)
+    GlobalHydra.instance().clear()
+    assert type(ours.value) is type(hydras.value)
