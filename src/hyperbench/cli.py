@@ -214,8 +214,8 @@ def _run_task(cfg) -> None:
              f"on {base.get('gpu_name') or job.device}"
              f" | block={job.block_size} sample={job.sample_size} sample_tile={job.sample_tile}")
     console.print(f"[bold]{title}[/]")
-    if job.isolate:
-        rows = job_mod.run_isolated(job, base)
+    if job.isolate != "none":
+        rows = job_mod.run_isolated(job, base, keep=job.isolate == "worker")
     else:
         with console.status("measuring") as status:
             rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))

@@ -22,6 +22,10 @@ DEVICES = ("auto", "cuda", "cpu")
 # Keys that change what is measured (the rest change how: where results go, timing, budgets).
 MEASURED_KEYS = ("seq_len", "head_dim", "num_heads", "batch", "dtype", "causal", "mode", "block_size",
                  "sample_size", "sample_tile", "lsh_num_projs", "min_seq_len", "inputs", "seed", "device")
+# Where a job runs (the `isolate` key): "worker", a child process that the sweep's later jobs reuse
+# until a job of it dies or records an error row (a kernel fault can leave its CUDA context broken);
+# "job" (true), a fresh process per job; "none" (false), hyperbench's own. auto: worker on a GPU.
+ISOLATE = {"worker": "worker", True: "job", False: "none", "auto": "auto"}
 # How captions, figure titles and the run's job line name a setting (key=value; a key not listed
 # keeps its own name): one vocabulary for tables and figures that go into the same paper.
 SETTING_NAMES = {"batch": "B", "num_heads": "H", "seq_len": "n", "head_dim": "d", "block_size": "block",
@@ -95,7 +99,7 @@ class JobConfig:
     timing: Timing
     budget_s: float
     errors: bool
-    isolate: bool
+    isolate: str           # resolved: "worker" | "job" | "none" (see ISOLATE)
     force: bool = False    # measure even what the store already holds for this code version
 
     @property
@@ -186,8 +190,8 @@ def job_config(cfg: Mapping) -> JobConfig:
         raise ConfigError("inputs", f"{inputs!r} is not allowed; allowed: a config group with a 'name', e.g. inputs=gaussian")
     normalise_inputs(inputs)   # its parameters (a file's contents: inputs.check, once per sweep)
     isolate = cfg.get("isolate", "auto")
-    if isolate not in ("auto", True, False):
-        raise ConfigError("isolate", f"{isolate!r} is not allowed; allowed: auto, true, false")
+    if isolate not in ISOLATE:
+        raise ConfigError("isolate", f"{isolate!r} is not allowed; allowed: auto, worker, true, false")
     job = JobConfig(
         seq_len=_int(cfg, "seq_len", 1),
         head_dim=_int(cfg, "head_dim", 1, 512),
@@ -210,7 +214,7 @@ def job_config(cfg: Mapping) -> JobConfig:
         timing=_timing(cfg.get("timing") or {}),
         budget_s=_number(cfg, "budget_s", 0.0),
         errors=_bool(cfg, "errors"),
-        isolate=(device == "cuda") if isolate == "auto" else isolate,
+        isolate=ISOLATE[isolate] if isolate != "auto" else ("worker" if device == "cuda" else "none"),
         force=_bool(cfg, "force") if "force" in cfg else False,
     )
     if job.timing.cuda_graph and job.device != "cuda":

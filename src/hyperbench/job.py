@@ -5,11 +5,12 @@ Per method: can it run here (else `unavailable`), does its estimated time fit th
 exceptions become `oom` / `error` rows and the job goes on; inputs too large for the device make an
 `oom` row for every method, and a reference too large leaves the error columns empty. `run_isolated`
 runs the job in a child process so that a method that breaks the CUDA context cannot take later jobs
-down with it.
+down with it; that process serves the next job too unless this one died or recorded an error.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import multiprocessing as mp
@@ -208,28 +209,69 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
     return rows
 
 
-def _child(job: JobConfig, base: dict, conn) -> None:
-    try:
-        conn.send(("rows", run_job(job, base, say=lambda s: print(f"  {s}", flush=True))))
-    except BaseException as err:  # reported by the parent as the job's error
-        conn.send(("error", _message(err)))
-    finally:
-        conn.close()
+# The job process that `isolate: worker` keeps for the next job: (process, connection), or None.
+_worker = None
 
 
-def run_isolated(job: JobConfig, base: dict) -> list[dict]:
-    """run_job in a fresh process; if it dies (kernel fault, killed), every method gets an error row."""
+def _serve(conn) -> None:
+    """A job process: run each (job, base) the parent sends and send back ("rows", rows) or
+    ("error", message), until the parent closes its end."""
+    while True:
+        try:
+            job, base = conn.recv()
+        except EOFError:
+            return
+        try:
+            result = ("rows", run_job(job, base, say=lambda s: print(f"  {s}", flush=True)))
+        except BaseException as err:  # reported by the parent as the job's error
+            result = ("error", _message(err))
+        conn.send(result)
+
+
+def _start_worker():
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(job, base, child))
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child,))
     proc.start()
     child.close()
+    return proc, parent
+
+
+def stop_worker() -> None:
+    """End the kept job process, if there is one (closing its pipe ends its loop); also at exit."""
+    global _worker
+    if _worker is not None:
+        proc, conn = _worker
+        _worker = None
+        conn.close()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+atexit.register(stop_worker)
+
+
+def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
+    """run_job in a child process; if it dies (kernel fault, killed), every method gets an error row.
+
+    keep: leave the process running for the next call (`isolate: worker`: a fresh process costs a
+    job the imports and the CUDA start again), unless this job died or recorded an error row; else
+    (`isolate: true`) one process per job."""
+    global _worker
+    if _worker is None:
+        _worker = _start_worker()
+    proc, conn = _worker
     result = None
     try:
-        result = parent.recv()
-    except EOFError:
+        conn.send((job, base))
+        result = conn.recv()
+    except (EOFError, OSError):   # the process died (its exit code is read below)
         pass
-    proc.join()
+    healthy = result is not None and result[0] == "rows" and all(r.get("status") != "error" for r in result[1])
+    if not (keep and healthy):
+        stop_worker()
     if result and result[0] == "rows":
         return result[1]
     why = result[1] if result else f"job process died with exit code {proc.exitcode}"

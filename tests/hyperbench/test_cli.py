@@ -44,6 +44,17 @@ def test_multirun_sweeps_one_job_per_point(tmp_path):
     assert df["run_id"].nunique() == 1 and df["job_id"].nunique() == 4
 
 
+@pytest.mark.parametrize("isolate,processes", [("worker", 1), ("true", 2)])
+def test_a_worker_process_serves_every_job_of_a_sweep(tmp_path, isolate, processes):
+    pids = tmp_path / "pids"
+    r = hyperbench("run", "-m", *SMALL, "methods=[custom]", "method.target=tests.hyperbench.helpers:records_pid",
+                   "errors=false", "seq_len=128,160", f"isolate={isolate}", f"results_dir={tmp_path / 'r'}",
+                   env={"HYPERBENCH_TEST_PID_FILE": str(pids)})
+    assert r.returncode == 0, r.stderr
+    assert (store.read(tmp_path / "r")["status"] == "ok").all()
+    assert len(set(pids.read_text().split())) == processes
+
+
 @pytest.mark.parametrize("arg,key", [
     ("seq_len=0", "seq_len"), ("head_dim=7", "head_dim"), ("block_size=100", "block_size"),
     ("sample_size=-1", "sample_size"), ("methods=[nope]", "methods"), ("dtype=float13", "dtype"),

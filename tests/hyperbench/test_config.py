@@ -28,7 +28,7 @@ def cfg(**overrides):
 
 def test_defaults_resolve_on_cpu():
     job = job_config(cfg())
-    assert job.device == "cpu" and job.dtype == "float32" and job.isolate is False
+    assert job.device == "cpu" and job.dtype == "float32" and job.isolate == "none"
     assert (job.batch, job.num_heads, job.head_dim, job.block_size, job.sample_size) == (1, 32, 64, 256, 256)
     assert (job.lsh_num_projs, job.min_seq_len) == (7, 4096)
 
@@ -91,3 +91,14 @@ def test_cuda_graph_timing_needs_a_gpu_and_a_forward_in_the_call(monkeypatch):
     with pytest.raises(ConfigError) as err:
         job_config(cfg(**{"timing.cuda_graph": "yes"}))
     assert err.value.field == "timing.cuda_graph"
+
+
+@pytest.mark.parametrize("value,resolved", [("auto", "none"), ("worker", "worker"), (True, "job"), (False, "none")])
+def test_isolate_resolves_to_where_jobs_run(value, resolved):
+    assert job_config(cfg(isolate=value)).isolate == resolved   # auto: "worker" on a GPU, "none" here
+
+
+def test_an_unknown_isolate_names_the_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(isolate="sometimes"))
+    assert err.value.field == "isolate" and "auto, worker, true, false" in err.value.message

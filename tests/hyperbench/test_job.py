@@ -106,3 +106,35 @@ def test_isolated_job_returns_the_same_rows_as_in_process():
     job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
     rows = job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})
     assert rows[0]["status"] == "ok" and rows[0]["time_ms"] > 0
+
+
+def test_a_worker_serves_the_next_job_until_one_records_an_error():
+    """isolate: worker keeps the job process across jobs; an error row or a death replaces it."""
+    base = {"run_id": "r", "job_id": "j"}
+    ok = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
+    failing = job_config(cfg(**{**SMALL, "methods": ["custom"], "errors": False,
+                                "method.target": "tests.hyperbench.helpers:raises"}))
+    dying = job_config(cfg(**{**SMALL, "methods": ["custom"], "errors": False,
+                              "method.target": "tests.hyperbench.helpers:dies"}))
+    try:
+        assert job_mod.run_isolated(ok, base, keep=True)[0]["status"] == "ok"
+        first = job_mod._worker[0].pid
+        assert job_mod.run_isolated(ok, base, keep=True)[0]["status"] == "ok"
+        assert job_mod._worker[0].pid == first                 # the same process served both
+        rows = job_mod.run_isolated(failing, base, keep=True)
+        assert rows[0]["status"] == "error" and "planted failure" in rows[0]["message"]
+        assert job_mod._worker is None                         # an error row ends the process
+        rows = job_mod.run_isolated(dying, base, keep=True)
+        assert rows[0]["status"] == "error" and "exit code 13" in rows[0]["message"]
+        assert job_mod._worker is None
+        assert job_mod.run_isolated(ok, base, keep=True)[0]["status"] == "ok"
+        assert job_mod._worker[0].pid != first                 # the next job got a fresh one
+    finally:
+        job_mod.stop_worker()
+    assert job_mod._worker is None
+
+
+def test_without_keep_every_job_gets_a_fresh_process():
+    job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
+    assert job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})[0]["status"] == "ok"
+    assert job_mod._worker is None
