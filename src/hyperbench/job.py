@@ -49,8 +49,12 @@ def _rows_for_every_method(job: JobConfig, base: dict, status: str, message: str
 
 
 def _cuda_healthy() -> bool:
+    """Whether the CUDA context still works after a method, its cached memory released for the
+    next. Both calls are inside the check: after a kernel fault either raises the fault's sticky
+    error, which must become this method's row, not the job's end (the earlier methods' rows with it)."""
     try:
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         return True
     except Exception:  # a sticky CUDA error (illegal address, ...) poisons the whole context
         return False
@@ -198,10 +202,8 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
         except Exception as err:  # one method's failure is its row, not the job's end
             fields = {"method": name, "status": "error", "message": _message(err)}
             traceback.print_exc()
-        if job.device == "cuda":
-            torch.cuda.empty_cache()
-            if not _cuda_healthy():
-                broken_by = name
+        if job.device == "cuda" and not _cuda_healthy():
+            broken_by = name
         if fields.get("status") == "ok" and why_no_errors:
             fields["message"] = why_no_errors
         fields["wall_s"] = time.perf_counter() - started
