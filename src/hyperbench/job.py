@@ -10,10 +10,10 @@ down with it; that process serves the next job too unless this one died or recor
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import multiprocessing as mp
+import multiprocessing.util
 import time
 import traceback
 from contextlib import contextmanager
@@ -252,7 +252,9 @@ def stop_worker() -> None:
             proc.join()
 
 
-atexit.register(stop_worker)
+# At exit, before multiprocessing joins its children (it would wait forever on a worker blocked on
+# its pipe): its finalizers run first, in a main process and in a multiprocessing child alike.
+mp.util.Finalize(None, stop_worker, exitpriority=100)
 
 
 def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:

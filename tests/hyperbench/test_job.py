@@ -138,3 +138,22 @@ def test_without_keep_every_job_gets_a_fresh_process():
     job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
     assert job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})[0]["status"] == "ok"
     assert job_mod._worker is None
+
+
+def _job_in_a_child_process():
+    job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
+    assert job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"}, keep=True)[0]["status"] == "ok"
+    assert job_mod._worker is not None        # kept, for a next job that never comes
+
+
+def test_a_process_that_keeps_a_worker_still_exits():
+    """A launcher may run jobs in multiprocessing children, which join their own children as they
+    exit: the kept worker must be ended first, or the join waits on it forever."""
+    import multiprocessing as mp
+    proc = mp.get_context("spawn").Process(target=_job_in_a_child_process)
+    proc.start()
+    proc.join(60)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive and proc.exitcode == 0
