@@ -221,13 +221,16 @@ def _serve(conn) -> None:
     while True:
         try:
             job, base = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):   # closed, or reset by a parent that left unread (Ctrl-C)
             return
         try:
             result = ("rows", run_job(job, base, say=lambda s: print(f"  {s}", flush=True)))
         except BaseException as err:  # reported by the parent as the job's error
             result = ("error", _message(err))
-        conn.send(result)
+        try:
+            conn.send(result)
+        except OSError:   # the parent is gone (Ctrl-C reaches both): nothing to report to
+            return
 
 
 def _start_worker():
