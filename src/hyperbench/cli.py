@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import os
 import sys
+from typing import NamedTuple
 
 from .errors import ConfigError
 
@@ -69,10 +70,15 @@ def _unknown_choice(err) -> ConfigError:
     return ConfigError(group, f"{choice!r} is not allowed; allowed: {', '.join(err.options or [])}")
 
 
-def check_overrides(overrides: list[str], multirun: bool) -> int:
+class Checked(NamedTuple):
+    jobs: int                  # how many jobs the command line runs (checked: all of them, up to MAX_CHECKED_COMBINATIONS)
+    results_dirs: list[str]    # the stores they write into
+
+
+def check_overrides(overrides: list[str], multirun: bool) -> Checked:
     """Compose and check every job a command line would run, before any job starts.
 
-    Returns the number of jobs checked. Raises ConfigError naming the key and what is allowed.
+    Raises ConfigError naming the key and what is allowed.
     """
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -117,7 +123,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
         for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given]):
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                            if o.is_sweep_override() else [o.input_line])
-        checked, inputs_checked, writable = 0, set(), set()
+        checked, inputs_checked, writable = 0, set(), {}
         composed = _composer(compose, parser)
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
@@ -133,7 +139,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
             job = job_config(cfg)
             if job.results_dir not in writable:
                 store.check_writable(job.results_dir)
-                writable.add(job.results_dir)
+                writable[job.results_dir] = None
             shape = dict(batch=job.batch, heads=job.num_heads, seq_len=job.seq_len, head_dim=job.head_dim)
             key = (repr(sorted(job.inputs.items())), tuple(shape.values()))
             if key not in inputs_checked:   # a file is read once per shape, not once per job
@@ -141,7 +147,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> int:
                 inputs_checked.add(key)
             checked += 1
     GlobalHydra.instance().clear()
-    return checked
+    return Checked(checked, list(writable))
 
 
 def _composer(compose, parser):
@@ -231,16 +237,20 @@ def run_main(args: list[str]) -> int:
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+    checked = None
     if not info:
         try:
-            check_overrides([a for a in args if not a.startswith("-")], multirun)
+            checked = check_overrides([a for a in args if not a.startswith("-")], multirun)
         except ConfigError as err:
             _fail("run", err)
     # One run id for every job of this command, also in the processes a launcher starts for them.
-    os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
+    run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
     app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)
     sys.argv = ["hyperbench run", *args]
     app()
+    if checked and checked.jobs > 1:
+        from .summary import sweep_summary
+        print(sweep_summary(run_id, checked.jobs, checked.results_dirs))
     return 0
 
 

@@ -42,6 +42,9 @@ def test_multirun_sweeps_one_job_per_point(tmp_path):
     assert len(list(tmp_path.glob("**/*.parquet"))) == 4
     assert sorted(zip(df["seq_len"], df["block_size"])) == [(128, 16), (128, 32), (160, 16), (160, 32)]
     assert df["run_id"].nunique() == 1 and df["job_id"].nunique() == 4
+    run_id = df["run_id"].iloc[0]
+    assert f"sweep {run_id}: 4 jobs, 4 rows (4 ok)" in r.stdout     # the summary after the last job
+    assert f"hyperbench report run_id={run_id} --results-dir {tmp_path}" in r.stdout
 
 
 @pytest.mark.parametrize("isolate,processes", [("worker", 1), ("true", 2)])

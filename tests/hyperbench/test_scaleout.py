@@ -49,7 +49,7 @@ def hyperbench(*args):
 @pytest.mark.parametrize("preset,jobs", [("paper_speedup", 32), ("paper_error", 192), ("paper_pareto", 32),
                                          ("paper_memory", 16), ("smoke", 4)])
 def test_every_point_of_each_preset_composes_and_validates(preset, jobs):
-    assert cli.check_overrides([f"+sweep={preset}"], multirun=False) == jobs
+    assert cli.check_overrides([f"+sweep={preset}"], multirun=False).jobs == jobs
 
 
 def test_slurm_local_sweep_writes_every_job_into_one_store(tmp_path):

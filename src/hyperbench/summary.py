@@ -1,0 +1,40 @@
+"""The lines `hyperbench run` prints after a sweep: what its jobs wrote, by status, the failures
+named, and the commands that show the rows. A sweep of many jobs prints a table per job; a
+failure in the middle of a long log is easy to miss, and this says it at the end."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from . import store
+
+SHOWN_FAILURES = 5
+
+
+def sweep_summary(run_id: str, jobs: int, results_dirs: list[str]) -> str:
+    """The summary of run `run_id` (`jobs` jobs, writing into `results_dirs`), read back from the store,
+    so that it counts the rows of jobs that launchers ran in other processes too."""
+    frames = [store.read(d, where={"run_id": run_id}) for d in results_dirs if os.path.isdir(d)]
+    rows = sum(len(f) for f in frames)
+    counts = {}
+    for f in frames:
+        for status, n in f["status"].value_counts().items():
+            counts[status] = counts.get(status, 0) + int(n)
+    written = sum(f["job_id"].nunique() for f in frames)
+    by_status = ", ".join(f"{counts[s]} {s}" for s in store.STATUSES if s in counts)
+    lines = [f"sweep {run_id}: {jobs} jobs, " + (f"{rows} rows ({by_status})" if rows else "no new rows")]
+    if written < jobs:
+        lines.append(f"  {jobs - written} jobs wrote no rows: every method already in the store for this "
+                     "commit (force=true measures again), or the job did not finish (its launcher's log says)")
+    failed = [r for f in frames for r in f[f["status"].isin(["error", "oom"])].itertuples()]
+    for r in failed[:SHOWN_FAILURES]:
+        message = r.message if len(r.message or "") <= 160 else r.message[:159] + "…"
+        lines.append(f"  {r.status}: job {r.job_id} {r.method}: {message}")
+    if len(failed) > SHOWN_FAILURES:
+        lines.append(f"  … and {len(failed) - SHOWN_FAILURES} more")
+    for d in results_dirs if rows else []:
+        where = "" if d == "results" else f" --results-dir {shlex.quote(d)}"
+        lines.append(f"  rows:  hyperbench results run_id={run_id}{where}")
+        lines.append(f"  table: hyperbench report run_id={run_id}{where}")
+    return "\n".join(lines)
