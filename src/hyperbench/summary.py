@@ -27,7 +27,8 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str]) -> str:
     if written < jobs:
         lines.append(f"  {jobs - written} jobs wrote no rows: every method already in the store for this "
                      "commit (force=true measures again), or the job did not finish (its launcher's log says)")
-    failed = [r for f in frames for r in f[f["status"].isin(["error", "oom"])].itertuples()]
+    failed = sorted((r for f in frames for r in f[f["status"].isin(["error", "oom"])].itertuples()),
+                    key=lambda r: (r.job_id, str(r.message).startswith("not run")))   # the cause before its effects
     for r in failed[:SHOWN_FAILURES]:
         message = r.message if len(r.message or "") <= 160 else r.message[:159] + "…"
         lines.append(f"  {r.status}: job {r.job_id} {r.method}: {message}")
