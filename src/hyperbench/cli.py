@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import sys
 from typing import NamedTuple
@@ -71,7 +72,7 @@ def _unknown_choice(err) -> ConfigError:
 
 
 class Checked(NamedTuple):
-    jobs: int                  # how many jobs the command line runs (checked: all of them, up to MAX_CHECKED_COMBINATIONS)
+    jobs: int                  # how many jobs the command line runs (the first MAX_CHECKED_COMBINATIONS checked)
     results_dirs: list[str]    # the stores they write into
 
 
@@ -123,7 +124,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
         for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given]):
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                            if o.is_sweep_override() else [o.input_line])
-        checked, inputs_checked, writable = 0, set(), {}
+        inputs_checked, writable = set(), {}
         composed = _composer(compose, parser)
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
@@ -145,9 +146,8 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
             if key not in inputs_checked:   # a file is read once per shape, not once per job
                 inputs.check(job.inputs, **shape)
                 inputs_checked.add(key)
-            checked += 1
     GlobalHydra.instance().clear()
-    return Checked(checked, list(writable))
+    return Checked(math.prod(len(c) for c in choices), list(writable))
 
 
 def _composer(compose, parser):
