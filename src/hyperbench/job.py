@@ -267,6 +267,8 @@ def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
     job the imports and the CUDA start again), unless this job died or recorded an error row; else
     (`isolate: true`) one process per job."""
     global _worker
+    if not keep:
+        stop_worker()   # fresh means fresh, also after jobs that kept one
     if _worker is None:
         _worker = _start_worker()
     proc, conn = _worker

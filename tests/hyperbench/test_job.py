@@ -136,8 +136,11 @@ def test_a_worker_serves_the_next_job_until_one_records_an_error():
 
 def test_without_keep_every_job_gets_a_fresh_process():
     job = job_config(cfg(**{**SMALL, "methods": ["exact"], "errors": False}))
-    assert job_mod.run_isolated(job, {"run_id": "r", "job_id": "j"})[0]["status"] == "ok"
-    assert job_mod._worker is None
+    base = {"run_id": "r", "job_id": "j"}
+    assert job_mod.run_isolated(job, base, keep=True)[0]["status"] == "ok"
+    kept = job_mod._worker[0]
+    assert job_mod.run_isolated(job, base)[0]["status"] == "ok"
+    assert job_mod._worker is None and not kept.is_alive()     # not run in the kept one, which is gone
 
 
 def _job_in_a_child_process():
