@@ -28,7 +28,7 @@ step "$PY" -m hyperbench.cli compare --baseline 71a423b --candidate a2db877 --pe
 # A regression must show twice: one run can land while other jobs hold the cores (seen here:
 # a 12x slower median under load), so a first regression is measured again before it counts.
 cpu_bench() {
-    "$PY" -m pytest tests/kernels/test_benchmark_reference.py -q -p no:cacheprovider --benchmark-enable \
+    "$PY" -m pytest tests/kernels/test_benchmark_reference.py -q -p no:cacheprovider -p no:xdist --benchmark-enable \
         --benchmark-save-data --benchmark-min-rounds=30 --benchmark-json="$ARTIFACTS/cpu_benchmark.json" || return 2
     "$PY" -m hyperbench.cli compare --threshold 1.0 \
         --pytest-benchmark tests/benchmarks/baseline.json "$ARTIFACTS/cpu_benchmark.json"
