@@ -125,7 +125,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                            if o.is_sweep_override() else [o.input_line])
         inputs_checked, writable = set(), {}
-        composed = _composer(compose, parser)
+        composed = _composer(compose, parser, base)
         for combo in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             try:
                 cfg = composed(combo)
@@ -150,18 +150,19 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
     return Checked(math.prod(len(c) for c in choices), list(writable))
 
 
-def _composer(compose, parser):
+def _composer(compose, parser, base):
     """compose(config_name="config", overrides=combo) for the many combinations of a sweep, at the
     cost of one Hydra composition per set of config-group choices (inputs=..., +sweep=...) instead
     of one per job (~0.1 s each; 192 jobs of +sweep=paper_error took 25 s on 2 cores). The other
     overrides are applied to a copy of that composition by Hydra's own step for them, as Hydra's
-    compose does after composing; tests/hyperbench/test_cli.py compares the two ways."""
+    compose does after composing; tests/hyperbench/test_cli.py compares the two ways. base: the
+    composition with no overrides, which the caller has already made."""
     import copy
     from hydra.core.global_hydra import GlobalHydra
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     repo = GlobalHydra.instance().config_loader().repository
-    by_groups = {}
+    by_groups = {(): base}
 
     def is_group(o) -> bool:   # Hydra's own split (hydra/_internal/defaults_list.py, Overrides)
         return repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict)

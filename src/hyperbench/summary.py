@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shlex
 
+import pandas as pd
+
 from . import store
 
 SHOWN_FAILURES = 5
@@ -16,25 +18,22 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str]) -> str:
     """The summary of run `run_id` (`jobs` jobs, writing into `results_dirs`), read back from the store,
     so that it counts the rows of jobs that launchers ran in other processes too."""
     frames = [store.read(d, where={"run_id": run_id}) for d in results_dirs if os.path.isdir(d)]
-    rows = sum(len(f) for f in frames)
-    counts = {}
-    for f in frames:
-        for status, n in f["status"].value_counts().items():
-            counts[status] = counts.get(status, 0) + int(n)
-    written = sum(f["job_id"].nunique() for f in frames)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(store.COLUMNS))
+    counts = df["status"].value_counts()
     by_status = ", ".join(f"{counts[s]} {s}" for s in store.STATUSES if s in counts)
-    lines = [f"sweep {run_id}: {jobs} jobs, " + (f"{rows} rows ({by_status})" if rows else "no new rows")]
+    lines = [f"sweep {run_id}: {jobs} jobs, " + (f"{len(df)} rows ({by_status})" if len(df) else "no new rows")]
+    written = df["job_id"].nunique()
     if written < jobs:
         lines.append(f"  {jobs - written} jobs wrote no rows: every method already in the store for this "
                      "commit (force=true measures again), or the job did not finish (its launcher's log says)")
-    failed = sorted((r for f in frames for r in f[f["status"].isin(["error", "oom"])].itertuples()),
+    failed = sorted(df[df["status"].isin(["error", "oom"])].itertuples(),
                     key=lambda r: (r.job_id, str(r.message).startswith("not run")))   # the cause before its effects
     for r in failed[:SHOWN_FAILURES]:
         message = r.message if len(r.message or "") <= 160 else r.message[:159] + "…"
         lines.append(f"  {r.status}: job {r.job_id} {r.method}: {message}")
     if len(failed) > SHOWN_FAILURES:
         lines.append(f"  … and {len(failed) - SHOWN_FAILURES} more")
-    for d in results_dirs if rows else []:
+    for d in results_dirs if len(df) else []:
         where = "" if d == "results" else f" --results-dir {shlex.quote(d)}"
         lines.append(f"  rows:  hyperbench results run_id={run_id}{where}")
         lines.append(f"  table: hyperbench report run_id={run_id}{where}")

@@ -197,7 +197,7 @@ def test_the_checks_composition_equals_hydras(combo):
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=cli.CONFIG_MODULE, version_base="1.3"):
-        composed = cli._composer(compose, OverridesParser.create())
+        composed = cli._composer(compose, OverridesParser.create(), compose(config_name="config"))
         composed(["seq_len=512"])     # a cached composition must not leak into the next combination
         ours = OmegaConf.to_container(composed(combo))
         hydras = OmegaConf.to_container(compose(config_name="config", overrides=combo))
@@ -218,6 +218,6 @@ def test_the_checks_composition_fails_where_hydras_does(combo):
         with pytest.raises(HydraException) as hydras:
             compose(config_name="config", overrides=combo)
         with pytest.raises(HydraException) as ours:
-            cli._composer(compose, OverridesParser.create())(combo)
+            cli._composer(compose, OverridesParser.create(), compose(config_name="config"))(combo)
     GlobalHydra.instance().clear()
     assert type(ours.value) is type(hydras.value)
