@@ -221,11 +221,18 @@ def _run_task(cfg) -> None:
              f"on {base.get('gpu_name') or job.device}"
              f" | block={job.block_size} sample={job.sample_size} sample_tile={job.sample_tile}")
     console.print(f"[bold]{title}[/]")
-    if job.isolate != "none":
-        rows = job_mod.run_isolated(job, base, keep=job.isolate == "worker")
-    else:
-        with console.status("measuring") as status:
-            rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))
+    try:
+        if job.isolate != "none":
+            rows = job_mod.run_isolated(job, base, keep=job.isolate == "worker")
+        else:
+            with console.status("measuring") as status:
+                rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))
+    except job_mod.Interrupted as err:   # keep what finished, so that a rerun measures only the rest
+        if err.rows:
+            path = store.write_job(err.rows, job.results_dir, job_id=job_id)
+            n = len(err.rows)
+            console.print(f"interrupted: kept {n} finished method{'' if n == 1 else 's'} in {path}")
+        raise
     path = store.write_job(rows, job.results_dir, job_id=job_id)
     table.print_job(rows, title=point, out=console)
     console.print(f"results: {path}")
@@ -248,10 +255,21 @@ def run_main(args: list[str]) -> int:
     run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
     app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)
     sys.argv = ["hyperbench run", *args]
-    app()
-    if checked and checked.jobs > 1:
+    interrupted = False
+    try:
+        app()
+    except KeyboardInterrupt:   # Hydra passes it on; a traceback would say nothing the user needs
+        interrupted = True
+    if checked and (checked.jobs > 1 or interrupted):
         from .summary import sweep_summary
-        print(sweep_summary(run_id, checked.jobs, checked.results_dirs))
+        print(sweep_summary(run_id, checked.jobs, checked.results_dirs, interrupted=interrupted))
+    if interrupted:
+        cluster = ("; jobs already submitted to SLURM keep running (squeue lists them, scancel stops them)"
+                   if "hydra/launcher=slurm" in args else "")
+        print("hyperbench: interrupted; the rows of finished jobs and methods are in the store, and the "
+              f"same command measures only what is missing (force=true measures everything again){cluster}",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -6,6 +6,7 @@ exceptions become `oom` / `error` rows and the job goes on; inputs too large for
 `oom` row for every method, and a reference too large leaves the error columns empty. `run_isolated`
 runs the job in a child process so that a method that breaks the CUDA context cannot take later jobs
 down with it; that process serves the next job too unless this one died or recorded an error.
+Ctrl-C raises `Interrupted` with the rows of the methods that finished, in either way of running.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import math
 import multiprocessing as mp
 import multiprocessing.util
+import os
+import signal
 import time
 import traceback
 from contextlib import contextmanager
@@ -28,6 +31,20 @@ from .errors import ConfigError
 
 ERROR_KEYS = ("spec_err", "spec_err_max", "rel_spec_err", "rel_spec_err_max", "rel_fro_err",
               "rel_fro_err_max", "max_row_err", "lse_err", "attn_norm", "norm_iters", "metric_ms")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job, carrying the rows of the methods that finished before it, so that they
+    are stored and a rerun of the same command measures only the rest."""
+
+    def __init__(self, rows: list[dict]):
+        super().__init__(f"interrupted after {len(rows)} finished methods")
+        self.rows = rows
+
+
+# How long an interrupted parent waits for its job process to send the finished methods' rows:
+# the child sees Ctrl-C only when the operation it is in returns.
+INTERRUPT_WAIT_S = 10.0
 
 
 def base_row(job: JobConfig, prov: dict, run_id: str, job_id: str, overrides: str, config_hash: str) -> dict:
@@ -197,6 +214,8 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
         started = time.perf_counter()
         try:
             fields = measure_method(method, job, q, k, v, reference, say)
+        except KeyboardInterrupt:   # the interrupted method gets no row: a rerun measures it
+            raise Interrupted(rows) from None
         except torch.cuda.OutOfMemoryError as err:
             fields = {"method": name, "status": "oom", "message": _message(err)}
         except Exception as err:  # one method's failure is its row, not the job's end
@@ -215,21 +234,33 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
 _worker = None
 
 
+def interrupt_once(signum, frame):
+    """A job process's SIGINT handler: the terminal's Ctrl-C and the parent's both reach it, and only
+    the first may interrupt; a second one inside the handover would lose the finished methods' rows."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _serve(conn) -> None:
-    """A job process: run each (job, base) the parent sends and send back ("rows", rows) or
-    ("error", message), until the parent closes its end."""
+    """A job process: run each (job, base) the parent sends and send back ("rows", rows),
+    ("interrupted", finished rows) or ("error", message), until the parent closes its end."""
+    signal.signal(signal.SIGINT, interrupt_once)
     while True:
         try:
             job, base = conn.recv()
-        except (EOFError, OSError):   # closed, or reset by a parent that left unread (Ctrl-C)
+        except (EOFError, OSError, KeyboardInterrupt):   # closed, reset by a parent gone, or Ctrl-C between jobs
             return
         try:
             result = ("rows", run_job(job, base, say=lambda s: print(f"  {s}", flush=True)))
+        except Interrupted as err:   # Ctrl-C: hand the finished methods' rows over, then end
+            result = ("interrupted", err.rows)
         except BaseException as err:  # reported by the parent as the job's error
             result = ("error", _message(err))
         try:
             conn.send(result)
-        except OSError:   # the parent is gone (Ctrl-C reaches both): nothing to report to
+        except OSError:   # the parent is gone: nothing to report to
+            return
+        if result[0] == "interrupted":
             return
 
 
@@ -242,14 +273,15 @@ def _start_worker():
     return proc, parent
 
 
-def stop_worker() -> None:
-    """End the kept job process, if there is one (closing its pipe ends its loop); also at exit."""
+def stop_worker(wait_s: float = 30) -> None:
+    """End the kept job process, if there is one (closing its pipe ends its loop; killed after
+    wait_s); also at exit."""
     global _worker
     if _worker is not None:
         proc, conn = _worker
         _worker = None
         conn.close()
-        proc.join(timeout=30)
+        proc.join(timeout=wait_s)
         if proc.is_alive():
             proc.kill()
             proc.join()
@@ -258,6 +290,23 @@ def stop_worker() -> None:
 # At exit, before multiprocessing joins its children (it would wait forever on a worker blocked on
 # its pipe): its finalizers run first, in a main process and in a multiprocessing child alike.
 mp.util.Finalize(None, stop_worker, exitpriority=100)
+
+
+def _handover(proc, conn):
+    """After Ctrl-C in the parent: ("interrupted", the rows the job process sends within
+    INTERRUPT_WAIT_S), with no rows when it sends none (it is then killed with whatever it had)."""
+    if proc.is_alive():   # for when only the parent was signalled (kill -INT); else it is ignored
+        try:
+            os.kill(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    try:
+        if conn.poll(INTERRUPT_WAIT_S):
+            result = conn.recv()
+            return ("interrupted", result[1] if result[0] in ("rows", "interrupted") else [])
+    except (EOFError, OSError):
+        pass
+    return ("interrupted", [])
 
 
 def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
@@ -278,6 +327,11 @@ def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
         result = conn.recv()
     except (EOFError, OSError):   # the process died (its exit code is read below)
         pass
+    except KeyboardInterrupt:   # Ctrl-C reaches the job process too, which sends what finished
+        result = _handover(proc, conn)
+    if result and result[0] == "interrupted":
+        stop_worker(wait_s=1)
+        raise Interrupted(result[1])
     healthy = result is not None and result[0] == "rows" and all(r.get("status") != "error" for r in result[1])
     if not (keep and healthy):
         stop_worker()

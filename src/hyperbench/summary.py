@@ -14,18 +14,23 @@ from . import store
 SHOWN_FAILURES = 5
 
 
-def sweep_summary(run_id: str, jobs: int, results_dirs: list[str]) -> str:
+def sweep_summary(run_id: str, jobs: int, results_dirs: list[str], interrupted: bool = False) -> str:
     """The summary of run `run_id` (`jobs` jobs, writing into `results_dirs`), read back from the store,
-    so that it counts the rows of jobs that launchers ran in other processes too."""
+    so that it counts the rows of jobs that launchers ran in other processes too; `interrupted`:
+    the run was stopped by Ctrl-C, so jobs without rows may simply not have run."""
     frames = [store.read(d, where={"run_id": run_id}) for d in results_dirs if os.path.isdir(d)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(store.COLUMNS))
     counts = df["status"].value_counts()
     by_status = ", ".join(f"{counts[s]} {s}" for s in store.STATUSES if s in counts)
-    lines = [f"sweep {run_id}: {jobs} jobs, " + (f"{len(df)} rows ({by_status})" if len(df) else "no new rows")]
+    what = "sweep" if jobs > 1 else "run"
+    lines = [f"{what} {run_id}{' (interrupted)' if interrupted else ''}: {_count(jobs, 'job')}, "
+             + (f"{_count(len(df), 'row')} ({by_status})" if len(df) else "no new rows")]
     written = df["job_id"].nunique()
     if written < jobs:
-        lines.append(f"  {jobs - written} jobs wrote no rows: every method already in the store for this "
-                     "commit (force=true measures again), or the job did not finish (its launcher's log says)")
+        why = ("not reached or interrupted before any method finished" if interrupted else
+               "every method already in the store for this commit (force=true measures again), "
+               "or the job did not finish (its launcher's log says)")
+        lines.append(f"  {_count(jobs - written, 'job')} wrote no rows: {why}")
     failed = sorted(df[df["status"].isin(["error", "oom"])].itertuples(),
                     key=lambda r: (r.job_id, str(r.message).startswith("not run")))   # the cause before its effects
     for r in failed[:SHOWN_FAILURES]:
@@ -38,3 +43,7 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str]) -> str:
         lines.append(f"  rows:  hyperbench results run_id={run_id}{where}")
         lines.append(f"  table: hyperbench report run_id={run_id}{where}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,8 +1,15 @@
-"""Attention callables that tests name through method.target."""
+"""Attention callables that tests name through method.target, and a run of the command to interrupt."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).parents[2]
 
 
 def plain_attention(q, k, v, causal):
@@ -28,6 +35,16 @@ def records_pid(q, k, v, causal):
     return plain_attention(q, k, v, causal)
 
 
+def waits_for_interrupt(q, k, v, causal):
+    """Plain attention, unless $HYPERBENCH_TEST_WAIT_DIR is set: then it puts a file named by its
+    process id there (the test's cue to press Ctrl-C) and sleeps until interrupted."""
+    folder = os.environ.get("HYPERBENCH_TEST_WAIT_DIR")
+    if folder:
+        open(os.path.join(folder, str(os.getpid())), "w").close()
+        time.sleep(300)
+    return plain_attention(q, k, v, causal)
+
+
 def illegal_address(q, k, v, causal):
     """A Triton kernel that stores far outside any allocation: on a GPU, a sticky CUDA error (the
     context is broken for the rest of the process), as a faulty attention kernel would leave it."""
@@ -42,3 +59,19 @@ def illegal_address(q, k, v, causal):
     _store_far[(1,)](out)
     torch.cuda.synchronize()
     return out
+
+
+def interrupted_run(args, wait_dir, processes=1, whole_group=True):
+    """`hyperbench run` that is sent SIGINT once `processes` calls of helpers.waits_for_interrupt wait:
+    to its whole process group, as a terminal's Ctrl-C is, or to the hyperbench process alone."""
+    wait_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPERBENCH_TEST_WAIT_DIR": str(wait_dir)}
+    env.pop("HYPERBENCH_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "hyperbench.cli", "run", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while len(list(wait_dir.iterdir())) < processes and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    (os.killpg if whole_group else os.kill)(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err

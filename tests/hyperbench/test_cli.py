@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hyperbench import store
+from tests.hyperbench.helpers import interrupted_run
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["seq_len=192", "num_heads=2", "head_dim=16", "block_size=32", "sample_size=32", "sample_tile=32",
@@ -56,6 +57,25 @@ def test_a_worker_process_serves_every_job_of_a_sweep(tmp_path, isolate, process
     assert r.returncode == 0, r.stderr
     assert (store.read(tmp_path / "r")["status"] == "ok").all()
     assert len(set(pids.read_text().split())) == processes
+
+
+WAITS = ["methods=[exact,custom]", "method.target=tests.hyperbench.helpers:waits_for_interrupt", "errors=false"]
+
+
+@pytest.mark.parametrize("isolate,whole_group", [("false", True), ("worker", True), ("worker", False)])
+def test_ctrl_c_keeps_the_finished_methods_and_a_rerun_measures_only_the_rest(tmp_path, isolate, whole_group):
+    args = ["-m", *SMALL, *WAITS, "seq_len=128,160", f"isolate={isolate}", f"results_dir={tmp_path / 'r'}"]
+    code, out, err = interrupted_run(args, tmp_path / "wait", whole_group=whole_group)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("hyperbench: interrupted;")
+    assert "(interrupted): 2 jobs, 1 row (1 ok)" in out and "1 job wrote no rows" in out
+    first = store.read(tmp_path / "r")
+    assert first[["seq_len", "method", "status"]].values.tolist() == [[128, "exact", "ok"]]
+    r = hyperbench("run", *args)   # no wait this time: measures what the interrupt left out
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = store.read(tmp_path / "r", where={"run_id": store.read(tmp_path / "r")["run_id"].max()})
+    assert sorted(map(tuple, again[["seq_len", "method"]].values.tolist())) == [
+        (128, "custom"), (160, "custom"), (160, "exact")]
 
 
 @pytest.mark.parametrize("arg,key", [

@@ -15,6 +15,7 @@ import torch
 
 from hydra_plugins.hyperbench_gpus.launcher import resolve_slots, slot_env
 from hyperbench import cli, store
+from tests.hyperbench.helpers import interrupted_run
 
 ROOT = Path(__file__).parents[2]
 QUICK = ["errors=false", "timing.warmup=1", "timing.min_reps=1", "timing.max_reps=1"]
@@ -120,6 +121,18 @@ def test_a_killed_sweep_resumes_with_exactly_the_missing_configurations(tmp_path
     assert sorted(zip(df["seq_len"], df["causal"])) == sorted((n, c) for n in (128, 160, 192) for c in (False, True))
     again = df[~df["run_id"].isin(first["run_id"])]
     assert set(again["config_hash"]) == set(df["config_hash"]) - set(first["config_hash"])
+
+
+def test_ctrl_c_on_a_gpus_launcher_sweep_keeps_each_running_jobs_finished_methods(tmp_path):
+    args = ["-m", "hydra/launcher=gpus", "hydra.launcher.cpu_slots=2", "+sweep=smoke", "seq_len=128,160",
+            "causal=false", "methods=[exact,custom]", "method.target=tests.hyperbench.helpers:waits_for_interrupt",
+            *QUICK, f"results_dir={tmp_path}"]
+    code, out, err = interrupted_run(args, tmp_path / "wait", processes=2)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err and "(interrupted): 2 jobs, 2 rows (2 ok)" in out
+    df = store.read(tmp_path)
+    assert sorted(df["seq_len"]) == [128, 160] and set(df["method"]) == {"exact"}
+    assert sorted((u["job"], u["returncode"]) for u in slot_use(tmp_path)) == [(0, 130), (1, 130)]
 
 
 WRITER = """

@@ -5,6 +5,7 @@ Named with a leading underscore so that Hydra's plugin scan does not import it.
 
 import importlib
 import pickle
+import signal
 import sys
 
 from hydra.core.singleton import Singleton
@@ -23,13 +24,19 @@ def _outcome(ret) -> tuple:
 
 
 def main(path: str) -> int:
+    from hyperbench.job import interrupt_once
+    signal.signal(signal.SIGINT, interrupt_once)   # the launcher's SIGINT and the terminal's count once
     with open(path, "rb") as fh:
         job = pickle.load(fh)
     Singleton.set_state(job["singletons"])
     setup_globals()
     task = getattr(importlib.import_module(job["module"]), job["name"])
-    ret = run_job(hydra_context=job["context"], task_function=task, config=job["config"],
-                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    try:
+        ret = run_job(hydra_context=job["context"], task_function=task, config=job["config"],
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    except KeyboardInterrupt:   # the task has stored what finished; no traceback in the job's log
+        print("interrupted", flush=True)
+        return 130
     with open(job["result"], "wb") as fh:
         pickle.dump(_outcome(ret), fh)
     return 0

@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 POLL_S = 0.05
+STOP_WAIT_S = 10.0   # after Ctrl-C: how long running jobs get to store what finished before they are killed
 
 
 @dataclass
@@ -154,19 +155,15 @@ class GpusLauncher(Launcher):
                 for slot, run in list(running.items()):
                     if run.proc.poll() is None:
                         continue
-                    ends[run.num] = {"job": run.num, "slot": slot, "device": slots[slot], "pid": run.proc.pid,
-                                     "start": run.start, "end": time.time(), "returncode": run.proc.returncode,
-                                     "log": str(run.log)}
-                    with open(record, "a") as fh:
-                        fh.write(json.dumps(ends[run.num]) + "\n")
+                    ends[run.num] = _ended(run, slots[slot], record)
                     print(f"  #{run.num} finished on slot {slot} ({slots[slot]}) in {time.time() - run.start:.1f} s: "
                           f"{_exit_text(run.proc.returncode)}; output: {run.log}", flush=True)
                     del running[slot]
                     free.append(slot)
-        finally:  # interrupted: take the running jobs down with us
-            for run in running.values():
-                run.proc.kill()
-                run.proc.wait()
+        finally:  # interrupted: take the running jobs down with us, once they have stored what finished
+            _stop(running.values())
+            for slot, run in running.items():
+                ends[run.num] = _ended(run, slots[slot], record)
         return ends
 
     @staticmethod
@@ -189,6 +186,30 @@ class GpusLauncher(Launcher):
         print(f"gpus launcher: {len(returns) - len(failed)} of {len(returns)} jobs completed", flush=True)
         for r in failed:
             print(f"  FAILED {r._return_value}", flush=True)
+
+
+def _ended(run: Running, device: str, record: Path) -> dict:
+    """How a finished job ended, also appended to the launcher's record."""
+    end = {"job": run.num, "slot": run.slot, "device": device, "pid": run.proc.pid, "start": run.start,
+           "end": time.time(), "returncode": run.proc.returncode, "log": str(run.log)}
+    with open(record, "a") as fh:
+        fh.write(json.dumps(end) + "\n")
+    return end
+
+
+def _stop(runs) -> None:
+    """Interrupt the running jobs (the terminal's Ctrl-C may have reached them already; a job counts
+    one), give them STOP_WAIT_S to store the rows of their finished methods, then kill the rest."""
+    runs = [run for run in runs if run.proc.poll() is None]
+    for run in runs:
+        run.proc.send_signal(signal.SIGINT)
+    deadline = time.time() + STOP_WAIT_S
+    for run in runs:
+        try:
+            run.proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+            run.proc.wait()
 
 
 def _exit_text(code: int) -> str:
