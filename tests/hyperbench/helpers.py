@@ -65,7 +65,8 @@ def interrupted_run(args, wait_dir, processes=1, whole_group=True):
     """`hyperbench run` that is sent SIGINT once `processes` calls of helpers.waits_for_interrupt wait:
     to its whole process group, as a terminal's Ctrl-C is, or to the hyperbench process alone."""
     wait_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPERBENCH_TEST_WAIT_DIR": str(wait_dir)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYPERBENCH_TEST_WAIT_DIR": str(wait_dir)}
     env.pop("HYPERBENCH_RUN_ID", None)
     proc = subprocess.Popen([sys.executable, "-m", "hyperbench.cli", "run", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
