@@ -129,7 +129,7 @@ def test_ctrl_c_on_a_gpus_launcher_sweep_keeps_each_running_jobs_finished_method
             *QUICK, f"results_dir={tmp_path}"]
     code, out, err = interrupted_run(args, tmp_path / "wait", processes=2)
     assert code == 130, err[-3000:]
-    assert "Traceback" not in err and "(interrupted): 2 jobs, 2 rows (2 ok)" in out
+    assert "Traceback" not in err and "(interrupted): 2 jobs, 2 rows (2 ok)" in out and "#1 stopped on slot" in out
     df = store.read(tmp_path)
     assert sorted(df["seq_len"]) == [128, 160] and set(df["method"]) == {"exact"}
     assert sorted((u["job"], u["returncode"]) for u in slot_use(tmp_path)) == [(0, 130), (1, 130)]

@@ -164,6 +164,8 @@ class GpusLauncher(Launcher):
             _stop(running.values())
             for slot, run in running.items():
                 ends[run.num] = _ended(run, slots[slot], record)
+                print(f"  #{run.num} stopped on slot {slot} ({slots[slot]}): {_exit_text(run.proc.returncode)}; "
+                      f"output: {run.log}", flush=True)
         return ends
 
     @staticmethod
