@@ -28,7 +28,9 @@
 # curve and d128 steps, also MODES=fwd,fwd+bwd: mode bwd cannot be replayed), EXTRA=timing.back_to_back=true
 # queues the calls as do_bench does.
 # Logs and a tarball of results/ go to $OUT (default ./gpu_out). Rows already in results/ for this
-# commit are not measured again (add force=true through EXTRA to measure again).
+# commit are not measured again (add force=true through EXTRA to measure again). Every sweep runs its
+# jobs in one worker process (isolate's default on a GPU), so a kernel fault costs only its own job;
+# the rows committed before 2026-12 were measured with isolate=false, which times the same calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -67,28 +69,27 @@ for step in $STEPS; do
       report seq_len=131072 head_dim=64 method=hyper method=sdpa_cudnn method=sdpa_flash --cols method --baseline sdpa_cudnn ;;
     curve)
       hb run -m seq_len=1024,2048,4096,8192,16384,32768,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
-         causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false isolate=false ;;
+         causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false ;;
     long)
       hb run -m seq_len=${LONG_NS:-262144} head_dim=${LONG_D:-64} 'methods=[hyper,sdpa_cudnn]' causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false \
-         isolate=false budget_s=60 'timing.warmup=1' ;;
+         budget_s=60 'timing.warmup=1' ;;
     d128)
       hb run -m head_dim=128 seq_len=1024,2048,4096,8192,16384,32768,65536,131072 \
-         'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false \
-         isolate=false ;;
+         'methods=[hyper,sdpa_cudnn,sdpa_flash]' causal=$CAUSALS mode=${MODES:-fwd,bwd,fwd+bwd} errors=false ;;
     d32|d16)
       hb run -m head_dim=${step#d} seq_len=4096,16384,65536,131072 'methods=[hyper,sdpa_cudnn,sdpa_flash]' \
-         causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
+         causal=$CAUSALS mode=${MODES:-fwd,fwd+bwd} errors=false ;;
     blocks)
       hb run -m seq_len=131072 block_size=$BLOCKS 'methods=[hyper]' causal=$CAUSALS \
-         mode=${MODES:-fwd,fwd+bwd} errors=false isolate=false ;;
+         mode=${MODES:-fwd,fwd+bwd} errors=false ;;
     presets)
       for preset in $PRESETS; do hb run +sweep=$preset; done
       hb plot all ;;
     metric)
       hb run -m seq_len=131072 inputs=gaussian,clustered,heavy_hitters,low_rank causal=$CAUSALS \
-         'methods=[hyper,sdpa_cudnn]' isolate=false budget_s=60 ;;
+         'methods=[hyper,sdpa_cudnn]' budget_s=60 ;;
     tiles)
-      hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' isolate=false ;;
+      hb run -m seq_len=16384 sample_tile=0,64,128,256 'methods=[hyper,hyper_ref]' ;;
     scaleout)
       scripts/gpu_scaleout.sh; tar czf "$OUT/results.tgz" results ;;
     *) echo "unknown step $step (allowed: check headline goal curve long d128 d32 d16 blocks presets metric tiles scaleout)"; exit 2 ;;
