@@ -30,7 +30,7 @@
 # Logs and a tarball of results/ go to $OUT (default ./gpu_out). Rows already in results/ for this
 # commit are not measured again (add force=true through EXTRA to measure again). Every sweep runs its
 # jobs in one worker process (isolate's default on a GPU), so a kernel fault costs only its own job;
-# the rows committed before 2026-12 were measured with isolate=false, which times the same calls.
+# the steps other than goal and headline ran with isolate=false up to 2026-11-30 (the same calls timed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
