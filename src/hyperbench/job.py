@@ -234,17 +234,24 @@ def run_job(job: JobConfig, base: dict, say: Callable[[str], None] = lambda s: N
 _worker = None
 
 
-def interrupt_once(signum, frame):
-    """A job process's SIGINT handler: the terminal's Ctrl-C and the parent's both reach it, and only
-    the first may interrupt; a second one inside the handover would lose the finished methods' rows."""
+def _interrupt_once(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def interrupt_once() -> None:
+    """Make a job process's first SIGINT its only one: the terminal's Ctrl-C and the parent's both
+    reach it, and a second one inside the handover would lose the finished methods' rows. A process
+    that was started with SIGINT ignored (as a shell starts background commands) keeps ignoring it,
+    as its parent does."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _interrupt_once)
 
 
 def _serve(conn) -> None:
     """A job process: run each (job, base) the parent sends and send back ("rows", rows),
     ("interrupted", finished rows) or ("error", message), until the parent closes its end."""
-    signal.signal(signal.SIGINT, interrupt_once)
+    interrupt_once()
     while True:
         try:
             job, base = conn.recv()

@@ -68,8 +68,11 @@ def interrupted_run(args, wait_dir, processes=1, whole_group=True):
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "HYPERBENCH_TEST_WAIT_DIR": str(wait_dir)}
     env.pop("HYPERBENCH_RUN_ID", None)
+    # SIGINT's default disposition, as under a terminal: a shell starts background commands (CI's,
+    # perhaps pytest itself) with SIGINT ignored, and the command would inherit that.
     proc = subprocess.Popen([sys.executable, "-m", "hyperbench.cli", "run", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while len(list(wait_dir.iterdir())) < processes and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)

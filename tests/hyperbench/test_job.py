@@ -1,5 +1,7 @@
 """A job measures every method on the same inputs; failures become rows and the job goes on."""
 
+import signal
+
 import pytest
 import torch
 
@@ -160,3 +162,20 @@ def test_a_process_that_keeps_a_worker_still_exits():
     if alive:
         proc.kill()
     assert not alive and proc.exitcode == 0
+
+
+@pytest.mark.parametrize("inherited", [signal.SIG_IGN, signal.default_int_handler])
+def test_a_job_process_takes_one_sigint_unless_it_was_started_ignoring_them(inherited):
+    """A shell starts background commands with SIGINT ignored; their job processes ignore it too."""
+    old = signal.signal(signal.SIGINT, inherited)
+    try:
+        job_mod.interrupt_once()
+        if inherited == signal.SIG_IGN:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN   # the second is ignored
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -5,7 +5,6 @@ Named with a leading underscore so that Hydra's plugin scan does not import it.
 
 import importlib
 import pickle
-import signal
 import sys
 
 from hydra.core.singleton import Singleton
@@ -25,7 +24,7 @@ def _outcome(ret) -> tuple:
 
 def main(path: str) -> int:
     from hyperbench.job import interrupt_once
-    signal.signal(signal.SIGINT, interrupt_once)   # the launcher's SIGINT and the terminal's count once
+    interrupt_once()   # the launcher's SIGINT and the terminal's count once
     with open(path, "rb") as fh:
         job = pickle.load(fh)
     Singleton.set_state(job["singletons"])
