@@ -114,8 +114,10 @@ def _run(args: argparse.Namespace) -> int:
                   + (" ".join(args.filters) or "") + (" (--sql)" if args.sql else ""))
         return 0
     if args.sql is None or last is not None:  # oldest first; a query's own order is kept
-        if "created_at" in df.columns:
-            df = df.sort_values("created_at", kind="stable", na_position="first")
+        # then by job and method: the store does not keep the order a job wrote its rows in
+        keys = [c for c in ("created_at", "job_id", "method") if c in df.columns]
+        if keys:
+            df = df.sort_values(keys, kind="stable", na_position="first")
     if last is not None:
         df = df.tail(last)
     df = df[columns]

@@ -134,3 +134,15 @@ def test_empty_store(tmp_path, capsys):
 def test_no_match(results, capsys):
     code, out, _ = run(capsys, "--results-dir", results, "seq_len=7")
     assert code == 0 and "no results in" in out and "seq_len=7" in out
+
+
+def test_rows_of_one_moment_are_ordered_by_job_and_method(tmp_path, capsys):
+    """A job's rows share created_at and the store does not keep their written order: the listing
+    is the same on every call, by job, then method."""
+    methods = ["sdpa_math", "exact", "hyper_ref", "sdpa_flash", "hyper"]
+    store.write_job([{"method": m, "status": "ok", "created_at": T0} for m in methods], tmp_path, job_id="r-0001")
+    store.write_job([{"method": m, "status": "ok", "created_at": T0} for m in methods[:2]], tmp_path, job_id="r-0000")
+    code, out, _ = run(capsys, "--results-dir", tmp_path, "--format", "csv", "--columns", "job_id,method")
+    assert code == 0
+    assert [(r["job_id"], r["method"]) for r in csv.DictReader(io.StringIO(out))] == (
+        [("r-0000", m) for m in sorted(methods[:2])] + [("r-0001", m) for m in sorted(methods)])
