@@ -251,6 +251,9 @@ def run_main(args: list[str]) -> int:
             checked = check_overrides([a for a in args if not a.startswith("-")], multirun)
         except ConfigError as err:
             _fail("run", err)
+        except KeyboardInterrupt:   # while checking (an input file is read whole): nothing was written
+            print("hyperbench: interrupted while checking the configuration; nothing was run", file=sys.stderr)
+            return 130
     # One run id for every job of this command, also in the processes a launcher starts for them.
     run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
     app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)

@@ -241,3 +241,14 @@ def test_the_checks_composition_fails_where_hydras_does(combo):
             cli._composer(compose, OverridesParser.create(), compose(config_name="config"))(combo)
     GlobalHydra.instance().clear()
     assert type(ours.value) is type(hydras.value)
+
+
+def test_ctrl_c_while_checking_is_one_line_and_exit_130(monkeypatch, capsys):
+    from hyperbench import cli
+
+    def interrupted(overrides, multirun):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "check_overrides", interrupted)
+    assert cli.run_main(["seq_len=128"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "hyperbench: interrupted while checking the configuration; nothing was run"]
