@@ -229,9 +229,9 @@ def _run_task(cfg) -> None:
                 rows = job_mod.run_job(job, base, say=lambda s: status.update(f"measuring {s}"))
     except job_mod.Interrupted as err:   # keep what finished, so that a rerun measures only the rest
         if err.rows:
+            from .summary import counted
             path = store.write_job(err.rows, job.results_dir, job_id=job_id)
-            n = len(err.rows)
-            console.print(f"interrupted: kept {n} finished method{'' if n == 1 else 's'} in {path}")
+            console.print(f"interrupted: kept {counted(len(err.rows), 'finished method')} in {path}")
         raise
     path = store.write_job(rows, job.results_dir, job_id=job_id)
     table.print_job(rows, title=point, out=console)

@@ -299,9 +299,9 @@ def stop_worker(wait_s: float = 30) -> None:
 mp.util.Finalize(None, stop_worker, exitpriority=100)
 
 
-def _handover(proc, conn):
-    """After Ctrl-C in the parent: ("interrupted", the rows the job process sends within
-    INTERRUPT_WAIT_S), with no rows when it sends none (it is then killed with whatever it had)."""
+def _handover(proc, conn) -> list[dict]:
+    """After Ctrl-C in the parent: the rows the job process sends within INTERRUPT_WAIT_S, none
+    when it sends none (it is then killed with whatever it had)."""
     if proc.is_alive():   # for when only the parent was signalled (kill -INT); else it is ignored
         try:
             os.kill(proc.pid, signal.SIGINT)
@@ -309,11 +309,11 @@ def _handover(proc, conn):
             pass
     try:
         if conn.poll(INTERRUPT_WAIT_S):
-            result = conn.recv()
-            return ("interrupted", result[1] if result[0] in ("rows", "interrupted") else [])
+            kind, payload = conn.recv()
+            return payload if kind in ("rows", "interrupted") else []
     except (EOFError, OSError):
         pass
-    return ("interrupted", [])
+    return []
 
 
 def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
@@ -335,8 +335,8 @@ def run_isolated(job: JobConfig, base: dict, keep: bool = False) -> list[dict]:
     except (EOFError, OSError):   # the process died (its exit code is read below)
         pass
     except KeyboardInterrupt:   # Ctrl-C reaches the job process too, which sends what finished
-        result = _handover(proc, conn)
-    if result and result[0] == "interrupted":
+        result = ("interrupted", _handover(proc, conn))
+    if result and result[0] == "interrupted":   # also a job process interrupted on its own
         stop_worker(wait_s=1)
         raise Interrupted(result[1])
     healthy = result is not None and result[0] == "rows" and all(r.get("status") != "error" for r in result[1])

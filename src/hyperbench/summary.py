@@ -23,14 +23,14 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str], interrupted: 
     counts = df["status"].value_counts()
     by_status = ", ".join(f"{counts[s]} {s}" for s in store.STATUSES if s in counts)
     what = "sweep" if jobs > 1 else "run"
-    lines = [f"{what} {run_id}{' (interrupted)' if interrupted else ''}: {_count(jobs, 'job')}, "
-             + (f"{_count(len(df), 'row')} ({by_status})" if len(df) else "no new rows")]
+    lines = [f"{what} {run_id}{' (interrupted)' if interrupted else ''}: {counted(jobs, 'job')}, "
+             + (f"{counted(len(df), 'row')} ({by_status})" if len(df) else "no new rows")]
     written = df["job_id"].nunique()
     if written < jobs:
         why = ("not reached or interrupted before any method finished" if interrupted else
                "every method already in the store for this commit (force=true measures again), "
                "or the job did not finish (its launcher's log says)")
-        lines.append(f"  {_count(jobs - written, 'job')} wrote no rows: {why}")
+        lines.append(f"  {counted(jobs - written, 'job')} wrote no rows: {why}")
     failed = sorted(df[df["status"].isin(["error", "oom"])].itertuples(),
                     key=lambda r: (r.job_id, str(r.message).startswith("not run")))   # the cause before its effects
     for r in failed[:SHOWN_FAILURES]:
@@ -45,5 +45,6 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str], interrupted: 
     return "\n".join(lines)
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
+    """'1 job', '2 jobs': a count with its noun in the right number."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
