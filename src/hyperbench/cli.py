@@ -85,7 +85,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
-    from . import inputs, store
+    from . import inputs, launch_check, store
     from .config import job_config
 
     parser = OverridesParser.create()
@@ -107,13 +107,11 @@ def check_overrides(overrides: list[str], multirun: bool) -> Checked:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         base = compose(config_name="config")
         theirs = [o for o in overrides if o not in ours]
-        if theirs:   # Hydra's own groups (hydra/launcher=...): an unknown choice is named here
+        if theirs:   # Hydra's own settings (hydra.* keys, hydra/launcher=...)
             try:
-                compose(config_name="config", overrides=theirs, return_hydra_config=True)
+                launch_check.check(compose, theirs, [c[0] for c in choices], multirun)
             except MissingConfigException as err:
                 raise _unknown_choice(err)
-            except HydraException:
-                pass   # anything else about Hydra's settings: Hydra says it as it starts
         known = _known_keys(base)
         try:  # a preset (+sweep=...) sweeps through hydra.sweeper.params: check each of its points too
             params = compose(config_name="config", overrides=[c[0] for c in choices],
@@ -259,11 +257,13 @@ def run_main(args: list[str]) -> int:
     app = hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_MODULE, config_name="config")(_run_task)
     sys.argv = ["hyperbench run", *args]
     interrupted = False
+    from hydra_plugins.hyperbench_gpus import unfinished
+    unfinished.clear()   # this command's launcher reports its own
     try:
         app()
     except KeyboardInterrupt:   # Hydra passes it on; a traceback would say nothing the user needs
         interrupted = True
-    if checked and (checked.jobs > 1 or interrupted):
+    if checked and (checked.jobs > 1 or interrupted or unfinished):
         from .summary import sweep_summary
         print(sweep_summary(run_id, checked.jobs, checked.results_dirs, interrupted=interrupted))
     if interrupted:
@@ -273,6 +273,11 @@ def run_main(args: list[str]) -> int:
               f"same command measures only what is missing (force=true measures everything again){cluster}",
               file=sys.stderr)
         return 130
+    if unfinished:
+        from .summary import counted
+        print(f"hyperbench: {counted(len(unfinished), 'job')} did not finish (the launcher's FAILED lines name "
+              "each, with its output); the same command measures what is missing", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -95,6 +95,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args,key,says", [
+    (["hydra.nope=1"], "hydra.nope", "hydra.launcher"),
+    (["-m", "hydra/launcher=gpus", "hydra.launcher.devices=[0,0]"], "hydra.launcher.devices", "each GPU once"),
+    (["-m", "hydra/launcher=gpus", "hydra.launcher.devices=[7]"], "hydra.launcher.devices", "no GPU 7 here"),
+    (["-m", "hydra/launcher=gpus", "hydra.launcher.cpu_slots=0"], "hydra.launcher.cpu_slots", "integer >= 1"),
+    (["-m", "hydra/launcher=slurm_local", "hydra.launcher.mem_gb=lots"], "hydra.launcher.mem_gb", "Integer"),
+    (["-m", "hydra/launcher=slurm_local", "hydra.launcher.partiton=gpu"], "hydra.launcher.partiton",
+     "hydra.launcher.timeout_min"),
+    (["-m", "hydra/launcher=slurm"], "hydra/launcher", "sbatch and srun, not on PATH"),
+    (["hydra/launcher=gpus"], "hydra/launcher", "add -m"),
+])
+def test_bad_launcher_settings_are_one_line_exit_2_and_write_nothing(tmp_path, args, key, says):
+    # no GPU here (CUDA hidden), and a PATH without SLURM's commands
+    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": os.path.dirname(sys.executable)}
+    r = hyperbench("run", *args, "methods=[exact]", f"results_dir={tmp_path}", env=env)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    (line,) = r.stderr.strip().splitlines()
+    assert f"error: {key}: " in line and "allowed" in line and says in line
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("content", [b"not tensors\n", None])
 def test_an_input_file_that_is_not_tensors_fails_before_any_job(tmp_path, content):
     path = tmp_path / "inputs.pt"

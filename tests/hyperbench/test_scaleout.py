@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from hydra_plugins.hyperbench_gpus import cluster
 from hydra_plugins.hyperbench_gpus.launcher import resolve_slots, slot_env
 from hyperbench import cli, store
+from hyperbench.errors import ConfigError
 from tests.hyperbench.helpers import interrupted_run
 
 ROOT = Path(__file__).parents[2]
@@ -62,14 +64,77 @@ def test_slurm_local_sweep_writes_every_job_into_one_store(tmp_path):
     assert (df["status"] == "ok").all() and df["run_id"].nunique() == 1 and df["job_id"].nunique() == 2
 
 
+def test_slurm_local_sweep_reports_jobs_that_die_and_waits_for_the_rest(tmp_path):
+    targets = f"tests.hyperbench.helpers:dies,{HERE}:killed,{HERE}:slow_attention"
+    r = hyperbench("-m", "hydra/launcher=slurm_local", "seq_len=128", "num_heads=1", "causal=false", "methods=[custom]",
+                   f"method.target={targets}", "isolate=false", "force=true", *QUICK, f"results_dir={tmp_path}")
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
+    assert "slurm_local launcher: 1 of 3 jobs completed" in r.stdout
+    failed = [line for line in r.stdout.splitlines() if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 2 and all("did not finish" in line and "_log.err" in line for line in failed)
+    assert "3 jobs, 1 row (1 ok)" in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith("hyperbench: 2 jobs did not finish")
+    df = store.read(tmp_path)
+    assert len(df) == 1 and df["status"].tolist() == ["ok"]
+
+
+FAKE_SBATCH = """#!/bin/sh
+echo "sbatch: error: invalid partition specified: gpux" >&2
+exit 1
+"""
+
+
+def test_a_sweep_the_cluster_refuses_is_one_line_and_leaves_nothing(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("srun", "#!/bin/sh\nexit 0\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    out = tmp_path / "results"
+    r = subprocess.run(hyperbench_cmd("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpux", "seq_len=128,160",
+                                      "methods=[exact]", *QUICK, f"results_dir={out}"),
+                       cwd=ROOT, env={**env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.stdout, r.stderr[-3000:])
+    (line,) = r.stderr.strip().splitlines()
+    assert "error: hydra.launcher: the cluster refused the sweep (sbatch: error: invalid partition" in line
+    assert "nothing was submitted" in line and not out.exists()
+
+
+def test_a_job_that_raised_on_the_node_is_named_by_its_exception():
+    message = ("Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent "
+               "call last):\n  File \"x.py\", line 1, in f\nMemoryError: host memory\n\n----------------------\n"
+               "You can check full logs with 'job.stderr(0)'")
+    assert cluster._raised(message) == "MemoryError: host memory"
+    assert cluster._raised("sbatch: error: no such account\n") == "sbatch: error: no such account"
+
+
+def test_a_refused_sweep_takes_back_only_its_own_folders(tmp_path):
+    results = tmp_path / "results"
+    sweep = results / "sweeps" / "2026-11-30_12-00-00"
+    (sweep / ".submitit").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("x")
+    cluster._remove_sweep_folder(sweep, str(results))
+    assert not results.exists()   # all of it was this command's
+    (results / "2026-11-30").mkdir(parents=True)   # a store that was there before
+    sweep.mkdir(parents=True)
+    cluster._remove_sweep_folder(sweep, str(results))
+    assert sorted(p.name for p in results.iterdir()) == ["2026-11-30"]
+
+
 def test_slots_are_the_devices_asked_for_each_gpu_once(monkeypatch):
-    assert resolve_slots([0, 1], cpu_slots=2) == ["0", "1"]
+    assert resolve_slots([0, 1], cpu_slots=2, visible=["0", "1", "2"]) == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: CPU slots
     assert resolve_slots(None, cpu_slots=3) == ["cpu"] * 3
+    assert resolve_slots(["cpu", "cpu"], cpu_slots=3) == ["cpu", "cpu"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert resolve_slots(None, cpu_slots=3) == ["2", "3"]
-    with pytest.raises(ValueError, match="distinct"):
-        resolve_slots([0, 0], cpu_slots=2)
+    assert resolve_slots([3], cpu_slots=3) == ["3"]
+    for devices, cpu_slots, says in [([0, 0], 2, "twice"), ([1], 2, "no GPU 1 here; allowed: 2, 3"),
+                                     ([], 2, "non-empty list"), ("0", 2, "non-empty list"),
+                                     (None, 0, "integer >= 1"), (None, "x", "integer >= 1")]:
+        with pytest.raises(ConfigError, match=says):   # `hyperbench run` says these before any job starts
+            resolve_slots(devices, cpu_slots=cpu_slots)
     assert slot_env("1", 4)["CUDA_VISIBLE_DEVICES"] == "1" and slot_env("cpu", 4)["CUDA_VISIBLE_DEVICES"] == ""
 
 
@@ -85,9 +150,11 @@ def test_gpus_launcher_runs_jobs_in_parallel_one_per_slot_and_reports_dead_jobs(
                    "causal=false", "methods=[custom]", f"method.target={targets}", "isolate=false", "force=true",
                    *QUICK, f"results_dir={tmp_path}")
     out = r.stdout + r.stderr
-    assert r.returncode != 0  # a job died: the sweep says so
+    assert r.returncode == 1 and "Traceback" not in out   # two jobs died: the sweep says so, at its end
     assert "2 of 4 jobs completed" in out
     assert "#1 on slot" in out and "exit code 13" in out and "#2 on slot" in out and "killed by signal SIGKILL" in out
+    assert "4 jobs, 2 rows (2 ok)" in r.stdout and "2 jobs wrote no rows" in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith("hyperbench: 2 jobs did not finish")
     df = store.read(tmp_path)
     assert len(df) == 2 and (df["status"] == "ok").all() and df["job_id"].nunique() == 2
     use = slot_use(tmp_path)

@@ -25,6 +25,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from hyperbench.errors import ConfigError
+
+from . import unfinished
+
 POLL_S = 0.05
 STOP_WAIT_S = 10.0   # after Ctrl-C: how long running jobs get to store what finished before they are killed
 
@@ -47,14 +51,29 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def resolve_slots(devices: Optional[Sequence[Any]], cpu_slots: int) -> list[str]:
+def resolve_slots(devices: Optional[Sequence[Any]], cpu_slots: Any,
+                  visible: Optional[Sequence[str]] = None) -> list[str]:
+    """The launcher's slots: the GPU ids asked for (each once, each one this host has), 'cpu' slots, or
+    where none are asked for, every visible GPU or else `cpu_slots` CPU slots. `visible`: the GPU ids
+    this host lets us use (default visible_gpus()). Raises ConfigError naming the setting."""
+    if not isinstance(cpu_slots, int) or isinstance(cpu_slots, bool) or cpu_slots < 1:
+        raise ConfigError("hydra.launcher.cpu_slots", f"{cpu_slots!r} is not allowed; allowed: an integer >= 1")
     if devices is None:
-        devices = visible_gpus() or ["cpu"] * cpu_slots
+        return list(visible_gpus() if visible is None else visible) or ["cpu"] * cpu_slots
+    if isinstance(devices, (str, int)) or not devices:
+        raise ConfigError("hydra.launcher.devices", f"{devices!r} is not allowed; allowed: null (every visible "
+                          "GPU) or a non-empty list of distinct GPU ids, e.g. [0,1] (and 'cpu' slots)")
     slots = [str(d) for d in devices]
     gpus = [d for d in slots if d != "cpu"]
-    if not slots or len(set(gpus)) != len(gpus):
-        raise ValueError(f"hydra.launcher.devices={slots}: allowed: a non-empty list of distinct GPU ids "
-                         "(and 'cpu' slots)")
+    if len(set(gpus)) != len(gpus):
+        raise ConfigError("hydra.launcher.devices", f"{slots} names a GPU twice; allowed: each GPU once, so that "
+                          "no two jobs share one")
+    if gpus:
+        have = list(visible_gpus() if visible is None else visible)
+        missing = [d for d in gpus if d not in have]
+        if missing:   # a job pinned to a GPU that is not there would find no GPU and run on the CPU
+            raise ConfigError("hydra.launcher.devices", f"no GPU {', '.join(missing)} here; allowed: "
+                              + (", ".join(have) if have else "'cpu' slots only (this host shows no GPU)"))
     return slots
 
 
@@ -104,7 +123,7 @@ class GpusLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
-        slots = resolve_slots(self.devices, self.cpu_slots)
+        slots = resolve_slots(self.devices, self.cpu_slots)   # `hyperbench run` checked these already
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         work = sweep_dir / "launcher"
         work.mkdir(parents=True, exist_ok=True)
@@ -112,8 +131,9 @@ class GpusLauncher(Launcher):
         jobs = [self._prepare(initial_job_idx + i, list(o), work) for i, o in enumerate(job_overrides)]
         cpu_threads = max(1, (os.cpu_count() or 1) // max(1, slots.count("cpu")))
         ends = self._run_all(jobs, slots, cpu_threads, sweep_dir / "launcher.jsonl")
+        before = len(unfinished)
         returns = [self._collect(job, ends[job["num"]]) for job in jobs]
-        self._summary(returns)
+        print_outcome("gpus", len(returns), unfinished[before:])
         return returns
 
     def _prepare(self, num: int, overrides: list[str], work: Path) -> dict:
@@ -176,18 +196,27 @@ class GpusLauncher(Launcher):
             with open(job["result"], "rb") as fh:
                 status, ret.return_value = pickle.load(fh)
             ret.status = JobStatus[status]
+            if ret.status == JobStatus.COMPLETED:
+                return ret
+            what = f"failed: {ret._return_value!r}"
         else:
-            ret.return_value = RuntimeError(f"job #{job['num']} on slot {end['slot']} ({end['device']}) died: "
-                                            f"{_exit_text(end['returncode'])}; its output: {end['log']}")
-            ret.status = JobStatus.FAILED
-        return ret
+            what = f"died: {_exit_text(end['returncode'])}"
+        return not_finished(ret, f"job #{job['num']} on slot {end['slot']} ({end['device']}) {what}; "
+                                 f"its output: {end['log']}")
 
-    @staticmethod
-    def _summary(returns: list[JobReturn]) -> None:
-        failed = [r for r in returns if r.status != JobStatus.COMPLETED]
-        print(f"gpus launcher: {len(returns) - len(failed)} of {len(returns)} jobs completed", flush=True)
-        for r in failed:
-            print(f"  FAILED {r._return_value}", flush=True)
+
+def not_finished(ret: JobReturn, what: str) -> JobReturn:
+    """Count a job that did not finish in `unfinished` and hand Hydra a plain return for it, which its
+    sweeper would otherwise raise as a traceback."""
+    unfinished.append(what)
+    ret.return_value, ret.status = None, JobStatus.COMPLETED
+    return ret
+
+
+def print_outcome(launcher: str, jobs: int, failed: list[str]) -> None:
+    print(f"{launcher} launcher: {jobs - len(failed)} of {jobs} jobs completed", flush=True)
+    for line in failed:
+        print(f"  FAILED {line}", flush=True)
 
 
 def _ended(run: Running, device: str, record: Path) -> dict:
