@@ -54,7 +54,12 @@ def _setting_error(override: str, err: Exception, compose, groups: list[str]) ->
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         parent = key.rpartition(".")[0]
         node = OmegaConf.select(compose(config_name="config", overrides=groups, return_hydra_config=True), parent)
-        beside = [f"{parent}.{k}" for k in (node.keys() if node is not None and hasattr(node, "keys") else [])]
+        beside = [f"{parent}.{k}" for k in (node.keys() if node is not None and hasattr(node, "keys") else [])
+                  if not str(k).startswith("_")]
+        if not beside and parent == "hydra.launcher":   # Hydra's default launcher has no settings
+            return ConfigError(key, "unknown key: the default launcher (jobs one after another in this process) "
+                               "has no settings; allowed: choose a launcher first, hydra/launcher=gpus, slurm or "
+                               "slurm_local, then its keys")
         return ConfigError(key, "unknown key; allowed: " + (", ".join(beside) or f"the keys of {parent}"))
     if isinstance(cause, ValidationError):
         wanted = re.search(r"converted to (\w+)", cause.msg or "")

@@ -105,6 +105,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
      "hydra.launcher.timeout_min"),
     (["-m", "hydra/launcher=slurm"], "hydra/launcher", "sbatch and srun, not on PATH"),
     (["hydra/launcher=gpus"], "hydra/launcher", "add -m"),
+    (["-m", "hydra.launcher.partition=gpu"], "hydra.launcher.partition", "choose a launcher first"),
 ])
 def test_bad_launcher_settings_are_one_line_exit_2_and_write_nothing(tmp_path, args, key, says):
     # no GPU here (CUDA hidden), and a PATH without SLURM's commands
