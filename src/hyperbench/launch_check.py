@@ -89,12 +89,12 @@ def check(compose, hydra_overrides: list[str], job_overrides: list[str], multiru
             raise
         except HydraException as err:
             raise _setting_error(override, err, compose, groups) from None
+    if choice is None:
+        return
     try:
         cfg = compose(config_name="config", overrides=job_overrides + hydra_overrides, return_hydra_config=True)
     except HydraException:   # a mistake in the job's own overrides, which the caller names
         cfg = compose(config_name="config", overrides=hydra_overrides, return_hydra_config=True)
-    if choice is None:
-        return
     if not (multirun or cfg.hydra.mode == RunMode.MULTIRUN):
         raise ConfigError("hydra/launcher", f"{choice!r} launches the jobs of a sweep, and this command runs one "
                           "job in this process; allowed: add -m (a sweep of one job is fine)")
