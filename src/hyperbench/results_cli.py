@@ -114,8 +114,8 @@ def _run(args: argparse.Namespace) -> int:
                   + (" ".join(args.filters) or "") + (" (--sql)" if args.sql else ""))
         return 0
     if args.sql is None or last is not None:  # oldest first; a query's own order is kept
-        # then by job and method: the store does not keep the order a job wrote its rows in
-        keys = [c for c in ("created_at", "job_id", "method") if c in df.columns]
+        # then by job; a job's rows, which share created_at, in the order it wrote them (store.read's)
+        keys = [c for c in ("created_at", "job_id") if c in df.columns]
         if keys:
             df = df.sort_values(keys, kind="stable", na_position="first")
     if last is not None:

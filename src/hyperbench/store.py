@@ -82,8 +82,9 @@ _DUCK_TYPES = {_INT: "BIGINT", _FLOAT: "DOUBLE", _BOOL: "BOOLEAN", _STR: "VARCHA
                _TS: "TIMESTAMPTZ"}
 # A run's merged file (`hyperbench compact`): <date>/<run_id>.run.parquet
 RUN_SUFFIX = ".run.parquet"
-# The readers' column naming each row's file (not stored)
-_FILE = "__file"
+# The readers' columns naming each row's file and its place in that file (not stored), and where the
+# first copy of a row was written, by which `read` lists the rows: a job's rows in the order it wrote them
+_FILE, _ROW, _WRITTEN = "__file", "file_row_number", "__written"
 _TRUE = {"true", "1", "yes", "y", "on", "t"}
 _FALSE = {"false", "0", "no", "n", "off", "f"}
 
@@ -306,17 +307,18 @@ def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection,
     files = job_files(results_dir)
     if files:
         listing = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-        con.execute(f"CREATE VIEW files AS SELECT * FROM read_parquet({listing}, "
-                    f"union_by_name=true, hive_partitioning=false, filename={_sql_str(_FILE)})")
-        present = [r[0] for r in con.execute("DESCRIBE files").fetchall() if r[0] != _FILE]
+        con.execute(f"CREATE VIEW files AS SELECT * FROM read_parquet({listing}, union_by_name=true, "
+                    f"hive_partitioning=false, filename={_sql_str(_FILE)}, file_row_number=true)")
+        present = [r[0] for r in con.execute("DESCRIBE files").fetchall() if r[0] not in (_FILE, _ROW)]
         # A job's own file wins over a run's merged file holding the same job, as in `hyperbench
         # compact`: the job was written again under a reused run id, or a crashed compaction left
-        # it in both (DISTINCT then also counts exact copies once).
+        # it in both (grouping by every column then also counts exact copies once).
         merged = f"{_ident(_FILE)} LIKE '%{RUN_SUFFIX}'"
         replaced = (f"{merged} AND COALESCE(job_id IN (SELECT job_id FROM files WHERE NOT {merged}), false)"
                     if "job_id" in present and any(f.endswith(RUN_SUFFIX) for f in files) else "false")
-        con.execute(f"CREATE VIEW raw_results AS SELECT DISTINCT * EXCLUDE ({_ident(_FILE)}) FROM files "
-                    f"WHERE NOT ({replaced})")
+        con.execute(f"CREATE VIEW raw_results AS SELECT * EXCLUDE ({_ident(_FILE)}, {_ident(_ROW)}), "
+                    f"min(struct_pack(f := {_ident(_FILE)}, r := {_ident(_ROW)})) AS {_ident(_WRITTEN)} "
+                    f"FROM files WHERE NOT ({replaced}) GROUP BY ALL")
     else:
         present = []
     def column(c: str, t: pa.DataType) -> str:
@@ -327,6 +329,7 @@ def _connect(results_dir: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection,
     select = [column(c, t) for c, t in COLUMNS.items()]
     extras = [c for c in present if c not in COLUMNS]
     select += [_ident(c) for c in extras]
+    select.append(_ident(_WRITTEN) if files else f"NULL AS {_ident(_WRITTEN)}")
     source = "raw_results" if files else "(SELECT 1) AS empty WHERE false"
     con.execute(f"CREATE VIEW all_results AS SELECT {', '.join(select)} FROM {source}")
     return con, list(COLUMNS) + extras
@@ -397,12 +400,14 @@ def read(results_dir: str | os.PathLike, where: Mapping[str, Any] | None = None,
     type; a list/tuple value means "any of"; None means null). ``sql``: a query in which the view
     ``results`` is the store (after the ``where`` filters, if both are given). An empty store gives
     an empty frame with all COLUMNS. Unknown columns, bad values and bad SQL raise ConfigError.
+    Without ``sql``, the rows come file by file, each file's in the order they were written.
     """
     con, allowed = _connect(results_dir)
     try:
         clause = _where_clause(where or {}, allowed)
-        con.execute(f"CREATE VIEW results AS SELECT * FROM all_results{clause}")
-        query = sql if sql is not None else "SELECT * FROM results"
+        con.execute(f"CREATE VIEW results AS SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM all_results{clause}")
+        query = sql if sql is not None else (f"SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM all_results{clause} "
+                                             f"ORDER BY {_ident(_WRITTEN)}")
         try:
             table = con.execute(query).to_arrow_table()
         except duckdb.Error as exc:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hyperbench import results_cli, store
+from hyperbench import compact, results_cli, store
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -136,13 +136,21 @@ def test_no_match(results, capsys):
     assert code == 0 and "no results in" in out and "seq_len=7" in out
 
 
-def test_rows_of_one_moment_are_ordered_by_job_and_method(tmp_path, capsys):
-    """A job's rows share created_at and the store does not keep their written order: the listing
-    is the same on every call, by job, then method."""
+def test_a_jobs_rows_are_listed_in_the_order_it_wrote_them(tmp_path, capsys):
+    """A job's rows share created_at: the listing keeps the order the job wrote them in (the config's
+    methods), the same on every call and after `hyperbench compact`, jobs in their order."""
     methods = ["sdpa_math", "exact", "hyper_ref", "sdpa_flash", "hyper"]
-    store.write_job([{"method": m, "status": "ok", "created_at": T0} for m in methods], tmp_path, job_id="r-0001")
-    store.write_job([{"method": m, "status": "ok", "created_at": T0} for m in methods[:2]], tmp_path, job_id="r-0000")
-    code, out, _ = run(capsys, "--results-dir", tmp_path, "--format", "csv", "--columns", "job_id,method")
-    assert code == 0
-    assert [(r["job_id"], r["method"]) for r in csv.DictReader(io.StringIO(out))] == (
-        [("r-0000", m) for m in sorted(methods[:2])] + [("r-0001", m) for m in sorted(methods)])
+    store.write_job([{"run_id": "r", "method": m, "status": "ok", "created_at": T0} for m in methods], tmp_path,
+                    job_id="r-0001")
+    store.write_job([{"run_id": "r", "method": m, "status": "ok", "created_at": T0} for m in methods[:2]], tmp_path,
+                    job_id="r-0000")
+    want = [("r-0000", m) for m in methods[:2]] + [("r-0001", m) for m in methods]
+    for compacted in (False, True):
+        if compacted:
+            assert compact.main(["--results-dir", str(tmp_path)]) == 0
+            assert len(store.job_files(tmp_path)) == 1
+            capsys.readouterr()
+        for _ in range(3):
+            code, out, _ = run(capsys, "--results-dir", tmp_path, "--format", "csv", "--columns", "job_id,method")
+            assert code == 0
+            assert [(r["job_id"], r["method"]) for r in csv.DictReader(io.StringIO(out))] == want
