@@ -168,6 +168,14 @@ def test_unknown_command_and_help():
     assert "usage" in hyperbench("--help").stdout
 
 
+def test_run_help_lists_every_key_and_the_launchers():
+    r = hyperbench("run", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("hyperbench run [-m]")
+    assert "seq_len: 4096" in r.stdout and "sweep: paper_error" in r.stdout
+    for launcher in ("gpus", "slurm", "slurm_local"):   # Hydra's help lists the app's groups only
+        assert f"hydra/launcher={launcher} " in r.stdout
+
+
 def test_rerun_measures_only_what_is_missing_and_force_reruns(tmp_path):
     common = [*SMALL, "errors=false", f"results_dir={tmp_path}"]
     assert hyperbench("run", *common, "methods=[exact]").returncode == 0
