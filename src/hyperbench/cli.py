@@ -267,8 +267,9 @@ def run_main(args: list[str]) -> int:
         from .summary import sweep_summary
         print(sweep_summary(run_id, checked.jobs, checked.results_dirs, interrupted=interrupted))
     if interrupted:
+        from .launch_check import launcher_choice
         cluster = ("; jobs already submitted to SLURM keep running (squeue lists them, scancel stops them)"
-                   if "hydra/launcher=slurm" in args else "")
+                   if launcher_choice(args) == "slurm" else "")
         print("hyperbench: interrupted; the rows of finished jobs and methods are in the store, and the "
               f"same command measures only what is missing (force=true measures everything again){cluster}",
               file=sys.stderr)

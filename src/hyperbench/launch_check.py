@@ -19,6 +19,11 @@ def _key(override: str) -> str:
     return override.lstrip("+~").partition("=")[0]
 
 
+def launcher_choice(overrides: list[str]) -> str | None:
+    """The launcher a command line chooses (hydra/launcher=NAME), or None for Hydra's default."""
+    return next((o.partition("=")[2] for o in overrides if _key(o) == "hydra/launcher"), None)
+
+
 def _has_submitit() -> bool:
     return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
 
@@ -77,7 +82,7 @@ def check(compose, hydra_overrides: list[str], job_overrides: list[str], multiru
     from hydra.types import RunMode
 
     groups = [o for o in hydra_overrides if "/" in _key(o)]
-    choice = next((o.partition("=")[2] for o in groups if _key(o) == "hydra/launcher"), None)
+    choice = launcher_choice(groups)
     if choice is not None:
         check_can_launch(choice)
     for override in hydra_overrides:

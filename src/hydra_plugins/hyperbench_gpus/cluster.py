@@ -13,13 +13,14 @@ Jobs run in the plugin's way (its `__call__` on the node); only the launch is th
 import contextlib
 import io
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
+
+from hyperbench.errors import ConfigError
 
 from . import unfinished
 from .launcher import not_finished, print_outcome
@@ -86,10 +87,10 @@ def launch_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_j
         with contextlib.redirect_stderr(io.StringIO()):   # submitit prints sbatch's complaint itself, then raises it
             jobs = executor.map_array(launcher, *zip(*calls))
     except FailedJobError as err:
+        from hyperbench.cli import _fail
         _remove_sweep_folder(sweep_dir, str(launcher.config.get("results_dir", "results")))
-        print(f"hyperbench run: error: hydra.launcher: the cluster refused the sweep ({_first_line(err)}); "
-              "nothing was submitted; allowed: settings its sbatch accepts", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail("run", ConfigError("hydra.launcher", f"the cluster refused the sweep ({_first_line(err)}); nothing "
+                                 "was submitted; allowed: settings its sbatch accepts"))
     print(f"{name} launcher: {len(jobs)} jobs submitted ({', '.join(j.job_id for j in jobs[:3])}"
           f"{', …' if len(jobs) > 3 else ''}); waiting for them", flush=True)
     returns, before = [], len(unfinished)
