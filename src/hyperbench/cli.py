@@ -178,6 +178,33 @@ def _composer(compose, parser, base):
 
 def _run_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from . import provenance
+
+    hc = HydraConfig.get()
+    run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
+    job_num = hc.job.get("num", 0) if hc.mode.name == "MULTIRUN" else 0
+    job_id = f"{run_id}-{job_num:04d}"
+    if not _in_this_process(hc):   # the gpus and SLURM launchers report a job's exception themselves
+        return _measure(cfg, hc, run_id, job_id)
+    try:
+        _measure(cfg, hc, run_id, job_id)
+    except Exception as err:   # a bug, or the store unwritable mid-sweep: the other jobs go on (Ctrl-C is no Exception)
+        import traceback
+        from hydra_plugins.hyperbench_gpus import unfinished
+        traceback.print_exc()
+        what = f"job {job_id} ({' '.join(hc.overrides.task) or 'the defaults'}) raised {type(err).__name__}: {err}"
+        print(f"FAILED {what}", file=sys.stderr, flush=True)
+        unfinished.append(what)
+
+
+def _in_this_process(hc) -> bool:
+    """Whether the job runs in `hyperbench run`'s own process: a single run, or a sweep under Hydra's
+    basic launcher, which would raise the first failed job's exception as a traceback after the last
+    job and drop the sweep's summary."""
+    return hc.mode.name != "MULTIRUN" or str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher")
+
+
+def _measure(cfg, hc, run_id: str, job_id: str) -> None:
     from . import job as job_mod
     from . import provenance, store, table
     from .config import job_config, MEASURED_KEYS
@@ -187,11 +214,7 @@ def _run_task(cfg) -> None:
     except ConfigError as err:
         _fail("run", err)
     console = table.console()
-    hc = HydraConfig.get()
     overrides = " ".join(hc.overrides.task)
-    run_id = os.environ.setdefault("HYPERBENCH_RUN_ID", provenance.new_run_id())
-    job_num = hc.job.get("num", 0) if hc.mode.name == "MULTIRUN" else 0
-    job_id = f"{run_id}-{job_num:04d}"
     measured = {k: job.as_dict()[k] for k in MEASURED_KEYS}
     if job.method_target:  # two custom callables on one shape are two configurations
         measured["method_target"] = job.method_target
@@ -231,8 +254,8 @@ def _run_task(cfg) -> None:
             path = store.write_job(err.rows, job.results_dir, job_id=job_id)
             console.print(f"interrupted: kept {counted(len(err.rows), 'finished method')} in {path}")
         raise
+    table.print_job(rows, title=point, out=console)   # before the write: a store that fails still shows them
     path = store.write_job(rows, job.results_dir, job_id=job_id)
-    table.print_job(rows, title=point, out=console)
     console.print(f"results: {path}")
 
 
@@ -276,8 +299,8 @@ def run_main(args: list[str]) -> int:
         return 130
     if unfinished:
         from .summary import counted
-        print(f"hyperbench: {counted(len(unfinished), 'job')} did not finish (the launcher's FAILED lines name "
-              "each, with its output); the same command measures what is missing", file=sys.stderr)
+        print(f"hyperbench: {counted(len(unfinished), 'job')} did not finish (the FAILED lines above name each, "
+              "with its output or traceback); the same command measures what is missing", file=sys.stderr)
         return 1
     return 0
 

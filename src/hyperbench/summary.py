@@ -29,7 +29,7 @@ def sweep_summary(run_id: str, jobs: int, results_dirs: list[str], interrupted: 
     if written < jobs:
         why = ("not reached or interrupted before any method finished" if interrupted else
                "every method already in the store for this commit (force=true measures again), "
-               "or the job did not finish (its launcher's log says)")
+               "or the job did not finish (a FAILED line above names it)")
         lines.append(f"  {counted(jobs - written, 'job')} wrote no rows: {why}")
     failed = sorted(df[df["status"].isin(["error", "oom"])].itertuples(),
                     key=lambda r: (r.job_id, str(r.message).startswith("not run")))   # the cause before its effects

@@ -143,6 +143,28 @@ def test_a_results_dir_that_cannot_be_written_fails_before_any_job(tmp_path, whe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+def test_a_job_that_raises_fails_alone_and_the_sweep_ends_with_its_summary(tmp_path):
+    # The store's folder for today (and tomorrow, should the test cross midnight UTC) is a file, so
+    # every job measures and then fails to write: under Hydra's basic launcher, before this was
+    # handled, the sweep ended in the first job's traceback, exit 1, with no summary and no tables.
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc)
+    for day in (now, now + dt.timedelta(days=1)):
+        (tmp_path / day.strftime("%Y-%m-%d")).write_text("in the store's way\n")
+    r = hyperbench("run", "-m", *SMALL, "methods=[exact]", "errors=false", "seq_len=128,160",
+                   f"results_dir={tmp_path}")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    titles = [line.strip() for line in r.stdout.splitlines() if line.startswith("n=")]
+    assert titles == ["n=128 non-causal fwd", "n=160 non-causal fwd"]   # both tables, though neither was stored
+    assert r.stdout.count("│ exact") == 2
+    failed = [line for line in r.stderr.splitlines() if line.startswith("FAILED job")]
+    assert len(failed) == 2 and all("raised FileExistsError" in line for line in failed)
+    assert "seq_len=128" in failed[0] and "seq_len=160" in failed[1]
+    assert "2 jobs, no new rows" in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith("hyperbench: 2 jobs did not finish")
+    assert not list(tmp_path.glob("**/*.parquet"))
+
+
 def test_a_mistyped_nested_key_lists_the_keys_beside_it(tmp_path):
     r = hyperbench("run", "timing.reps=3", f"results_dir={tmp_path}")
     assert r.returncode == 2
