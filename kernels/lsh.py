@@ -75,8 +75,9 @@ def stable_sort_orders(keys: torch.Tensor, num_projs: int) -> torch.Tensor:
 
 def flat_sort_orders(keys: torch.Tensor, num_projs: int, key_dtype: torch.dtype = torch.int16) -> torch.Tensor:
     """stable_sort_orders by one radix sort over many rows at once: the same permutation. On the
-    H200 at n = 131072 (64 rows) it took 0.31–0.49 ms against torch.sort's 0.39 (kernels/NOTES.md,
-    v9), so the triton backend's default is the counting sort of kernels/triton_sort.py.
+    H200 at n = 131072 (64 rows) it took 0.31–0.49 ms against torch.sort's 0.39
+    (kernels/NOTES_BY_VERSION.md, v9), so the triton backend's default is the counting sort of
+    kernels/triton_sort.py.
 
     torch.sort sorts a batch of rows as segments; below 128 segments it does so by two full sorts
     (values, then segment), and above by a segmented sort. Here row r's keys become r·2^p + key, so

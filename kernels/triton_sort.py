@@ -18,7 +18,7 @@ torch.sort; every causal level's in one pass (below) 0.238 ms against 0.628. Chu
 sorted 0.172 / 0.343 ms, 1024 0.224 / 0.272, 2048 (8 warps) 0.341 / 0.387. The triton backend
 sorts with this (kernels/hyper_attention.py, SORT). Since v24 the driver's hashing launch counts
 each 512-key chunk itself (kernels/triton_lsh.py, with_prefix) and runs pass 2, so the sort
-proper is pass 3 alone: one launch fewer before the forward (kernels/NOTES.md, v24).
+proper is pass 3 alone: one launch fewer before the forward (kernels/NOTES_BY_VERSION.md, v24).
 """
 
 from __future__ import annotations

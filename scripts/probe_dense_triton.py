@@ -3,7 +3,7 @@
     python3 scripts/probe_dense_triton.py [--ns=16384] [--ds=64,128] [--backward=1] [--more-dkdv=1]
 
 The non-causal forward goal (1.6 ms at n = 131072) needs the key-list forward to compute its
-2.15 G scores faster than SDPA cuDNN computes dense ones (kernels/NOTES.md, v18). This measures
+2.15 G scores faster than SDPA cuDNN computes dense ones (kernels/NOTES_BY_VERSION.md, v18). This measures
 the ceiling that Triton itself sets: `_dense_forward` is the textbook online-softmax forward with
 no gathers, no biases and no lists, every Q, K and V tile loaded through a TMA descriptor, run
 over several tile shapes, pipeline depths and Triton's Hopper warp specialisation. It is timed

@@ -3,7 +3,7 @@
 A GPU row's time depends on the SM clock it ran at, and the clock drops below its maximum when the
 board reaches its power limit or gets hot. On the H200 the SDPA cuDNN rows at n = 131072 run at the
 700 W limit all of their timing, at 1815–1890 MHz of 1980; `hyper`'s causal forward+backward rounds
-took 1–3% longer under the limit (1860–1920 MHz) than one from an idle start (kernels/NOTES.md, v31).
+took 1–3% longer under the limit (1860–1920 MHz) than one from an idle start (kernels/NOTES_BY_VERSION.md, v31).
 So each GPU row records, over its timed repetitions:
 
 - ``sm_clock_mhz``: the median SM clock, sampled every SAMPLE_PERIOD_S by a thread while the
