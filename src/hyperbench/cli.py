@@ -251,8 +251,11 @@ def _measure(cfg, hc, run_id: str, job_id: str) -> None:
     except job_mod.Interrupted as err:   # keep what finished, so that a rerun measures only the rest
         if err.rows:
             from .summary import counted
-            path = store.write_job(err.rows, job.results_dir, job_id=job_id)
-            console.print(f"interrupted: kept {counted(len(err.rows), 'finished method')} in {path}")
+            try:
+                path = store.write_job(err.rows, job.results_dir, job_id=job_id)
+                console.print(f"interrupted: kept {counted(len(err.rows), 'finished method')} in {path}")
+            except Exception as write_err:   # the Ctrl-C still ends the sweep, not this job alone
+                console.print(f"interrupted: could not keep the finished methods' rows: {write_err}")
         raise
     table.print_job(rows, title=point, out=console)   # before the write: a store that fails still shows them
     path = store.write_job(rows, job.results_dir, job_id=job_id)

@@ -78,6 +78,27 @@ def test_ctrl_c_keeps_the_finished_methods_and_a_rerun_measures_only_the_rest(tm
         (128, "custom"), (160, "custom"), (160, "exact")]
 
 
+def test_ctrl_c_ends_the_sweep_even_where_the_finished_rows_cannot_be_kept(tmp_path):
+    # Keeping the finished methods' rows fails (the store's folder for today is a file): that
+    # failure must not turn the Ctrl-C into one failed job after which the sweep goes on.
+    block_store_folder(tmp_path / "r")
+    args = ["-m", *SMALL, *WAITS, "seq_len=128,160", "isolate=false", f"results_dir={tmp_path / 'r'}"]
+    code, out, err = interrupted_run(args, tmp_path / "wait")
+    assert code == 130, err[-3000:]
+    assert "could not keep the finished methods' rows" in out
+    assert "n=160" not in out and "FAILED" not in err   # the second job never started
+    assert err.strip().splitlines()[-1].startswith("hyperbench: interrupted;")
+
+
+def block_store_folder(results: Path) -> None:
+    """Put a file where the store would make today's (and tomorrow's, near midnight UTC) folder."""
+    import datetime as dt
+    results.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    for day in (now, now + dt.timedelta(days=1)):
+        (results / day.strftime("%Y-%m-%d")).write_text("in the store's way\n")
+
+
 @pytest.mark.parametrize("arg,key", [
     ("seq_len=0", "seq_len"), ("head_dim=7", "head_dim"), ("block_size=100", "block_size"),
     ("sample_size=-1", "sample_size"), ("methods=[nope]", "methods"), ("dtype=float13", "dtype"),
@@ -144,13 +165,9 @@ def test_a_results_dir_that_cannot_be_written_fails_before_any_job(tmp_path, whe
 
 
 def test_a_job_that_raises_fails_alone_and_the_sweep_ends_with_its_summary(tmp_path):
-    # The store's folder for today (and tomorrow, should the test cross midnight UTC) is a file, so
-    # every job measures and then fails to write: under Hydra's basic launcher, before this was
+    # Every job measures and then fails to write: under Hydra's basic launcher, before this was
     # handled, the sweep ended in the first job's traceback, exit 1, with no summary and no tables.
-    import datetime as dt
-    now = dt.datetime.now(dt.timezone.utc)
-    for day in (now, now + dt.timedelta(days=1)):
-        (tmp_path / day.strftime("%Y-%m-%d")).write_text("in the store's way\n")
+    block_store_folder(tmp_path)
     r = hyperbench("run", "-m", *SMALL, "methods=[exact]", "errors=false", "seq_len=128,160",
                    f"results_dir={tmp_path}")
     assert r.returncode == 1, (r.stdout, r.stderr)
