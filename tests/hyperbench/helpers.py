@@ -79,3 +79,13 @@ def interrupted_run(args, wait_dir, processes=1, whole_group=True):
     (os.killpg if whole_group else os.kill)(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def block_store_folder(results: Path) -> None:
+    """Put a file where the store would make today's (and tomorrow's, near midnight UTC) folder, so
+    that a job measures and then fails to write its rows."""
+    import datetime as dt
+    results.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    for day in (now, now + dt.timedelta(days=1)):
+        (results / day.strftime("%Y-%m-%d")).write_text("in the store's way\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hyperbench import store
-from tests.hyperbench.helpers import interrupted_run
+from tests.hyperbench.helpers import block_store_folder, interrupted_run
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["seq_len=192", "num_heads=2", "head_dim=16", "block_size=32", "sample_size=32", "sample_tile=32",
@@ -88,15 +88,6 @@ def test_ctrl_c_ends_the_sweep_even_where_the_finished_rows_cannot_be_kept(tmp_p
     assert "could not keep the finished methods' rows" in out
     assert "n=160" not in out and "FAILED" not in err   # the second job never started
     assert err.strip().splitlines()[-1].startswith("hyperbench: interrupted;")
-
-
-def block_store_folder(results: Path) -> None:
-    """Put a file where the store would make today's (and tomorrow's, near midnight UTC) folder."""
-    import datetime as dt
-    results.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
-    for day in (now, now + dt.timedelta(days=1)):
-        (results / day.strftime("%Y-%m-%d")).write_text("in the store's way\n")
 
 
 @pytest.mark.parametrize("arg,key", [

@@ -17,7 +17,7 @@ from hydra_plugins.hyperbench_gpus import cluster
 from hydra_plugins.hyperbench_gpus.launcher import resolve_slots, slot_env
 from hyperbench import cli, store
 from hyperbench.errors import ConfigError
-from tests.hyperbench.helpers import interrupted_run
+from tests.hyperbench.helpers import block_store_folder, interrupted_run
 
 ROOT = Path(__file__).parents[2]
 QUICK = ["errors=false", "timing.warmup=1", "timing.min_reps=1", "timing.max_reps=1"]
@@ -164,6 +164,20 @@ def test_gpus_launcher_runs_jobs_in_parallel_one_per_slot_and_reports_dead_jobs(
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
     assert any(a["start"] < b["end"] and b["start"] < a["end"]  # ... but the slots ran side by side
                for a in use if a["slot"] == 0 for b in use if b["slot"] == 1)
+
+
+def test_gpus_launcher_names_a_job_that_raised_and_its_log_has_the_traceback(tmp_path):
+    block_store_folder(tmp_path)   # each job measures, then cannot store its rows
+    r = hyperbench("-m", "hydra/launcher=gpus", "hydra.launcher.cpu_slots=2", "+sweep=smoke", "seq_len=128,160",
+                   "causal=false", "methods=[exact]", *QUICK, f"results_dir={tmp_path}")
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    failed = [line for line in r.stdout.splitlines() if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 2 and all("FileExistsError" in line for line in failed)
+    for line in failed:
+        log = Path(line.split("its output: ")[1].strip()).read_text()
+        assert "│ exact" in log                                           # the table, printed before the write
+        assert "Traceback" in log and "store.py" in log and "FileExistsError" in log   # and where it failed
+    assert not list(tmp_path.glob("**/*.parquet"))
 
 
 def test_a_killed_sweep_resumes_with_exactly_the_missing_configurations(tmp_path):

@@ -6,6 +6,7 @@ Named with a leading underscore so that Hydra's plugin scan does not import it.
 import importlib
 import pickle
 import sys
+import traceback
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import run_job, setup_globals
@@ -36,6 +37,9 @@ def main(path: str) -> int:
     except KeyboardInterrupt:   # the task has stored what finished; no traceback in the job's log
         print("interrupted", flush=True)
         return 130
+    if ret.status.name == "FAILED" and isinstance(ret._return_value, BaseException):
+        # run_job keeps the exception, not its traceback; the launcher names it, the log shows where
+        traceback.print_exception(ret._return_value)
     with open(job["result"], "wb") as fh:
         pickle.dump(_outcome(ret), fh)
     return 0
