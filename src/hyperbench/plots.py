@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import LogFormatter
 
 from hyperbench import methods, store
 from hyperbench.config import MODES, TIMING_MODES, mode_rank, setting_name, timing_mode_rank
@@ -427,13 +427,13 @@ def pareto(data, **filters) -> Figure:
                                     "block_size × sample_size configurations", filters)
     approx = approx[approx["causal"].isin(causals)]
     fig, axes = _figure(1, len(causals))
+    labels = []
     for ax, causal in zip(axes[0], causals):
         points = approx[approx["causal"] == causal]
         for method, rows in points.groupby("method"):
             ax.scatter(rows["spec_err"], rows["time_ms"], label=method, s=30, **style(method))
-            for r in rows.itertuples():
-                ax.annotate(f"b{r.block_size}/m{r.sample_size}", (r.spec_err, r.time_ms), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+            labels.append((ax, [(r.spec_err, r.time_ms, f"b{r.block_size}/m{r.sample_size}")
+                                for r in rows.itertuples()]))
         front = pareto_front(points)
         ax.plot(front["spec_err"], front["time_ms"], drawstyle="steps-post", color="black",
                 linewidth=1.2, gid="pareto-front", label="Pareto front")
@@ -442,7 +442,9 @@ def pareto(data, **filters) -> Figure:
                        linewidth=1, gid=f"exact:{method}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide over a narrow range
+        for axis in (ax.xaxis, ax.yaxis):   # minor ticks labelled too where the axis spans little
+            axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+            axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
         ax.set_xlabel(ERR_LABEL)
         ax.set_ylabel(TIME_LABEL)
         ax.set_title(f"{'causal' if causal else 'non-causal'}, n={int(points['seq_len'].iloc[0])}",
@@ -452,7 +454,68 @@ def pareto(data, **filters) -> Figure:
     handles = _method_handles(used["method"]) + [
         Line2D([], [], color="black", label="Pareto front"),
         Line2D([], [], color="grey", linestyle="--", label="exact method (error ≈ 0): its time")]
-    return _finish(fig, used, handles)
+    _finish(fig, used, handles)
+    fig.draw_without_rendering()   # the final layout and limits, which the label placement measures in
+    for ax, points in labels:
+        label_points(ax, points)
+    return fig
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (0.04, 1.2, 10), not 4×10⁻² or 1e-01."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+# Where a point's label may go, in points from the point: right and above first (what a reader
+# expects), then the other corners, then further out.
+_LABEL_SPOTS = tuple((dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top")
+                     for reach in (3, 9) for dx, dy in ((3, reach), (3, -reach), (-3, reach), (-3, -reach)))
+_MARKER_HALF = 4.0   # points: the half-width of the box a point's marker is kept clear within
+
+
+def label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 6) -> list:
+    """Annotate each (x, y, text) beside its point (the annotations, in the order given), at the first spot whose text overlaps no label
+    placed before, no marker and nothing outside the axes (else the spot that overlaps least), so
+    the labels of close points stay readable. Needs the figure's layout done (draw_without_rendering);
+    the labels stay out of the layout so that placing them does not move the axes."""
+    half = _MARKER_HALF * ax.figure.dpi / 72.0
+    centres = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
+    markers = [(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres]
+    inside = tuple(ax.bbox.extents)
+    boxes, placed = [], [None] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: centres[i]):
+        x, y, text = points[i]
+        obstacles = boxes + markers[:i] + markers[i + 1:]
+        best = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=fontsize, ha=ha, va=va)
+            ann.set_in_layout(False)
+            box = tuple(ann.get_window_extent().extents)
+            cost = sum(_overlap(box, other) for other in obstacles) + _outside(box, inside)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, ann, box)
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        boxes.append(best[2])
+        placed[i] = best[1]
+    return placed
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two (x0, y0, x1, y1) boxes."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _outside(box, bounds) -> float:
+    """Area of `box` outside `bounds`."""
+    return (box[2] - box[0]) * (box[3] - box[1]) - _overlap(box, bounds)
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {

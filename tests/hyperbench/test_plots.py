@@ -178,6 +178,44 @@ def test_pareto_points_front_and_exact_references():
         "SELECT median(time_ms) AS t FROM results WHERE method = 'exact'", **where)["t"].iloc[0]))
 
 
+def _text_boxes(fig) -> list:
+    return [tuple(t.get_window_extent().extents) for ax in fig.axes for t in ax.texts]
+
+
+def _disjoint(boxes) -> bool:
+    return all(min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
+               for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_pareto_labels_do_not_overlap():
+    fig = plots.pareto(FIXTURE, **CPU)
+    approx = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections
+                 if not plots.is_exact(c.get_label()))
+    assert approx >= 4 and len(_text_boxes(fig)) == approx   # one label a point
+    assert _disjoint(_text_boxes(fig))
+
+
+def test_label_points_keeps_close_labels_apart_and_beside_their_point():
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    # four points a pixel apart in the middle (where the first label spot of each overlaps the
+    # others' markers), and two far away
+    points = [(0.3, 2.0), (0.3001, 2.0), (0.3, 2.001), (0.3001, 2.001), (0.0, 0.0), (0.6, 4.0)]
+    ax.scatter(*zip(*points))
+    fig.draw_without_rendering()
+    labels = plots.label_points(ax, [(x, y, f"b{i}/m{i}") for i, (x, y) in enumerate(points)])
+    assert [t.get_text() for t in labels] == [f"b{i}/m{i}" for i in range(6)]
+    boxes = _text_boxes(fig)
+    assert len(boxes) == 6 and _disjoint(boxes)
+    reach = 30 * fig.dpi / 72   # every label starts within 30 points of its point
+    for t, (x, y) in zip(labels, points):
+        px, py = ax.transData.transform((x, y))
+        box = t.get_window_extent().extents
+        assert min(abs(box[0] - px), abs(box[2] - px)) < reach
+        assert min(abs(box[1] - py), abs(box[3] - py)) < reach
+
+
 def test_pareto_front_unit():
     import pandas as pd
     pts = pd.DataFrame({"spec_err": [0.1, 0.2, 0.3, 0.05], "time_ms": [5.0, 3.0, 4.0, 9.0]})
