@@ -379,6 +379,10 @@ def error(data, **filters) -> Figure:
     for i, name in enumerate(inputs):
         for j, column in enumerate(columns):
             axes[i][j].set_visible(False)
+    # Methods that agree (hyper and hyper_ref with the same draws) draw the same line: each later
+    # method goes under the ones before it, wider and with a larger marker, so every one shows.
+    approx = _ordered(m for _, _, rows in panels for m in rows["method"] if not is_exact(m))
+    depth = {m: approx.index(m) if m in approx else 0 for _, _, rows in panels for m in rows["method"]}
     for name, column, rows in panels:
         ax = axes[inputs.index(name)][columns.index(column)]
         ax.set_visible(True)
@@ -386,8 +390,10 @@ def error(data, **filters) -> Figure:
             if is_exact(method) and tile != rows["sample_tile"].max():
                 continue    # an exact method does not sample: one line is enough
             line = line.sort_values(column)
+            k = depth[method]
             ax.plot(line[column], line["spec_err"], linestyle=_error_line(causal, tile),
-                    label=f"{method}{' causal' if causal else ''}", **style(method))
+                    label=f"{method}{' causal' if causal else ''}", zorder=3 + len(approx) - k,
+                    linewidth=1.5 + 1.5 * k, markersize=5 + 3 * k, **style(method))
         held = " ".join(f"{setting_name(c)}={rows[c].iloc[0]}" for c, _ in ERROR_AXES if c != column)
         ax.set_title(f"{name}\n{held}", fontsize=9)
         ax.set_yscale("log")

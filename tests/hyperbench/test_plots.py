@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
@@ -154,6 +155,21 @@ def test_error_draws_the_panels_the_store_has():
     assert y == pytest.approx(rows["spec_err"].to_numpy())
     assert len(method_lines(ax)) == query("SELECT DISTINCT method FROM results", **CPU,
                                           inputs="gaussian(temperature=1.0)").shape[0]
+
+
+def test_error_lines_that_coincide_both_show():
+    """hyper and hyper_ref with the same draws give the same errors: the later method's line goes
+    under the earlier one's, wider, so neither hides the other."""
+    rows = plots.load("error", FIXTURE, **CPU)
+    twin = rows[rows["method"] == "hyper_ref"].assign(method="hyper")
+    fig = plots.error(pd.concat([rows, twin]))
+    for ax in (a for a in fig.axes if a.get_visible()):
+        lines = {ln.get_label(): ln for ln in ax.lines}
+        top, under = lines["hyper"], lines["hyper_ref"]
+        assert list(top.get_ydata()) == list(under.get_ydata())
+        assert top.get_zorder() > under.get_zorder()
+        assert top.get_linewidth() < under.get_linewidth()
+        assert top.get_markersize() < under.get_markersize()
 
 
 def test_pareto_points_front_and_exact_references():
