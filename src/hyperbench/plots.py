@@ -251,6 +251,7 @@ def speedup(data, **filters) -> Figure:
                 drawn.add((method, base))
         ax.axhline(1.0, color="grey", linewidth=0.8, zorder=0)
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.set_ylabel("speedup over exact method (×)")
         _log2_n(ax)
     if not drawn:
@@ -324,6 +325,7 @@ def _vs_n(figure: str, data, filters: dict, value: str, scale: float, ylabel: st
                 ax.fill_between(rows["seq_len"], rows[band[0]] / scale, rows[band[1]] / scale,
                                 color=style(method)["color"], alpha=0.2, linewidth=0)
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.set_ylabel(ylabel)
         _log2_n(ax)
         _mark_oom(ax, _in_panel(oom, causal, mode))
@@ -448,9 +450,8 @@ def pareto(data, **filters) -> Figure:
                        linewidth=1, gid=f"exact:{method}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):   # minor ticks labelled too where the axis spans little
-            axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-            axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+        _plain_log(ax.xaxis)
+        _plain_log(ax.yaxis)
         ax.set_xlabel(ERR_LABEL)
         ax.set_ylabel(TIME_LABEL)
         ax.set_title(f"{'causal' if causal else 'non-causal'}, n={int(points['seq_len'].iloc[0])}",
@@ -465,6 +466,13 @@ def pareto(data, **filters) -> Figure:
     for ax, points in labels:
         label_points(ax, points)
     return fig
+
+
+def _plain_log(axis) -> None:
+    """Plain numbers on a log axis (0.3, 1, 100, not 3×10⁻¹), minor ticks labelled too where the
+    axis spans less than a decade (memory curves, a Pareto panel)."""
+    axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+    axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
 
 
 class _PlainLogFormatter(LogFormatter):

@@ -232,6 +232,17 @@ def test_label_points_keeps_close_labels_apart_and_beside_their_point():
         assert min(abs(box[1] - py), abs(box[3] - py)) < reach
 
 
+@pytest.mark.parametrize("name,where", [("memory", H200), ("time", CPU), ("speedup", CPU), ("pareto", CPU)])
+def test_log_axes_are_labelled_in_plain_numbers(name, where):
+    fig = plots.FIGURES[name](FIXTURE, **where)
+    fig.draw_without_rendering()
+    labels = [t.get_text() for ax in fig.axes if ax.get_visible() and ax.get_yscale() == "log"
+              for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert labels, "no labelled log axis"
+    for text in labels:   # 0.3, 1, 100: not 3×10⁻¹ or 1e-01
+        assert float(text) > 0, text
+
+
 def test_pareto_front_unit():
     import pandas as pd
     pts = pd.DataFrame({"spec_err": [0.1, 0.2, 0.3, 0.05], "time_ms": [5.0, 3.0, 4.0, 9.0]})
