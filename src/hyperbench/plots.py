@@ -490,10 +490,11 @@ _MARKER_HALF = 4.0   # points: the half-width of the box a point's marker is kep
 
 
 def label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 6) -> list:
-    """Annotate each (x, y, text) beside its point (the annotations, in the order given), at the first spot whose text overlaps no label
+    """Annotate each (x, y, text) beside its point, at the first spot whose text overlaps no label
     placed before, no marker and nothing outside the axes (else the spot that overlaps least), so
-    the labels of close points stay readable. Needs the figure's layout done (draw_without_rendering);
-    the labels stay out of the layout so that placing them does not move the axes."""
+    the labels of close points stay readable; returns the annotations in the order given. Needs the
+    figure's layout done (draw_without_rendering); the labels stay out of the layout, so placing
+    them does not move the axes."""
     half = _MARKER_HALF * ax.figure.dpi / 72.0
     centres = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
     markers = [(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres]
