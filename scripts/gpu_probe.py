@@ -113,6 +113,10 @@ graphs   the four goal calls captured in one CUDA graph each and replayed, again
          run eagerly, each by do_bench and by hyperbench's timer in interleaved rounds: the
          kernels' time with no host in the call. A capture that fails (a host sync in the call)
          is noted with its error. Replays draw fresh samples, as eager calls do.
+graphgaps the four goal calls as CUDA-graph replays (each after an L2 flush, waited for) under
+         torch.profiler: per replay, its first kernel's start to its last kernel's end against the
+         time some kernel ran, so the GPU's idle time at kernel boundaries, with the longest gaps;
+         then the same replays by CUDA events without the profiler; the SM clock over both.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1603,6 +1607,114 @@ def countsortn(_n, rounds=3):
                              timers=("timer",), rounds=rounds)
 
 
+def _intervals_union(spans):
+    """Total length covered by (start, end) intervals, overlaps counted once."""
+    total, reach = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def _replays(kernels, marker="spin_kernel"):
+    """Kernel events [(start, end, name)] split at each marker kernel; each part less its first
+    kernel (the L2 flush that follows the marker): one list of kernels per replay."""
+    parts, current = [], None
+    for event in sorted(kernels):
+        if marker in event[2]:
+            current = []
+            parts.append(current)
+        elif current is not None:
+            current.append(event)
+    return [p[1:] for p in parts if len(p) > 1]
+
+
+def graphgaps(n):
+    """The four goal calls as CUDA-graph replays (timing.captured, what timing.cuda_graph times),
+    each after an L2 flush and waited for, as the timer does them. Ten replays back to back under
+    torch.profiler: per replay, the span from its first kernel's start to its last kernel's end,
+    the time some kernel ran (the union of the kernels' intervals), and the rest, idle at kernel
+    boundaries, with the longest gaps of the median replay. Then ten without the profiler, timed
+    by CUDA events, to see what the profiler adds. The SM clock is observed over both. (v36 bounded
+    what overlapping launches could save from eager profiles at the idle clock; this measures the
+    boundaries inside the replays.)"""
+    from hyperbench import gpu_clock
+    from hyperbench.timing import L2_FLUSH_BYTES, captured
+    read = gpu_clock.reader("cuda")
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    cuda = torch.autograd.DeviceType.CUDA
+    rounds = int(arg("rounds", 10))
+    for causal in (False, True):
+        for grad in (False, True):
+            label = f"graphgaps causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
+            xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(grad)
+                  for _ in range(3)]
+            gout = torch.randn_like(xs[0])
+            params, held = HyperParams(), {}
+
+            def call():
+                with torch.set_grad_enabled(grad):
+                    out, _ = hyper_attention(*xs, params, causal=causal, backend="triton")
+                    held["out"] = torch.autograd.grad(out, xs, gout) if grad else (out,)
+
+            replay = captured(call)
+            for _ in range(20):    # the board's power state of the timer's repetitions
+                replay()
+            torch.cuda.synchronize()
+
+            def profiled():
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    for _ in range(rounds):
+                        torch.cuda._sleep(1000)    # marks where a replay's kernels start
+                        flush.zero_()
+                        replay()
+                        torch.cuda.synchronize()
+                return [(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                        if e.device_type == cuda]
+
+            kernels, clock = gpu_clock.observe(read, profiled)
+            per = []
+            for ks in _replays(kernels):
+                span = (max(b for _, b, _ in ks) - ks[0][0]) / 1e3
+                busy = _intervals_union([(a, b) for a, b, _ in ks]) / 1e3
+                per.append((span, busy, ks))
+            if not per:
+                note(f"{label}: no kernels recorded inside the replays", len(kernels))
+                continue
+            per.sort(key=lambda t: t[0])
+            span, busy, ks = per[len(per) // 2]
+            note(f"{label}: replays profiled", len(per))
+            note(f"{label}: kernels a replay", len(ks))
+            note(f"{label}: span first start to last end, median replay (ms)", span)
+            note(f"{label}: some kernel running (ms)", busy)
+            note(f"{label}: idle at kernel boundaries (ms)", span - busy)
+            note(f"{label}: idle at boundaries, every replay (ms)", [round(s - b, 4) for s, b, _ in per])
+            note(f"{label}: clock while profiled", clock)
+            gaps = sorted(((ks[i + 1][0] - max(b for _, b, _ in ks[:i + 1]), ks[i][2][:60], ks[i + 1][2][:60])
+                           for i in range(len(ks) - 1)), reverse=True)
+            for gap, before, after in gaps[:8]:
+                print(f"    gap {gap:8.1f} us after {before} before {after}", flush=True)
+
+            def plain():
+                got = []
+                for _ in range(rounds):
+                    flush.zero_()
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    replay()
+                    end.record()
+                    end.synchronize()
+                    got.append(start.elapsed_time(end))
+                return statistics.median(got)
+
+            got, clock = gpu_clock.observe(read, plain)
+            note(f"{label}: replay by CUDA events, no profiler, median (ms)", got)
+            note(f"{label}: clock unprofiled", clock)
+            del replay, held, xs
+            torch.cuda.empty_cache()
+
+
 def main():
     n = int(arg("n", 131072))
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
@@ -1619,7 +1731,8 @@ def main():
          "countsort": countsort, "waitsshared": waitsshared,
          "countsortn": countsortn, "causal16": causal16,
          "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable, "leafshapes": leafshapes,
-         "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs}[part](n)
+         "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs,
+         "graphgaps": graphgaps}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
