@@ -476,10 +476,11 @@ def _plain_log(axis) -> None:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """Log-axis labels as plain numbers (0.04, 1.2, 10), not 4×10⁻² or 1e-01."""
+    """Log-axis labels as plain numbers (0.04, 1.2, 10), not 4×10⁻² or 1e-01, on the ticks that
+    LogFormatter itself chooses to label."""
 
-    def _num_to_string(self, x, vmin, vmax):
-        return f"{x:g}"
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 # Where a point's label may go, in points from the point: right and above first (what a reader
