@@ -117,6 +117,9 @@ graphgaps the four goal calls as CUDA-graph replays (each after an L2 flush, wai
          torch.profiler: per replay, its first kernel's start to its last kernel's end against the
          time some kernel ran, so the GPU's idle time at kernel boundaries, with the longest gaps;
          then the same replays by CUDA events without the profiler; the SM clock over both.
+leafgap  where the causal replays' gap before cuDNN's leaf forward comes from: the leaves' cuDNN call
+         and SDPA's cuDNN forward alone as replays (first kernels, gaps), then the causal goal calls
+         as replays with the leaves first and at the bottom of the recursion, profiled and timed.
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1630,6 +1633,75 @@ def _replays(kernels, marker="spin_kernel"):
     return [p[1:] for p in parts if len(p) > 1]
 
 
+def _profiled_replays(replay, flush, rounds):
+    """`rounds` replays under torch.profiler, each after a marker kernel and an L2 flush and waited
+    for, as the timer runs them: per replay (span from its first kernel's start to its last
+    kernel's end, time some kernel ran, its kernels [(start, end, name)], µs), by span."""
+    cuda = torch.autograd.DeviceType.CUDA
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(rounds):
+            torch.cuda._sleep(1000)    # marks where a replay's kernels start
+            flush.zero_()
+            replay()
+            torch.cuda.synchronize()
+    kernels = [(e.time_range.start, e.time_range.end, e.name) for e in prof.events() if e.device_type == cuda]
+    per = [((max(b for _, b, _ in ks) - ks[0][0]) / 1e3, _intervals_union([(a, b) for a, b, _ in ks]) / 1e3, ks)
+           for ks in _replays(kernels)]
+    return sorted(per, key=lambda t: t[0])
+
+
+def _note_replays(label, per, clock, top=8, first=0):
+    """graphgaps' report of _profiled_replays: the median replay's span, busy and idle time, every
+    replay's idle time, the clock, its `top` longest gaps and its `first` kernels (offset, length)."""
+    if not per:
+        note(f"{label}: no kernels recorded inside the replays", 0)
+        return
+    span, busy, ks = per[len(per) // 2]
+    note(f"{label}: replays profiled", len(per))
+    note(f"{label}: kernels a replay", len(ks))
+    note(f"{label}: span first start to last end, median replay (ms)", span)
+    note(f"{label}: some kernel running (ms)", busy)
+    note(f"{label}: idle at kernel boundaries (ms)", span - busy)
+    note(f"{label}: idle at boundaries, every replay (ms)", [round(s - b, 4) for s, b, _ in per])
+    note(f"{label}: clock while profiled", clock)
+    gaps = sorted(((ks[i + 1][0] - max(b for _, b, _ in ks[:i + 1]), ks[i][2][:60], ks[i + 1][2][:60])
+                   for i in range(len(ks) - 1)), reverse=True)
+    for gap, before, after in gaps[:top]:
+        print(f"    gap {gap:8.1f} us after {before} before {after}", flush=True)
+    for a, b, name in ks[:first]:
+        print(f"    at {a - ks[0][0]:9.1f} us for {b - a:9.1f} us: {name[:90]}", flush=True)
+
+
+def _event_replays_ms(replay, flush, rounds):
+    """Median of `rounds` replays timed by CUDA events, each after an L2 flush and waited for."""
+    got = []
+    for _ in range(rounds):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        replay()
+        end.record()
+        end.synchronize()
+        got.append(start.elapsed_time(end))
+    return statistics.median(got)
+
+
+def _goal_replay(n, causal, grad):
+    """The goal call (B = 1, H = 32, d = 64, bf16, default HyperParams) captured in a CUDA graph
+    (timing.captured, what timing.cuda_graph times); returns (replay, what keeps its tensors alive)."""
+    from hyperbench.timing import captured
+    xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(grad) for _ in range(3)]
+    gout = torch.randn_like(xs[0])
+    params, held = HyperParams(), {"xs": xs}
+
+    def call():
+        with torch.set_grad_enabled(grad):
+            out, _ = hyper_attention(*xs, params, causal=causal, backend="triton")
+            held["out"] = torch.autograd.grad(out, xs, gout) if grad else (out,)
+
+    return captured(call), held
+
+
 def graphgaps(n):
     """The four goal calls as CUDA-graph replays (timing.captured, what timing.cuda_graph times),
     each after an L2 flush and waited for, as the timer does them. Ten replays back to back under
@@ -1640,79 +1712,78 @@ def graphgaps(n):
     what overlapping launches could save from eager profiles at the idle clock; this measures the
     boundaries inside the replays.)"""
     from hyperbench import gpu_clock
-    from hyperbench.timing import L2_FLUSH_BYTES, captured
+    from hyperbench.timing import L2_FLUSH_BYTES
     read = gpu_clock.reader("cuda")
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
-    cuda = torch.autograd.DeviceType.CUDA
     rounds = int(arg("rounds", 10))
     for causal in (False, True):
         for grad in (False, True):
             label = f"graphgaps causal={causal} {'fwd+bwd' if grad else 'fwd'} n={n}"
-            xs = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16).requires_grad_(grad)
-                  for _ in range(3)]
-            gout = torch.randn_like(xs[0])
-            params, held = HyperParams(), {}
-
-            def call():
-                with torch.set_grad_enabled(grad):
-                    out, _ = hyper_attention(*xs, params, causal=causal, backend="triton")
-                    held["out"] = torch.autograd.grad(out, xs, gout) if grad else (out,)
-
-            replay = captured(call)
+            replay, held = _goal_replay(n, causal, grad)
             for _ in range(20):    # the board's power state of the timer's repetitions
                 replay()
             torch.cuda.synchronize()
-
-            def profiled():
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                    for _ in range(rounds):
-                        torch.cuda._sleep(1000)    # marks where a replay's kernels start
-                        flush.zero_()
-                        replay()
-                        torch.cuda.synchronize()
-                return [(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                        if e.device_type == cuda]
-
-            kernels, clock = gpu_clock.observe(read, profiled)
-            per = []
-            for ks in _replays(kernels):
-                span = (max(b for _, b, _ in ks) - ks[0][0]) / 1e3
-                busy = _intervals_union([(a, b) for a, b, _ in ks]) / 1e3
-                per.append((span, busy, ks))
-            if not per:
-                note(f"{label}: no kernels recorded inside the replays", len(kernels))
-                continue
-            per.sort(key=lambda t: t[0])
-            span, busy, ks = per[len(per) // 2]
-            note(f"{label}: replays profiled", len(per))
-            note(f"{label}: kernels a replay", len(ks))
-            note(f"{label}: span first start to last end, median replay (ms)", span)
-            note(f"{label}: some kernel running (ms)", busy)
-            note(f"{label}: idle at kernel boundaries (ms)", span - busy)
-            note(f"{label}: idle at boundaries, every replay (ms)", [round(s - b, 4) for s, b, _ in per])
-            note(f"{label}: clock while profiled", clock)
-            gaps = sorted(((ks[i + 1][0] - max(b for _, b, _ in ks[:i + 1]), ks[i][2][:60], ks[i + 1][2][:60])
-                           for i in range(len(ks) - 1)), reverse=True)
-            for gap, before, after in gaps[:8]:
-                print(f"    gap {gap:8.1f} us after {before} before {after}", flush=True)
-
-            def plain():
-                got = []
-                for _ in range(rounds):
-                    flush.zero_()
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    replay()
-                    end.record()
-                    end.synchronize()
-                    got.append(start.elapsed_time(end))
-                return statistics.median(got)
-
-            got, clock = gpu_clock.observe(read, plain)
+            per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
+            _note_replays(label, per, clock)
+            got, clock = gpu_clock.observe(read, lambda: _event_replays_ms(replay, flush, rounds))
             note(f"{label}: replay by CUDA events, no profiler, median (ms)", got)
             note(f"{label}: clock unprofiled", clock)
-            del replay, held, xs
+            del replay, held
             torch.cuda.empty_cache()
+
+
+def leafgap(n):
+    """Where the causal replays' ~0.1 ms gap before cuDNN's leaf forward comes from (v37 found it,
+    after a memset, in every causal replay). (1) The leaves' cuDNN call alone (n / 4096 causal
+    4096-row blocks a head, as _leaves_first makes it) captured in a graph, and SDPA's own
+    cuDNN forward on one head of the goal's shape: their kernels, offsets and gaps. (2) The two
+    causal goal calls as replays with the leaves first (the default since v16) and at the bottom of
+    the recursion (_leaves_first off; the draws and outputs are the same), profiled as graphgaps
+    does, then timed by CUDA events in interleaved rounds."""
+    from hyperbench import gpu_clock
+    from hyperbench.timing import L2_FLUSH_BYTES, captured
+    from kernels import causal_triton, sdpa_leaves
+    read = gpu_clock.reader("cuda")
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
+    rounds = int(arg("rounds", 10))
+    leaves = [torch.randn(1, 32 * n // 4096, 4096, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    whole = [torch.randn(1, 32, n, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    alone = {"leaves, cuDNN call with lse": lambda: sdpa_leaves.forward_with_state(*leaves, causal=True, scale=0.125),
+             "SDPA cuDNN, whole causal": lambda: torch.ops.aten._scaled_dot_product_cudnn_attention(
+                 *whole, None, True, 0.0, True, False, scale=0.125)}
+    for name, call in alone.items():
+        replay = captured(call)
+        for _ in range(3):
+            replay()
+        torch.cuda.synchronize()
+        per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
+        _note_replays(f"leafgap {name} n={n}", per, clock, first=6)
+        note(f"leafgap {name} n={n}: replay by CUDA events (ms)", _event_replays_ms(replay, flush, rounds))
+        del replay
+    del leaves, whole
+    torch.cuda.empty_cache()
+    first = causal_triton._leaves_first
+    for grad in (False, True):
+        label = f"leafgap causal {'fwd+bwd' if grad else 'fwd'} n={n}"
+        replays = {}
+        for way in ("leaves first", "leaves at the bottom"):
+            with mock.patch.object(causal_triton, "_leaves_first", first if way == "leaves first" else (lambda *a: None)):
+                replays[way] = _goal_replay(n, True, grad)
+            replay = replays[way][0]
+            for _ in range(20):
+                replay()
+            torch.cuda.synchronize()
+            per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
+            _note_replays(f"{label} {way}", per, clock, top=4, first=6)
+        times = {way: [] for way in replays}
+        for _ in range(5):
+            for way, (replay, _) in replays.items():
+                times[way].append(_event_replays_ms(replay, flush, rounds))
+        for way, got in times.items():
+            note(f"{label} {way}: replays by CUDA events, median of 5 rounds' medians (ms)", statistics.median(got))
+            note(f"{label} {way}: the rounds (ms)", [round(t, 3) for t in got])
+        del replays
+        torch.cuda.empty_cache()
 
 
 def main():
@@ -1732,7 +1803,7 @@ def main():
          "countsortn": countsortn, "causal16": causal16,
          "causaltiles": causaltiles, "listlen": listlen, "tiletable": tiletable, "leafshapes": leafshapes,
          "mergewarps": mergewarps, "profile": profile, "clocks": clocks, "graphs": graphs,
-         "graphgaps": graphgaps}[part](n)
+         "graphgaps": graphgaps, "leafgap": leafgap}[part](n)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "probe.json"), "w") as f:
         json.dump(FOUND, f, indent=1, default=str)
