@@ -119,7 +119,8 @@ graphgaps the four goal calls as CUDA-graph replays (each after an L2 flush, wai
          then the same replays by CUDA events without the profiler; the SM clock over both.
 leafgap  where the causal replays' gap before cuDNN's leaf forward comes from: the leaves' cuDNN call
          and SDPA's cuDNN forward alone as replays (first kernels, gaps), then the causal goal calls
-         as replays with the leaves first and at the bottom of the recursion, profiled and timed.
+         as replays with the leaves first and at the bottom of the recursion, profiled and timed;
+         the CPU time of each graph's replay() (torch's generator prologue and the graph launch).
 once     the primitive's forward and fused backward (B=1, H=32, d=64, bf16, block 256, samples
          256 per 256 rows) run twice each and nothing else: a target for Nsight Compute, e.g.
          ncu --clock-control none --kernel-name regex:^_list --launch-skip 2 --launch-count 2 ...
@@ -1686,6 +1687,21 @@ def _event_replays_ms(replay, flush, rounds):
     return statistics.median(got)
 
 
+def _host_replay_us(replay, rounds):
+    """Median CPU time of replay() itself (µs), each replay waited for after it returns: what the
+    host spends in torch's replay (its generator prologue and cudaGraphLaunch) before the GPU has
+    the whole graph."""
+    import time
+    got = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        replay()
+        got.append((time.perf_counter() - start) * 1e6)
+    torch.cuda.synchronize()
+    return statistics.median(got)
+
+
 def _goal_replay(n, causal, grad):
     """The goal call (B = 1, H = 32, d = 64, bf16, default HyperParams) captured in a CUDA graph
     (timing.captured, what timing.cuda_graph times); returns (replay, what keeps its tensors alive)."""
@@ -1759,6 +1775,7 @@ def leafgap(n):
         per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
         _note_replays(f"leafgap {name} n={n}", per, clock, first=6)
         note(f"leafgap {name} n={n}: replay by CUDA events (ms)", _event_replays_ms(replay, flush, rounds))
+        note(f"leafgap {name} n={n}: CPU time in replay() (us)", _host_replay_us(replay, rounds))
         del replay
     del leaves, whole
     torch.cuda.empty_cache()
@@ -1775,6 +1792,7 @@ def leafgap(n):
             torch.cuda.synchronize()
             per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
             _note_replays(f"{label} {way}", per, clock, top=4, first=6)
+            note(f"{label} {way}: CPU time in replay() (us)", _host_replay_us(replay, rounds))
         times = {way: [] for way in replays}
         for _ in range(5):
             for way, (replay, _) in replays.items():
