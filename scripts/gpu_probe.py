@@ -1691,8 +1691,8 @@ def _event_replays_ms(replay, flush, rounds):
     return statistics.median(got)
 
 
-def _host_replay_us(replay, rounds):
-    """Median CPU time of replay() itself (µs), each replay waited for after it returns: what the
+def _host_replay_ms(replay, rounds):
+    """Median CPU time of replay() itself (ms), each replay waited for after it returns: what the
     host spends in torch's replay (its generator prologue and cudaGraphLaunch) before the GPU has
     the whole graph."""
     import time
@@ -1701,7 +1701,7 @@ def _host_replay_us(replay, rounds):
         torch.cuda.synchronize()
         start = time.perf_counter()
         replay()
-        got.append((time.perf_counter() - start) * 1e6)
+        got.append((time.perf_counter() - start) * 1e3)
     torch.cuda.synchronize()
     return statistics.median(got)
 
@@ -1779,7 +1779,7 @@ def leafgap(n):
         per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
         _note_replays(f"leafgap {name} n={n}", per, clock, first=6)
         note(f"leafgap {name} n={n}: replay by CUDA events (ms)", _event_replays_ms(replay, flush, rounds))
-        note(f"leafgap {name} n={n}: CPU time in replay() (us)", _host_replay_us(replay, rounds))
+        note(f"leafgap {name} n={n}: CPU time in replay() (ms)", _host_replay_ms(replay, rounds))
         del replay
     del leaves, whole
     torch.cuda.empty_cache()
@@ -1796,7 +1796,7 @@ def leafgap(n):
             torch.cuda.synchronize()
             per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
             _note_replays(f"{label} {way}", per, clock, top=4, first=6)
-            note(f"{label} {way}: CPU time in replay() (us)", _host_replay_us(replay, rounds))
+            note(f"{label} {way}: CPU time in replay() (ms)", _host_replay_ms(replay, rounds))
             per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds, lead_cycles=4_000_000))
             _note_replays(f"{label} {way}, the GPU 2 ms behind the host", per, clock, top=3)
         times = {way: [] for way in replays}

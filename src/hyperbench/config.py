@@ -48,7 +48,8 @@ class Timing:
     # does, instead of waiting for each call (the host's time to start a call then counts only
     # where the GPU runs out of queued work).
     back_to_back: bool = False
-    # GPU: time replays of the call captured in a CUDA graph (no host work inside a call).
+    # GPU: time replays of the call captured in a CUDA graph (no host work inside a call but the
+    # replay's launch).
     cuda_graph: bool = False
 
     @property

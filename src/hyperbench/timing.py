@@ -6,8 +6,10 @@ the host's time to start a call counts wherever the GPU waits for it; `back_to_b
 repetition (flush, events, call) and waits once at the end, as triton.testing.do_bench does, so
 that it counts only where the host falls behind the GPU. With `cuda_graph` the call is captured
 once, after the warm-up, into a CUDA graph whose replays are timed instead: the kernels' time with
-no host work inside the call, as a CUDA-graphed training or serving loop runs it. CPU: a monotonic
-clock.
+no host work inside the call but the replay's launch (torch's generator prologue and
+cudaGraphLaunch, which the GPU waits for where it catches up with the host: up to ~0.1 ms of a
+graph of ~30 kernels on the H200; back to back, none), as a CUDA-graphed training or serving loop
+runs it. CPU: a monotonic clock.
 Over the timed repetitions the GPU's clock and power state is read too (gpu_clock: the median SM
 clock, mean board power, the share of time held down by the power limit or by heat), since the
 clock a row ran at is what moves it most between runs on one machine.
