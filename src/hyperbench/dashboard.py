@@ -5,7 +5,8 @@
 
 Writes ``<out>/index.html``, one self-contained page (inline CSS and SVG, no script, nothing
 fetched), since the machines that read it are offline: the latest commit against the baseline
-(default: the commit before it) with regress.py's verdicts, regressions first and highlighted
+(default: the newest earlier commit that measured one of its configurations, status ok) with
+regress.py's verdicts, regressions first and highlighted
 (``--per-clock``: GPU times judged in SM clock cycles, as ``hyperbench compare --per-clock``);
 per configuration and method the median time (p20–p80 whiskers) and spec_err across commits; links
 to ``<results-dir>/figures/*.png``. The page is written to a temporary file and renamed into place.
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Write the static regression dashboard.")
     p.add_argument("--results-dir", default="results", help="store folder (default: results)")
     p.add_argument("--out", help="output folder (default: <results-dir>/dashboard)")
-    p.add_argument("--baseline", help="commit prefix or 'latest' (default: the commit before the latest)")
+    p.add_argument("--baseline", help="commit prefix or 'latest' (default: the newest earlier commit that "
+                                      "measured one of the latest commit's configurations)")
     p.add_argument("--threshold", default=str(regress.THRESHOLD), help="relative change that counts")
     p.add_argument("--per-clock", action="store_true",
                    help="judge GPU times in SM clock cycles (time × the row's median SM clock)")
@@ -175,10 +177,17 @@ def _figures_section(results_dir: Path, out_dir: Path) -> str:
 
 
 def _baseline(df: pd.DataFrame, shas: list[str], latest: str, ref: str | None) -> str | None:
+    """`ref`'s commit; by default the newest commit before `latest` with an ok row of one of the
+    (configuration, method) pairs `latest` measured, so that a commit which ran other
+    configurations (a sweep of its own) does not leave the page with nothing to compare; failing
+    that, the commit just before `latest`."""
     if ref is not None:
         return compare.resolve(df, ref, "--baseline")
     earlier = shas[:shas.index(latest)]
-    return earlier[-1] if earlier else None
+    measured = set(zip(*(df.loc[df["git_sha"] == latest, c] for c in ("config_hash", "method"))))
+    ok = df[(df["status"] == "ok") & df["time_ms"].notna() & df["git_sha"].isin(earlier)]
+    shared = {sha for sha, key in zip(ok["git_sha"], zip(ok["config_hash"], ok["method"])) if key in measured}
+    return next((sha for sha in reversed(earlier) if sha in shared), earlier[-1] if earlier else None)
 
 
 def _latest_section(df: pd.DataFrame, shas: list[str], ref: str | None, threshold: float,

@@ -61,6 +61,22 @@ def test_one_commit_has_history_but_nothing_to_compare(tmp_path, capsys):
     assert page.count("<svg") == 12 + 6   # every method's time, spec_err where measured (fwd only)
 
 
+def test_default_baseline_skips_a_commit_that_measured_other_configurations(tmp_path):
+    """A commit that ran a sweep of its own between two runs of the same configurations is not the
+    baseline: the newest earlier commit that measured one of the latest's pairs is."""
+    results = tmp_path / "results"
+    rows = clean_rows(NEW)
+    plant(results, rows, "a1" * 20, 1.0)
+    plant(results, [{**r, "config_hash": "other-" + r["config_hash"]} for r in rows], "b2" * 20, 1.0)
+    plant(results, rows, PLANTED, 1.10)
+    assert cli.main(["dashboard", "--results-dir", str(results)]) == 0
+    page = (results / "dashboard" / "index.html").read_text()
+    assert "c0ffee0 against baseline a1a1a1a" in page and "12 regressions" in page
+    assert cli.main(["dashboard", "--results-dir", str(results), "--baseline", "b2b2"]) == 0
+    page = (results / "dashboard" / "index.html").read_text()
+    assert "Nothing to compare: no configuration measured at both" in page
+
+
 def test_per_clock_verdicts(tmp_path):
     """--per-clock: a candidate 10% slower at a clock 10% lower is the same in cycles."""
     results = tmp_path / "results"
