@@ -405,8 +405,9 @@ def read(results_dir: str | os.PathLike, where: Mapping[str, Any] | None = None,
     con, allowed = _connect(results_dir)
     try:
         clause = _where_clause(where or {}, allowed)
-        con.execute(f"CREATE VIEW results AS SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM all_results{clause}")
-        query = sql if sql is not None else (f"SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM all_results{clause} "
+        con.execute(f"CREATE VIEW selected AS SELECT * FROM all_results{clause}")
+        con.execute(f"CREATE VIEW results AS SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM selected")
+        query = sql if sql is not None else (f"SELECT * EXCLUDE ({_ident(_WRITTEN)}) FROM selected "
                                              f"ORDER BY {_ident(_WRITTEN)}")
         try:
             table = con.execute(query).to_arrow_table()
