@@ -137,6 +137,7 @@ import os
 import re
 import statistics
 import sys
+import time
 from unittest import mock
 
 import torch
@@ -1677,25 +1678,10 @@ def _note_replays(label, per, clock, top=8, first=0):
         print(f"    at {a - ks[0][0]:9.1f} us for {b - a:9.1f} us: {name[:90]}", flush=True)
 
 
-def _event_replays_ms(replay, flush, rounds):
-    """Median of `rounds` replays timed by CUDA events, each after an L2 flush and waited for."""
-    got = []
-    for _ in range(rounds):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        replay()
-        end.record()
-        end.synchronize()
-        got.append(start.elapsed_time(end))
-    return statistics.median(got)
-
-
 def _host_replay_ms(replay, rounds):
     """Median CPU time of replay() itself (ms), each replay waited for after it returns: what the
     host spends in torch's replay (its generator prologue and cudaGraphLaunch) before the GPU has
     the whole graph."""
-    import time
     got = []
     for _ in range(rounds):
         torch.cuda.synchronize()
@@ -1728,7 +1714,8 @@ def graphgaps(n):
     torch.profiler: per replay, the span from its first kernel's start to its last kernel's end,
     the time some kernel ran (the union of the kernels' intervals), and the rest, idle at kernel
     boundaries, with the longest gaps of the median replay. Then ten without the profiler, timed
-    by CUDA events, to see what the profiler adds. The SM clock is observed over both. (v36 bounded
+    by CUDA events as hyperbench's timer does (gpu_ab.synced_ms, after 5 untimed replays), to see
+    what the profiler adds. The SM clock is observed over both. (v36 bounded
     what overlapping launches could save from eager profiles at the idle clock; this measures the
     boundaries inside the replays.)"""
     from hyperbench import gpu_clock
@@ -1745,7 +1732,7 @@ def graphgaps(n):
             torch.cuda.synchronize()
             per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
             _note_replays(label, per, clock)
-            got, clock = gpu_clock.observe(read, lambda: _event_replays_ms(replay, flush, rounds))
+            got, clock = gpu_clock.observe(read, lambda: synced_ms(replay, rounds))
             note(f"{label}: replay by CUDA events, no profiler, median (ms)", got)
             note(f"{label}: clock unprofiled", clock)
             del replay, held
@@ -1759,7 +1746,7 @@ def leafgap(n):
     cuDNN forward on one head of the goal's shape: their kernels, offsets and gaps. (2) The two
     causal goal calls as replays with the leaves first (the default since v16) and at the bottom of
     the recursion (_leaves_first off; the draws and outputs are the same), profiled as graphgaps
-    does, then timed by CUDA events in interleaved rounds."""
+    does, then timed by CUDA events (gpu_ab.synced_ms) in interleaved rounds."""
     from hyperbench import gpu_clock
     from hyperbench.timing import L2_FLUSH_BYTES, captured
     from kernels import causal_triton, sdpa_leaves
@@ -1778,7 +1765,7 @@ def leafgap(n):
         torch.cuda.synchronize()
         per, clock = gpu_clock.observe(read, lambda: _profiled_replays(replay, flush, rounds))
         _note_replays(f"leafgap {name} n={n}", per, clock, first=6)
-        note(f"leafgap {name} n={n}: replay by CUDA events (ms)", _event_replays_ms(replay, flush, rounds))
+        note(f"leafgap {name} n={n}: replay by CUDA events (ms)", synced_ms(replay, rounds))
         note(f"leafgap {name} n={n}: CPU time in replay() (ms)", _host_replay_ms(replay, rounds))
         del replay
     del leaves, whole
@@ -1802,7 +1789,7 @@ def leafgap(n):
         times = {way: [] for way in replays}
         for _ in range(5):
             for way, (replay, _) in replays.items():
-                times[way].append(_event_replays_ms(replay, flush, rounds))
+                times[way].append(synced_ms(replay, rounds))
         for way, got in times.items():
             note(f"{label} {way}: replays by CUDA events, median of 5 rounds' medians (ms)", statistics.median(got))
             note(f"{label} {way}: the rounds (ms)", [round(t, 3) for t in got])
