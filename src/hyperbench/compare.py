@@ -198,13 +198,19 @@ def host_note(base: Any, cand: Any) -> str:
     return ""
 
 
+def baseline_rows(df: pd.DataFrame, sha: str) -> pd.DataFrame:
+    """The commit's rows that can be a baseline: its newest per (config_hash, method), status ok,
+    with a time."""
+    base = newest(df, sha)
+    return base[(base["status"] == "ok") & base["time_ms"].notna()]
+
+
 def compare_store(df: pd.DataFrame, baseline: str, candidate: str, threshold: float,
                   per_clock: bool = False) -> list[Comparison]:
     """Verdicts for every (config_hash, method) the baseline measured (status ok) and the candidate
     measured too."""
-    base = newest(df, baseline)
-    base = base[(base["status"] == "ok") & base["time_ms"].notna()]
-    pairs = base.merge(newest(df, candidate), on=["config_hash", "method"], suffixes=("", "_cand"))
+    pairs = baseline_rows(df, baseline).merge(newest(df, candidate), on=["config_hash", "method"],
+                                              suffixes=("", "_cand"))
     cand_cols = {f"{c}_cand": c for c in df.columns if c not in ("config_hash", "method")}
     out = []
     for _, row in pairs.iterrows():

@@ -185,9 +185,11 @@ def _baseline(df: pd.DataFrame, shas: list[str], latest: str, ref: str | None) -
         return compare.resolve(df, ref, "--baseline")
     earlier = shas[:shas.index(latest)]
     measured = set(zip(*(df.loc[df["git_sha"] == latest, c] for c in ("config_hash", "method"))))
-    ok = df[(df["status"] == "ok") & df["time_ms"].notna() & df["git_sha"].isin(earlier)]
-    shared = {sha for sha, key in zip(ok["git_sha"], zip(ok["config_hash"], ok["method"])) if key in measured}
-    return next((sha for sha in reversed(earlier) if sha in shared), earlier[-1] if earlier else None)
+    for sha in reversed(earlier):   # the rows compare_store would pair, newest commit first
+        base = compare.baseline_rows(df, sha)
+        if measured & set(zip(base["config_hash"], base["method"])):
+            return sha
+    return earlier[-1] if earlier else None
 
 
 def _latest_section(df: pd.DataFrame, shas: list[str], ref: str | None, threshold: float,
