@@ -97,7 +97,8 @@ def _io_bytes(job: JobConfig) -> float:
 def measure_method(method, job: JobConfig, q, k, v, reference, say: Callable[[str], None]) -> dict:
     """Time one method and measure its error; returns the row fields it determines."""
     row: dict = {"method": method.name}
-    reason = method.unavailable(job)
+    refused = methods.refusal(method, job)
+    reason = str(refused) if refused else method.unavailable(job)
     if reason:
         return {**row, "status": "unavailable", "message": reason}
     est = cost.estimate_ms(method, job)

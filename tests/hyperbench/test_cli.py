@@ -99,12 +99,26 @@ def test_ctrl_c_ends_the_sweep_even_where_the_finished_rows_cannot_be_kept(tmp_p
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, arg, key):
     multirun = ["-m"] if "," in arg else []
-    r = hyperbench("run", *multirun, arg, "methods=[exact,hyper]" if "methods" not in arg else "seed=0",
+    # hyper alone: a shape only some selected methods refuse is not an error (next test)
+    r = hyperbench("run", *multirun, arg, "methods=[hyper]" if "methods" not in arg else "seed=0",
                    f"results_dir={tmp_path}")
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"error: {key}" in lines[0] and "allowed" in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_shape_one_method_refuses_gives_it_an_unavailable_row_and_measures_the_others(tmp_path):
+    # head_dim 48 has no hyper kernel; exact takes it. The sweep's other point runs both as usual.
+    r = hyperbench("run", "-m", *[a for a in SMALL if not a.startswith("head_dim")], "head_dim=48,16",
+                   "methods=[exact,hyper]", "errors=false", "isolate=false", f"results_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = store.read(tmp_path).set_index(["head_dim", "method"])
+    assert rows.loc[(48, "exact"), "status"] == "ok"
+    assert rows.loc[(48, "hyper"), "status"] == "unavailable"
+    assert rows.loc[(48, "hyper"), "message"] == ("head_dim: 48 is not allowed for method hyper; "
+                                                  "allowed: 16, 32, 64, 128")
+    assert rows.loc[(16, "hyper"), "message"] != rows.loc[(48, "hyper"), "message"]   # no GPU here: its own reason
 
 
 @pytest.mark.parametrize("args,key,says", [

@@ -41,8 +41,8 @@ def test_defaults_resolve_on_cpu():
     ({"device": "cuda"}, "device", "allowed here: auto, cpu"),
     ({"mode": "sideways"}, "mode", "fwd, bwd, fwd+bwd"),
     ({"causal": "maybe"}, "causal", "true, false"),
-    ({"head_dim": 7}, "head_dim", "for method hyper; allowed: 16, 32, 64, 128"),
-    ({"block_size": 100}, "block_size", "for method hyper; allowed: a multiple of 16"),
+    ({"head_dim": 7, "methods": ["hyper"]}, "head_dim", "for method hyper; allowed: 16, 32, 64, 128"),
+    ({"block_size": 100, "methods": ["hyper"]}, "block_size", "for method hyper; allowed: a multiple of 16"),
     ({"methods": ["custom"]}, "method.target", "pkg.module:function"),
     ({"methods": ["custom"], "method.target": "no_such_module:f"}, "method.target", "cannot import"),
     ({"timing.min_reps": 0}, "timing.min_reps", "integer from 1"),
@@ -67,6 +67,17 @@ def test_timing_waits_for_each_call_unless_asked_to_queue_them():
 def test_method_constraints_apply_only_to_selected_methods():
     job = job_config(cfg(head_dim=7, block_size=100, methods=["exact", "hyper_ref", "sdpa_math"]))
     assert job.head_dim == 7 and job.block_size == 100
+
+
+def test_a_shape_is_an_error_only_where_every_selected_method_refuses_it():
+    job = job_config(cfg(head_dim=48, methods=["exact", "hyper"]))   # hyper's row: unavailable
+    assert job.head_dim == 48
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(head_dim=48, methods=["hyper"]))
+    assert err.value.field == "head_dim" and "allowed: 16, 32, 64, 128" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        job_config(cfg(block_size=100, methods=["hyper"]))
+    assert err.value.field == "block_size"
 
 
 def test_custom_target_resolves():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Method
+from .base import Method, refusal  # noqa: F401  (methods.refusal, for config and job)
 from . import exact, flash_attn, hyper, sdpa, custom
 
 _REGISTRY: dict[str, Method] = {

@@ -93,7 +93,7 @@ HYPER = Method(
     build=_build("triton"),
     flops=hyper_flops,
     efficiency=0.3,
-    check=_check_kernel,
+    limits=_check_kernel,
     unavailable=_kernel_unavailable,
     description="HyperAttention, this project's fused Triton kernels (kernels/)",
 )
