@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Method, refusal  # noqa: F401  (methods.refusal, for config and job)
+from .base import Method, refusal
 from . import exact, flash_attn, hyper, sdpa, custom
+
+__all__ = ["Method", "refusal", "names", "get"]
 
 _REGISTRY: dict[str, Method] = {
     m.name: m
