@@ -158,6 +158,12 @@ def test_host_bound_rows_and_other_timings_say_so():
     assert compare.compare_rows(base, bound, 0.05).note == (
         "SM clock 1890 → 1815 MHz; host-bound: the CPU took 0.200 → 1.900 ms to issue a call")
     assert compare.compare_rows(base, pd.Series({**base, "host_ms": 0.7}), 0.05).note == ""
+    # not host-bound, but the host's change accounts for the time's: said beside the verdict
+    slower = pd.Series({**base, "time_ms": 1.3, "host_ms": 0.45})
+    assert compare.compare_rows(base, slower, 0.05).note == (
+        "the CPU took 0.200 → 0.450 ms to issue a call (+0.250 ms; time +0.300 ms)")
+    assert compare.compare_rows(base, pd.Series({**slower, "host_ms": 0.3}), 0.05).note == ""   # +0.1 of +0.3
+    assert compare.compare_rows(base, pd.Series({**slower, "host_ms": 0.1}), 0.05).note == ""   # moved the other way
     assert "host-bound: the CPU took — → 0.900" in compare.compare_rows(
         pd.Series({**base, "host_ms": None}), pd.Series({**base, "host_ms": 0.9}), 0.05).note
     assert "timed" not in compare.config_label(base)
