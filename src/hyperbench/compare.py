@@ -199,7 +199,7 @@ def host_note(base: Any, cand: Any) -> str:
     """"host-bound" where either row is (table.host_bound): such a row measures the machine's CPU as
     much as the kernels (v24), and moves with it. Otherwise the host's change where it accounts for
     HOST_NOTE_SHARE of the time's (a per-call row at 16384 on another H200 host: +0.125 ms of host,
-    +0.128 of time, with the kernels unchanged)."""
+    +0.127 of time, with the kernels unchanged)."""
     b_host, c_host = _number(base.get("host_ms")), _number(cand.get("host_ms"))
     if table.host_bound(base) or table.host_bound(cand):
         shown = ("—" if h is None else f"{h:.3f}" for h in (b_host, c_host))

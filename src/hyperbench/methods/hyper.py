@@ -67,7 +67,7 @@ def _build(backend: str):
     return build
 
 
-def _check_kernel(job) -> None:
+def _kernel_limits(job) -> None:
     allowed_d = (16, 32, 64, 128)
     require(job.head_dim in allowed_d, "head_dim",
             f"{job.head_dim} is not allowed for method hyper; allowed: {', '.join(map(str, allowed_d))}")
@@ -93,7 +93,7 @@ HYPER = Method(
     build=_build("triton"),
     flops=hyper_flops,
     efficiency=0.3,
-    limits=_check_kernel,
+    limits=_kernel_limits,
     unavailable=_kernel_unavailable,
     description="HyperAttention, this project's fused Triton kernels (kernels/)",
 )
