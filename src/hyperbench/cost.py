@@ -20,10 +20,13 @@ MODE_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}  # backward ≈ 2.5 forwa
 
 @functools.lru_cache(maxsize=None)
 def matmul_rate(device: str, dtype: torch.dtype) -> float:
-    """Measured FLOP/s of a square matmul on this device and dtype (best of a few)."""
+    """Measured FLOP/s of a square matmul on this device and dtype (best of a few, after an
+    untimed one: a process's first CPU matmul ran at 73–96% of the later ones' rate on 2 cores,
+    which put the default job's `exact` over its budget)."""
     n = 4096 if device == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
     best = float("inf")
     for _ in range(4):
         sync(device)

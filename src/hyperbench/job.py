@@ -151,6 +151,11 @@ class Reference:
 # narrow dots each), 3–7 iterations.
 METRIC_PASSES = 4
 METRIC_PASSES_TRITON = 12
+# ... or, where each head's D⁻¹A is formed once for all Lanczos passes (metrics.caches_probabilities:
+# the torch path up to n ≈ 16k in fp32), this many: on a 2-core CPU at n = 2048 and 4096 (H = 32,
+# d = 64, Gaussian, clustered and heavy-hitter inputs, 3–8 passes) reference and norm took 0.9–1.6
+# times `exact`'s estimated call non-causal and up to 1.8 causal.
+METRIC_PASSES_CACHED = 2
 # ... plus a cost per (batch, head) that no FLOP count sees: every method's three Gram norms (a d × d
 # top eigenvalue each), the reference's and the norm's loops over heads.  Measured at n = 64, d = 64,
 # where the FLOPs are nothing: 6–8 µs a head and method on the H200 (v27, scripts/metric_probe.py);
@@ -175,6 +180,7 @@ def _reference(job: JobConfig, q, k, v, say) -> tuple[Reference | None, str | No
     if not job.errors:
         return None, None
     passes, dtype = ((METRIC_PASSES_TRITON, q.dtype) if metrics.uses_triton(q, k, v)
+                     else (METRIC_PASSES_CACHED, torch.float32) if metrics.caches_probabilities(q, k)
                      else (METRIC_PASSES, torch.float32))
     est = metric_estimate_ms(job, passes, dtype)
     if est > job.budget_s * 1e3:

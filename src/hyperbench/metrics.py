@@ -20,10 +20,11 @@ Cost and memory
     `SCORE_BUDGET_BYTES` of scores exist at once (the Krylov basis also limits the group).
     `exact_reference` forms each chunk's scores once. In the Lanczos iteration, for every query
     chunk P_c = exp(scale·Q_c Kᵀ − lse_c) (masked when causal) is formed once and used for both
-    Z_c = P_c X and W += P_cᵀ Z_c (one pass), for a block of `NORM_BLOCK` vectors at once.
+    Z_c = P_c X and W += P_cᵀ Z_c (one pass), for a block of `NORM_BLOCK` vectors at once. Where
+    a head's whole P fits the budget (`caches_probabilities`), P is formed once for all passes.
   * ||Õ − O||₂, ||O||₂, ||V||₂: from the d×d Gram matrices EᵀE in fp64 (largest eigenvalue; on
     a GPU by repeated squaring, see `largest_eigenvalue`).
-  * ||D⁻¹A||₂ (n×n, never formed): block Lanczos (block Krylov with full reorthogonalisation and
+  * ||D⁻¹A||₂ (n×n, formed only where a head's fits the budget): block Lanczos (block Krylov with full reorthogonalisation and
     Rayleigh–Ritz) on M = (D⁻¹A)ᵀ(D⁻¹A), one product W = M X per iteration.
     The start block contains the all-ones vector, so the estimate is ≥ 1 from the first pass
     (rows of D⁻¹A sum to 1). A head stops when its estimate is within tol (relative) of its
@@ -43,6 +44,7 @@ import torch
 
 SCORE_BUDGET_BYTES = 1 << 30   # at most this many bytes of scores at once (one buffer, in place)
 NORM_BLOCK = 8                 # vectors per block in the block Lanczos iteration (torch path)
+NORM_MAX_ITERS = 100           # Lanczos passes at most (a head that has not met tol by then stops)
 # Triton path (see the module docstring); module-level so a GPU check can compare both paths.
 TRITON_METRICS_DEFAULT = True
 TRITON_METRICS = os.environ.get("HYPERBENCH_TRITON_METRICS", str(int(TRITON_METRICS_DEFAULT))) != "0"
@@ -227,8 +229,8 @@ def _apply_ptp(qg, kg, lse_g, x, *, scale, causal, rows, offset):
     for r0 in range(0, qg.shape[-2], rows):
         p, k_end = _scores(qg[:, r0:r0 + rows], kg, lse_g[:, r0:r0 + rows],
                            scale=scale, causal=causal, r0=r0, offset=offset)
-        z = torch.matmul(p, x[:, :k_end])                           # [g, c, r]
-        w[:, :k_end].add_(torch.matmul(p.transpose(-1, -2), z))
+        zt = torch.matmul(x[:, :k_end].transpose(-1, -2), p.transpose(-1, -2))   # (P_c X)ᵀ [g, r, c]
+        w[:, :k_end].add_(torch.matmul(zt, p).transpose(-1, -2))    # (Zᵀ P_c)ᵀ: see _apply_cached
         del p
     return w
 
@@ -244,16 +246,49 @@ def _met_tol(step, prev_step, est, tol):
     return (step <= tol * est) | (tail <= tol * est)
 
 
-def _compact(basis, keep, m):
-    """Move the basis columns of the heads `keep` (increasing) to the front of `basis`, in place,
-    a chunk of heads per copy (one copy per head took seconds at 70000 heads): the sources of
-    chunk [j0, j1) are keep[j0:j1] >= j0, which no earlier chunk wrote, and each chunk is read
-    whole before it is written."""
-    live = basis[:, :, :m]
+def _compact(live, keep):
+    """Move the heads `keep` (increasing indices into dim 0) of `live` to its front, in place, a
+    chunk of heads per copy (one copy per head took seconds at 70000 heads): the sources of chunk
+    [j0, j1) are keep[j0:j1] >= j0, which no earlier chunk wrote, and each chunk is read whole
+    before it is written. Used for the Lanczos basis and the cached probabilities."""
     step = max(1, BASIS_MOVE_BYTES // max(1, live[0].numel() * live.element_size()))
     for j0 in range(0, len(keep), step):
-        src = keep[j0:j0 + step].to(basis.device)
+        src = keep[j0:j0 + step].to(live.device)
         live[j0:j0 + len(src)] = live.index_select(0, src)
+
+
+def _probabilities(qg, kg, lse_g, *, scale, causal, rows, offset):
+    """P = D⁻¹A of a group of heads, whole: [g, n_q, n_k] (zeros above a causal diagonal)."""
+    g, n_q, n_k = qg.shape[0], qg.shape[-2], kg.shape[-2]
+    if not causal and rows >= n_q:                  # one chunk: its buffer is P
+        return _scores(qg, kg, lse_g, scale=scale, causal=False, r0=0, offset=offset)[0]
+    p = torch.zeros(g, n_q, n_k, dtype=qg.dtype, device=qg.device)
+    for r0 in range(0, n_q, rows):
+        s, k_end = _scores(qg[:, r0:r0 + rows], kg, lse_g[:, r0:r0 + rows],
+                           scale=scale, causal=causal, r0=r0, offset=offset)
+        p[:, r0:r0 + rows, :k_end] = s
+        del s
+    return p
+
+
+def _apply_cached(p, x):
+    """W = Pᵀ(P X) with P formed once (`_probabilities`); p [g, n_q, n_k], x [g, n_k, r].
+    Both products put the narrow block in front, as (P X)ᵀ = Xᵀ Pᵀ and (Pᵀ Z)ᵀ = Zᵀ P: on a
+    2-core CPU, 13 heads at n = 4096, r = 8, Pᵀ @ Z took 0.77 s and Zᵀ @ P 0.09–0.12 s."""
+    zt = torch.matmul(x.transpose(-1, -2), p.transpose(-1, -2))     # [g, r, n_q]
+    return torch.matmul(zt, p).transpose(-1, -2)                    # [g, n_k, r]
+
+
+def caches_probabilities(q, k, *, query_chunk: int | None = None, max_iters: int = NORM_MAX_ITERS,
+                         block: int = NORM_BLOCK) -> bool:
+    """Whether `attention_matrix_norm` forms each head's D⁻¹A once and iterates on it, rather than
+    forming it again in every pass: the torch path, when one head's whole matrix and Krylov basis
+    fit in SCORE_BUDGET_BYTES (n up to ~16k in fp32). Each pass is then two products with P."""
+    if uses_triton(q, k) or query_chunk is not None:
+        return False
+    elt = torch.finfo(_acc_dtype(q, k)).bits // 8
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    return n_q * n_k * elt + n_k * min(n_k, max(1, block) * max(1, int(max_iters))) * elt <= SCORE_BUDGET_BYTES
 
 
 def _ptp_for(heads, use_triton, qf, kf, lf, acc, *, scale, causal, rows, offset):
@@ -270,9 +305,10 @@ def _ptp_for(heads, use_triton, qf, kf, lf, acc, *, scale, causal, rows, offset)
 
 
 def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float = 1e-3,
-                          max_iters: int = 100, query_chunk: int | None = None,
+                          max_iters: int = NORM_MAX_ITERS, query_chunk: int | None = None,
                           block: int = NORM_BLOCK, seed: int = 0):
-    """||D⁻¹A||₂ per (batch, head) without forming D⁻¹A, by block Lanczos on (D⁻¹A)ᵀ(D⁻¹A).
+    """||D⁻¹A||₂ per (batch, head) by block Lanczos on (D⁻¹A)ᵀ(D⁻¹A), forming D⁻¹A once per group
+    of heads where it fits SCORE_BUDGET_BYTES (`caches_probabilities`), else again in every pass.
 
     lse must be the exact log-sum-exp of each query row (from `exact_reference`): then
     P = exp(scale·QKᵀ − lse) is exactly D⁻¹A. One iteration = one pass over the keys serving all
@@ -297,12 +333,15 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
     r = max(1, min(block, n_k))
     m_max = min(n_k, r * max_iters)                                   # largest basis ever needed
     elt = torch.finfo(acc).bits // 8
+    cached = caches_probabilities(q, k, query_chunk=query_chunk, max_iters=max_iters, block=block)
     if use_triton:      # no score buffer: only the basis limits a group; groups of equal size
         group = max(1, min(B * H, NORM_BASIS_BYTES // max(1, n_k * m_max * elt)))
         group, rows = -(-B * H // -(-B * H // group)), None
     else:
         group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
                             causal=causal)
+        if cached:      # each head's whole P and basis in the budget: form P once per group
+            group = max(1, min(B * H, SCORE_BUDGET_BYTES // (n_q * n_k * elt + n_k * m_max * elt)))
     qf, kf, lf = _flat(q), _flat(k), lse.reshape(B * H, n_q)
     gen = torch.Generator(device=q.device).manual_seed(seed)
     norms = torch.empty(B * H, dtype=torch.float64)
@@ -320,10 +359,16 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
         prev = torch.zeros(g, dtype=torch.float64)
         prev_step = torch.full((g,), math.inf, dtype=torch.float64)
         ptp = None
+        if cached:
+            idx = heads.to(q.device)
+            p_all = _probabilities(qf.index_select(0, idx).to(acc), kf.index_select(0, idx).to(acc),
+                                   lf.index_select(0, idx).to(acc), scale=scale, causal=causal,
+                                   rows=rows, offset=offset)
         for it in range(1, max_iters + 1):
             if ptp is None:                                           # (re)bind to live heads
-                ptp = _ptp_for(heads, use_triton, qf, kf, lf, acc, scale=scale, causal=causal,
-                               rows=rows, offset=offset)
+                ptp = (functools.partial(_apply_cached, p_all[:g]) if cached else
+                       _ptp_for(heads, use_triton, qf, kf, lf, acc, scale=scale, causal=causal,
+                                rows=rows, offset=offset))
             rb = v.shape[-1]
             basis[:g, :, m:m + rb] = v
             m += rb
@@ -348,13 +393,17 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
             nxt = w - basis[:g, :, :m] @ col.to(w)
             keep = (~done).nonzero().flatten()
             if len(keep) < g:                                         # retire converged heads
-                _compact(basis, keep, m)
+                _compact(basis[:, :, :m], keep)
+                if cached:
+                    _compact(p_all, keep)
                 nxt, t, heads = nxt[keep], t[keep.to(t.device)], heads[keep]
                 est, step = est[keep], step[keep]
                 g, ptp = len(keep), None
             prev, prev_step = est, step
             v = _normalise_block(basis[:g, :, :m], nxt[..., :min(r, n_k - m)], gen)
         del basis
+        if cached:
+            del p_all
     return norms.view(B, H), iters.view(B, H), conv.view(B, H)
 
 
@@ -427,7 +476,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def head_errors(q, k, v, out, *, causal: bool, scale: float, lse=None, exact=None,
-                tol: float = 1e-3, max_iters: int = 100, query_chunk: int | None = None,
+                tol: float = 1e-3, max_iters: int = NORM_MAX_ITERS, query_chunk: int | None = None,
                 norm=None) -> dict:
     """Per-(batch, head) metrics as fp64 CPU tensors [B, H] (see `attention_errors`), plus
     `norm_iters` [B, H] and `norm_converged` [B, H]. `norm`: the result of
@@ -474,7 +523,7 @@ def head_errors(q, k, v, out, *, causal: bool, scale: float, lse=None, exact=Non
 
 
 def attention_errors(q, k, v, out, *, causal: bool, scale: float, lse=None, exact=None,
-                     tol: float = 1e-3, max_iters: int = 100,
+                     tol: float = 1e-3, max_iters: int = NORM_MAX_ITERS,
                      query_chunk: int | None = None, norm=None) -> dict:
     """Error of an approximate attention output `out` (and optionally its `lse`), per (b, h).
 

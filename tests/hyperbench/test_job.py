@@ -78,11 +78,25 @@ def test_many_heads_put_the_error_metric_over_budget_though_its_flops_are_few():
     # 512 heads of 32 rows: ~25 ms of FLOPs, ~0.46 s of Gram norms and loops over heads on a CPU
     job, rows = _run(methods=["exact"], seq_len=32, num_heads=512, head_dim=64, budget_s=0.2)
     exact = job_mod.methods.get("exact")
-    flops_ms = job_mod.cost.compute_ms(job_mod.METRIC_PASSES * exact.flops(job), "cpu", torch.float32,
-                                       exact.efficiency)
-    assert flops_ms < 0.2e3 < job_mod.metric_estimate_ms(job, job_mod.METRIC_PASSES, torch.float32)
+    passes = job_mod.METRIC_PASSES_CACHED          # 32 × 32 scores a head: formed once for the norm
+    flops_ms = job_mod.cost.compute_ms(passes * exact.flops(job), "cpu", torch.float32, exact.efficiency)
+    assert flops_ms < 0.2e3 < job_mod.metric_estimate_ms(job, passes, torch.float32)
     assert rows[0]["status"] == "ok" and rows[0].get("spec_err") is None
     assert "error metrics skipped: estimated" in rows[0]["message"] and "budget_s=0.2" in rows[0]["message"]
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_the_metric_estimate_counts_fewer_passes_where_the_norm_forms_p_once(monkeypatch, fits):
+    seen = []
+    real = job_mod.metric_estimate_ms
+    monkeypatch.setattr(job_mod, "metric_estimate_ms", lambda job, passes, dtype: seen.append(passes)
+                        or real(job, passes, dtype))
+    if not fits:
+        monkeypatch.setattr(job_mod.metrics, "SCORE_BUDGET_BYTES", 1000)
+    _, rows = _run(methods=["exact"])
+    assert seen == [job_mod.METRIC_PASSES_CACHED if fits else job_mod.METRIC_PASSES]
+    assert job_mod.METRIC_PASSES_CACHED < job_mod.METRIC_PASSES
+    assert rows[0]["status"] == "ok" and rows[0]["spec_err"] < 1e-5
 
 
 def test_errors_off_leaves_error_columns_empty():

@@ -113,27 +113,58 @@ def test_attention_norm_tiny_budget_same_answer(monkeypatch):
                                atol=0)
 
 
-def test_converged_heads_leave_the_group(monkeypatch):
+@pytest.mark.parametrize("cached", [True, False])
+def test_converged_heads_leave_the_group(monkeypatch, cached):
     """Heads that converge early stop iterating (each pass serves only the live heads); the
-    others go on, and every head keeps the stated tolerance against the dense norm."""
+    others go on, and every head keeps the stated tolerance against the dense norm. Both with
+    each head's P formed once and with P formed again in every pass (a query_chunk forces that)."""
     easy = inputs({"name": "gaussian"}, 384, heads=2)
     hard = inputs({"name": "heavy_hitters", "strength": 6.0}, 384, heads=2)
     q, k = (torch.cat([e, h], dim=1) for e, h in zip(easy[:2], hard[:2]))
     scale = 1 / math.sqrt(q.shape[-1])
     _, lse = exact_reference(q, k, k, causal=False, scale=scale)
     head_passes = []
-    real = metrics._apply_ptp
+    name = "_apply_cached" if cached else "_apply_ptp"
+    real = getattr(metrics, name)
 
-    def counting(qg, *args, **kw):
-        head_passes.append(qg.shape[0])
-        return real(qg, *args, **kw)
-    monkeypatch.setattr(metrics, "_apply_ptp", counting)
-    norms, iters, conv = attention_matrix_norm(q, k, lse, causal=False, scale=scale, tol=1e-3)
+    def counting(first, *args, **kw):
+        head_passes.append(first.shape[0])
+        return real(first, *args, **kw)
+    monkeypatch.setattr(metrics, name, counting)
+    chunk = None if cached else 384
+    assert metrics.caches_probabilities(q, k, query_chunk=chunk) == cached
+    norms, iters, conv = attention_matrix_norm(q, k, lse, causal=False, scale=scale, tol=1e-3,
+                                               query_chunk=chunk)
     assert int(iters[0, :2].max()) < int(iters[0, 2:].min())
     assert sum(head_passes) == int(iters.sum()) and head_passes[-1] < 4
     torch.testing.assert_close(norms, spec2(dense_p(q, k, causal=False, scale=scale)), rtol=1e-3,
                                atol=0)
     assert bool(conv.all())
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_probabilities_formed_once_give_the_same_norms(monkeypatch, causal):
+    """P formed once per group of heads (the default wherever it fits) against P formed again in
+    every pass: the same passes and norms, at an odd n, with heads that retire at different passes
+    and groups that do not divide the heads (a budget of two heads' P and basis)."""
+    easy = inputs({"name": "gaussian"}, 333, heads=2, batch=2)
+    hard = inputs({"name": "heavy_hitters", "strength": 6.0}, 333, heads=1, batch=2)
+    q, k = (torch.cat([e, h], dim=1) for e, h in zip(easy[:2], hard[:2]))
+    scale = 1 / math.sqrt(q.shape[-1])
+    _, lse = exact_reference(q, k, k, causal=causal, scale=scale)
+    want = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, tol=1e-6, query_chunk=50)
+    per_head = 333 * 333 * 8 + 333 * 333 * 8           # P and a basis that spans the space, fp64
+    monkeypatch.setattr(metrics, "SCORE_BUDGET_BYTES", 2 * per_head + 100)
+    assert metrics.caches_probabilities(q, k)
+    monkeypatch.setattr(metrics, "SCORE_BUDGET_BYTES", per_head - 1)
+    assert not metrics.caches_probabilities(q, k)
+    monkeypatch.setattr(metrics, "SCORE_BUDGET_BYTES", 2 * per_head + 100)
+    got = attention_matrix_norm(q, k, lse, causal=causal, scale=scale, tol=1e-6)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=0)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    assert len(set(got[1].flatten().tolist())) > 1      # heads did retire at different passes
+    torch.testing.assert_close(got[0], spec2(dense_p(q, k, causal=causal, scale=scale)), rtol=1e-5,
+                               atol=0)
 
 
 def test_tol_and_iterations_reported():
@@ -233,7 +264,7 @@ def test_compact_moves_live_heads_to_the_front(monkeypatch, chunk_heads):
     keep = torch.tensor([1, 2, 3, 5, 8])
     monkeypatch.setattr(metrics, "BASIS_MOVE_BYTES", chunk_heads * 5 * 3 * basis.element_size())
     want = basis[keep, :, :3].clone()
-    metrics._compact(basis, keep, 3)
+    metrics._compact(basis[:, :, :3], keep)
     torch.testing.assert_close(basis[:5, :, :3], want, rtol=0, atol=0)
 
 
