@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from hyperbench import report
+from hyperbench import report, store
 from hyperbench.errors import ConfigError
 
 _OPEN = re.compile(r"^<!-- hyperbench report (?P<args>.*) -->$")
@@ -44,16 +44,21 @@ def regenerate(readme: Path) -> tuple[str, list[str]]:
     lines = readme.read_text().splitlines()
     results = str(readme.parent / "results")
     stale, out, last = [], [], 0
-    for start, end, args in blocks(lines):
-        try:
-            text = report.render(shlex.split(args) + ["--results-dir", results])
-        except ConfigError as err:
-            raise ValueError(f"hyperbench report {args}: {err}") from None
-        fresh = text.rstrip("\n").split("\n")
-        if lines[start:end] != fresh:
-            stale.append(args)
-        out += lines[last:start] + fresh
-        last = end
+    try:
+        store.check_store(results)
+    except ConfigError as err:
+        raise ValueError(f"{err.field}: {err.message}") from None
+    with store.snapshot(results) as rows:   # read once for every block
+        for start, end, args in blocks(lines):
+            try:
+                text = report.render(shlex.split(args), rows)
+            except ConfigError as err:
+                raise ValueError(f"hyperbench report {args}: {err}") from None
+            fresh = text.rstrip("\n").split("\n")
+            if lines[start:end] != fresh:
+                stale.append(args)
+            out += lines[last:start] + fresh
+            last = end
     out += lines[last:]
     return "\n".join(out) + "\n", stale
 

@@ -260,15 +260,17 @@ def csv(r: Report) -> str:
     return buf.getvalue()
 
 
-def render(argv: list[str]) -> str:
-    """The report the command line asks for, as text (ConfigError for bad input)."""
+def render(argv: list[str], snapshot: store.Snapshot | None = None) -> str:
+    """The report the command line asks for, as text (ConfigError for bad input); from
+    `snapshot` (`store.snapshot`) instead of the folder --results-dir names, where given."""
     args = _parser().parse_args(argv)
     if args.format not in FORMATS:
         raise ConfigError("--format", "one of " + ", ".join(FORMATS))
     cols = _cols(args.cols)
     where = filters(args.filters)
-    store.check_store(args.results_dir)
-    df = store.read(args.results_dir, where=where or None)
+    if snapshot is None:
+        store.check_store(args.results_dir)
+    df = store.read(snapshot or args.results_dir, where=where or None)
     if df.empty:
         raise ConfigError("filters", f"no rows in {args.results_dir} match " + (" ".join(args.filters) or "(no filters)"))
     order = {k: v for k, v in where.items() if isinstance(v, list)}

@@ -46,17 +46,24 @@ class Group:
 
 
 class History:
-    """The repository's commits by digest, computed once and only when a group needs them."""
+    """The repository's commits by digest, computed once and only when a group needs them; each
+    commit's digest (one `git ls-tree`) asked for once."""
 
     def __init__(self, repo: str):
         self.repo = repo
         self._by_digest: dict[str, list[str]] | None = None
+        self._of: dict[str, str | None] = {}
+
+    def digest_of(self, sha: str) -> str | None:
+        if sha not in self._of:
+            self._of[sha] = code_digest.of_commit(sha, self.repo)
+        return self._of[sha]
 
     def commits_with(self, digest: str) -> list[str]:
         if self._by_digest is None:
             self._by_digest = {}
             for sha in code_digest.commits(self.repo):
-                found = code_digest.of_commit(sha, self.repo)
+                found = self.digest_of(sha)
                 if found is not None:
                     self._by_digest.setdefault(found, []).append(sha)
         return self._by_digest.get(digest, [])
@@ -92,7 +99,7 @@ def judge(group: Group, repo: str, history: History) -> None:
     if group.git_sha is None:
         group.verdict, group.note = NO_COMMIT, _matches(history, group.code_digest)
         return
-    expected = code_digest.of_commit(group.git_sha, repo)
+    expected = history.digest_of(group.git_sha)
     if expected is None:
         group.verdict, group.note = UNKNOWN, _matches(history, group.code_digest)
     elif expected == group.code_digest:

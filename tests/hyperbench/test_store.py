@@ -174,6 +174,24 @@ def test_filters_convert_types(tmp_path):
     assert out.to_dict("records") == [{"method": "exact", "t": 2.0}, {"method": "hyper", "t": 3.0}]
 
 
+def test_a_snapshot_reads_as_the_folder_does_and_the_files_once(tmp_path):
+    store.write_job([row(seq_len=1024, time_ms=1.0), row(seq_len=4096, causal=True, time_ms=2.0),
+                     row(seq_len=4096, time_ms=3.0, method="hyper", block_size=64)], tmp_path, job_id="j1")
+    store.write_job([row(seq_len=4096, time_ms=3.0, method="hyper", block_size=64),
+                     row(seq_len=8192, time_ms=5.0, git_sha="e4793e8f61654b4f")], tmp_path, job_id="j2")
+    asks = [({}, None), ({"seq_len": "4096"}, None), ({"git_sha": "e4793e8"}, None),
+            ({"block_size": None}, None), ({}, "SELECT method, count(*) AS n FROM results GROUP BY 1 ORDER BY 1")]
+    with store.snapshot(tmp_path) as snap:
+        for where, sql in asks:
+            pd.testing.assert_frame_equal(store.read(snap, where=where, sql=sql),
+                                          store.read(tmp_path, where=where, sql=sql))
+        store.write_job([row(seq_len=16384)], tmp_path, job_id="j3")
+        assert len(store.read(snap)) == 5 and len(store.read(tmp_path)) == 6   # read when it was taken
+        with pytest.raises(ConfigError, match="no_such_column"):
+            store.read(snap, where={"no_such_column": 1})
+        assert len(store.read(snap, where={"seq_len": 4096})) == 3               # still usable
+
+
 def test_an_abbreviated_commit_filters_like_the_full_one(tmp_path):
     full, other = "e4793e8f61654b4f34d871f0fd0a4093bd628254", "a2db87721f1a421d256f25864e823b6407356abf"
     store.write_job([{"method": "hyper", "git_sha": full}, {"method": "exact", "git_sha": full},

@@ -27,7 +27,7 @@ def rows(results, *specs):
                           "code_digest": digest, "created_at": when}], results, job_id=f"r{i}-0001")
 
 
-def test_each_verdict_and_the_commit_the_rows_really_ran(two_commits, tmp_path, capsys):
+def test_each_verdict_and_the_commit_the_rows_really_ran(two_commits, tmp_path, capsys, monkeypatch):
     repo, a, b, da, db = two_commits
     assert da != db
     results = tmp_path / "results"
@@ -44,8 +44,13 @@ def test_each_verdict_and_the_commit_the_rows_really_ran(two_commits, tmp_path, 
     groups, undigested = verify._groups(str(results), {})
     assert undigested == 1 and len(groups) == 5
     history = verify.History(str(repo))
+    asked = []
+    real = verify.code_digest.of_commit
+    monkeypatch.setattr(verify.code_digest, "of_commit", lambda sha, r: asked.append(sha) or real(sha, r))
     for g in groups:
         verify.judge(g, str(repo), history)
+    assert len(asked) == len(set(asked))                  # each commit's tree listed once
+    monkeypatch.undo()
     by_sha = {(g.git_sha, g.code_digest): g for g in groups}
     assert by_sha[(a, da)].verdict == verify.OK
     wrong = by_sha[(a, db)]
