@@ -154,7 +154,8 @@ METRIC_PASSES_TRITON = 12
 # ... or, where each head's D⁻¹A is formed once for all Lanczos passes (metrics.caches_probabilities:
 # the torch path up to n ≈ 16k in fp32), this many: on a 2-core CPU at n = 2048 and 4096 (H = 32,
 # d = 64, Gaussian, clustered and heavy-hitter inputs, 3–8 passes) reference and norm took 0.9–1.6
-# times `exact`'s estimated call non-causal and up to 1.8 causal.
+# times `exact`'s estimated call non-causal and 1.6–2.2 causal (whose FLOPs count half, where the
+# cached P's products do not skip the masked half).
 METRIC_PASSES_CACHED = 2
 # ... plus a cost per (batch, head) that no FLOP count sees: every method's three Gram norms (a d × d
 # top eigenvalue each), the reference's and the norm's loops over heads.  Measured at n = 64, d = 64,
