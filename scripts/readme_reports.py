@@ -51,7 +51,7 @@ def regenerate(readme: Path) -> tuple[str, list[str]]:
     with store.snapshot(results) as rows:   # read once for every block
         for start, end, args in blocks(lines):
             try:
-                text = report.render(shlex.split(args), rows)
+                text = report.render(shlex.split(args) + ["--results-dir", results], rows)   # named in its errors
             except ConfigError as err:
                 raise ValueError(f"hyperbench report {args}: {err}") from None
             fresh = text.rstrip("\n").split("\n")

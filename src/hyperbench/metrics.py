@@ -288,7 +288,12 @@ def caches_probabilities(q, k, *, query_chunk: int | None = None, max_iters: int
         return False
     elt = torch.finfo(_acc_dtype(q, k)).bits // 8
     n_q, n_k = q.shape[-2], k.shape[-2]
-    return n_q * n_k * elt + n_k * min(n_k, max(1, block) * max(1, int(max_iters))) * elt <= SCORE_BUDGET_BYTES
+    return _p_and_basis_bytes(n_q, n_k, elt, min(n_k, max(1, block) * max(1, int(max_iters)))) <= SCORE_BUDGET_BYTES
+
+
+def _p_and_basis_bytes(n_q: int, n_k: int, elt: int, m_max: int) -> int:
+    """Bytes one head needs with its D⁻¹A held whole: the matrix and an m_max-column basis."""
+    return (n_q + m_max) * n_k * elt
 
 
 def _ptp_for(heads, use_triton, qf, kf, lf, acc, *, scale, causal, rows, offset):
@@ -341,7 +346,7 @@ def attention_matrix_norm(q, k, lse, *, causal: bool, scale: float, tol: float =
         group, rows = _plan(B * H, n_q, n_k, elt, query_chunk, extra_per_head=n_k * m_max * elt,
                             causal=causal)
         if cached:      # each head's whole P and basis in the budget: form P once per group
-            group = max(1, min(B * H, SCORE_BUDGET_BYTES // (n_q * n_k * elt + n_k * m_max * elt)))
+            group = max(1, min(B * H, SCORE_BUDGET_BYTES // _p_and_basis_bytes(n_q, n_k, elt, m_max)))
     qf, kf, lf = _flat(q), _flat(k), lse.reshape(B * H, n_q)
     gen = torch.Generator(device=q.device).manual_seed(seed)
     norms = torch.empty(B * H, dtype=torch.float64)
