@@ -3,6 +3,7 @@
     hyperbench compare --baseline REF [--candidate REF] [--results-dir DIR] [--threshold 0.05]
                        [--per-clock] [KEY=VALUE ...]
     hyperbench compare --pytest-benchmark BASELINE.json CANDIDATE.json [--threshold 0.05]
+                       [--relative-to BENCHMARK]
 
 REF is a prefix of a commit (git_sha) in the store, or ``latest`` (the commit of the newest row;
 the default candidate). Rows pair by (config_hash, method); where a commit measured one pair more
@@ -12,6 +13,9 @@ candidate that no longer runs (oom, error, ...) where the baseline did is a regr
 clock), so that a row slowed only by a lower clock (the power limit) is not a regression; it
 fits compute-bound kernels, whose time scales with the clock, and pairs without both clocks are
 judged on their times as measured, with a note saying so.
+``--relative-to`` does the same for pytest-benchmark files on CPU, where the machine's speed is what
+moves: each candidate time is scaled by the named benchmark's median in the baseline file over its
+median in the candidate file (a yardstick timed in the same run), and the yardstick is not judged.
 Exit status: 1 if any regression, 0 otherwise, 2 with one stderr line for bad input.
 """
 
@@ -73,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="judge GPU times in SM clock cycles (time × the row's median SM clock)")
     p.add_argument("--pytest-benchmark", nargs=2, metavar=("BASELINE", "CANDIDATE"),
                    help="compare two pytest-benchmark JSON files instead of the store")
+    p.add_argument("--relative-to", metavar="BENCHMARK",
+                   help="with --pytest-benchmark: judge times relative to this benchmark's median in the "
+                        "same file (the machine's speed); it is the yardstick, not judged")
     return p
 
 
@@ -259,14 +266,35 @@ def _bench_file(path: str) -> dict[str, Timing]:
                                                 f"({type(exc).__name__}: {exc})") from None
 
 
-def compare_benchmarks(base_path: str, cand_path: str, threshold: float) -> list[Comparison]:
+def _benchmark_named(timings: dict[str, Timing], name: str, path: str) -> Timing:
+    """The benchmark whose fullname, or test name after '::', is ``name``."""
+    found = [full for full in timings if name in (full, full.rpartition("::")[2])]
+    if len(found) != 1:
+        allowed = ", ".join(sorted(full.rpartition("::")[2] for full in timings))
+        raise ConfigError("--relative-to", f"{name}: {'not in' if not found else 'ambiguous in'} {path}; "
+                                           f"allowed: {allowed}")
+    return timings[found[0]]
+
+
+def compare_benchmarks(base_path: str, cand_path: str, threshold: float,
+                       relative_to: str | None = None) -> list[Comparison]:
     base, cand = _bench_file(base_path), _bench_file(cand_path)
     names = sorted(set(base) & set(cand))
+    factor, note = 1.0, ""
+    if relative_to:
+        base_yard = _benchmark_named(base, relative_to, base_path)
+        cand_yard = _benchmark_named(cand, relative_to, cand_path)
+        factor = base_yard.median / cand_yard.median
+        names = [n for n in names if relative_to not in (n, n.rpartition("::")[2])]
+        note = (f"yardstick {relative_to}: {base_yard.median:.4g} → {cand_yard.median:.4g} ms, "
+                f"times judged ×{factor:.3g}")
     if not names:
-        raise ConfigError("--pytest-benchmark", "the two files share no benchmark (matched by fullname)")
+        raise ConfigError("--pytest-benchmark", "the two files share no benchmark (matched by fullname)"
+                                                + (" besides the yardstick" if relative_to else ""))
     return [Comparison(method=name.rpartition("::")[2], config=name.rpartition("::")[0], config_hash=None,
-                       base=base[name], cand=cand[name],
-                       time=regress.compare_times(base[name], cand[name], threshold)) for name in names]
+                       base=base[name], cand=cand[name], note=note,
+                       time=regress.compare_times(base[name], cand[name].scaled(factor), threshold))
+            for name in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,8 +367,10 @@ def main(argv: list[str]) -> int:
         threshold = parse_threshold(args.threshold)
         if args.pytest_benchmark and args.per_clock:
             raise ConfigError("--per-clock", "applies to GPU rows of the store; allowed without --pytest-benchmark")
+        if args.relative_to and not args.pytest_benchmark:
+            raise ConfigError("--relative-to", "applies to pytest-benchmark files; allowed with --pytest-benchmark")
         if args.pytest_benchmark:
-            rows = compare_benchmarks(*args.pytest_benchmark, threshold)
+            rows = compare_benchmarks(*args.pytest_benchmark, threshold, args.relative_to)
             title = f"{args.pytest_benchmark[1]} against baseline {args.pytest_benchmark[0]}"
         else:
             rows, title = _store_rows(args, threshold)

@@ -3,6 +3,7 @@
 import atexit
 import datetime as dt
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -193,6 +194,7 @@ def test_planted_change_with_samples(tmp_path, capsys, factor, code, counts):
     ([], "--baseline"),
     (["--pytest-benchmark", "missing.json", "missing.json"], "--pytest-benchmark"),
     (["--pytest-benchmark", "a.json", "b.json", "--per-clock"], "--per-clock"),
+    (["--baseline", "f317cca", "--relative-to", "test_x"], "--relative-to"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, field):
     code, out, err = run(capsys, "--results-dir", str(RESULTS), *argv)
@@ -200,15 +202,19 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, field):
     assert err.count("\n") == 1 and err.startswith(f"hyperbench compare: error: {field}: "), err
 
 
-def bench_file(path: Path, median_s: float, save_data: bool, seed: int = 0) -> str:
-    """A pytest-benchmark JSON file with one benchmark around ``median_s`` (2% noise)."""
-    data = np.random.default_rng(seed).normal(median_s, 0.02 * median_s, 40)
-    stats = {"median": float(np.median(data)), "q1": float(np.quantile(data, 0.25)),
-             "q3": float(np.quantile(data, 0.75)), "rounds": len(data)}
-    if save_data:
-        stats["data"] = data.tolist()
-    doc = {"benchmarks": [{"fullname": "tests/kernels/test_x.py::test_x", "name": "test_x", "stats": stats}]}
-    path.write_text(json.dumps(doc))
+def bench_file(path: Path, median_s: float, save_data: bool, seed: int = 0, **others: float) -> str:
+    """A pytest-benchmark JSON file with benchmark test_x around ``median_s`` and one more per
+    keyword (name=median_s), each with 2% noise."""
+    rng = np.random.default_rng(seed)
+    benchmarks = []
+    for name, median in {"test_x": median_s, **others}.items():
+        data = rng.normal(median, 0.02 * median, 40)
+        stats = {"median": float(np.median(data)), "q1": float(np.quantile(data, 0.25)),
+                 "q3": float(np.quantile(data, 0.75)), "rounds": len(data)}
+        if save_data:
+            stats["data"] = data.tolist()
+        benchmarks.append({"fullname": f"tests/kernels/test_x.py::{name}", "name": name, "stats": stats})
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
     return str(path)
 
 
@@ -223,7 +229,35 @@ def test_pytest_benchmark_files(tmp_path, capsys, save_data, factor, code):
     assert ("% [" in out) == save_data   # the bootstrap's interval is shown where there are samples
 
 
+@pytest.mark.parametrize("x_ms, yard_ms, relative, code", [
+    (50, 250, True, 0),     # the machine is 2.5x slower, test_x with it: no regression relative to it
+    (50, 250, False, 1),    # ... but a regression in milliseconds
+    (50, 100, True, 1),     # test_x 2.5x slower on a machine as fast as before
+    (20, 250, True, 0),     # the machine slower, test_x not: an improvement relative to it
+])
+def test_pytest_benchmark_relative_to_a_yardstick(tmp_path, capsys, x_ms, yard_ms, relative, code):
+    base = bench_file(tmp_path / "base.json", 0.020, True, seed=0, test_yard=0.100)
+    cand = bench_file(tmp_path / "cand.json", x_ms / 1e3, True, seed=1, test_yard=yard_ms / 1e3)
+    got, out, _ = run(capsys, "--pytest-benchmark", base, cand, "--threshold", "1.0",
+                      *(["--relative-to", "test_yard"] if relative else []))
+    assert got == code, out
+    counts = re.search(r"(\d+) regressions?, (\d+) improvements?, (\d+) same", out).groups()
+    assert sum(map(int, counts)) == (1 if relative else 2)   # the yardstick itself is not judged
+    if relative:
+        assert f"judged ×{100 / yard_ms:.3g}" in " ".join(out.split())
+
+
+def test_relative_to_names_the_benchmarks_allowed(tmp_path, capsys):
+    base = bench_file(tmp_path / "base.json", 0.020, True, test_yard=0.1)
+    code, out, err = run(capsys, "--pytest-benchmark", base, base, "--relative-to", "test_nope")
+    assert code == 2 and out == ""
+    assert err.startswith("hyperbench compare: error: --relative-to: test_nope: not in ") and "allowed: test_x, test_yard" in err
+
+
 def test_saved_cpu_baseline_is_readable(capsys):
     baseline = str(ROOT / "tests" / "benchmarks" / "baseline.json")
     code, out, _ = run(capsys, "--pytest-benchmark", baseline, baseline, "--threshold", "0.5")
     assert code == 0 and "test_hyper_ref_cpu_benchmark" in out and "0 regressions" in out
+    code, out, _ = run(capsys, "--pytest-benchmark", baseline, baseline, "--threshold", "1.0",
+                       "--relative-to", "test_dense_attention_yardstick_cpu_benchmark")
+    assert code == 0 and "judged ×1 " in out and "1 same" in out
